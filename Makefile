@@ -1,0 +1,43 @@
+# Every target creates .venv and installs what it needs on first use.
+# GPU users: make TORCH="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128" ...
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all lint bench pretrain data clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "$(TORCH)" $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/cyb pretrain
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check cyb_core analysis app tests
+	$(BIN)/ruff format --check cyb_core analysis app tests
+
+data: $(STAMP)
+	$(BIN)/cyb data build
+	$(BIN)/cyb tokenizer
+
+pretrain: $(STAMP)
+	$(BIN)/cyb pretrain
+
+clean-venv:
+	rm -rf $(VENV)

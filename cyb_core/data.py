@@ -1,0 +1,59 @@
+"""Token streams and "concatenate then split" packing of the corpus splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .corpus import load_split
+
+
+def token_stream(texts: list[str], tokenizer) -> torch.Tensor:
+    """All texts tokenised and concatenated, each followed by end-of-text: (N,) long."""
+    eot = tokenizer.eos_token_id
+    ids: list[int] = []
+    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids.extend(enc)
+        ids.append(eot)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def pack(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Cut a stream into blocks of seq_len + 1 tokens (inputs and shifted targets): (N, seq_len+1).
+
+    Blocks do not overlap, so every real token is trained on once per epoch; the tail
+    that does not fill a block is dropped.
+    """
+    n = len(stream) // (seq_len + 1)
+    if n == 0:
+        raise ValueError(f"text too short: {len(stream)} tokens cannot fill one block of {seq_len + 1}")
+    return stream[: n * (seq_len + 1)].view(n, seq_len + 1)
+
+
+def split_blocks(split: str, tokenizer, seq_len: int, root: str | Path) -> torch.Tensor:
+    """Packed blocks of a corpus split (pretrain, finetune or heldout)."""
+    return pack(token_stream([d["text"] for d in load_split(split, Path(root))], tokenizer), seq_len)
+
+
+class BlockSampler:
+    """Deterministic batches: epoch e visits the blocks in a permutation seeded by (seed, e).
+
+    The batch for optimiser step k depends only on (seed, k), so a resumed run sees
+    exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, blocks: torch.Tensor, batch_size: int, seed: int):
+        if len(blocks) < batch_size:
+            raise ValueError(f"only {len(blocks)} blocks of data for a batch of {batch_size}: lower --batch-size or --seq-len")
+        self.blocks, self.batch_size, self.seed = blocks, batch_size, seed
+        self.per_epoch = len(blocks) // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def batch(self, k: int) -> torch.Tensor:
+        epoch, i = divmod(k, self.per_epoch)
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = torch.from_numpy(rng.permutation(len(self.blocks))), epoch
+        return self.blocks[self._perm[i * self.batch_size : (i + 1) * self.batch_size]]

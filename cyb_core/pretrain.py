@@ -1,0 +1,36 @@
+"""Pretrain the shipped base model without pauses and publish it under data/base."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from . import model as model_lib
+from .data import split_blocks
+from .train import TrainConfig, atomic_save_dir, evaluate_nll, resolve_device, train
+
+
+def pretrain(cfg: TrainConfig, base_dir: str | Path = model_lib.BASE_DIR, progress: bool = True) -> dict:
+    """Run (or resume) `cfg`, measure held-out perplexity, copy the result to `base_dir`."""
+    summary = train(cfg, progress=progress)
+    run = Path(cfg.out)
+    model = model_lib.load(run / "final", device=resolve_device(cfg.device))
+    heldout = split_blocks("heldout", model.tokenizer, cfg.seq_len, cfg.data_root)
+    result = {
+        **summary,
+        "n_params": model_lib.n_params(model),
+        "heldout": evaluate_nll(model, heldout, replace(cfg, w=1)),
+        "heldout_tokens": heldout[:, 1:].numel(),
+        "config": json.loads((run / "config.json").read_text()),
+    }
+
+    def write(tmp: Path):
+        shutil.copytree(run / "final", tmp)
+        shutil.copy(run / "log.jsonl", tmp / "train_log.jsonl")
+        (tmp / "summary.json").write_text(json.dumps(result, indent=2))
+
+    atomic_save_dir(Path(base_dir), write)
+    return result
+

@@ -1,0 +1,246 @@
+"""One flat training loop for pretraining (no pauses) and CYB fine-tuning.
+
+The budget is counted in *real* (non-pause) tokens so that variants with and
+without pauses are compared on equal data. A run directory holds config.json,
+log.jsonl, a resumable checkpoint (ckpt/) and the final model (final/).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import losses, pauses
+from . import model as model_lib
+from .data import BlockSampler, split_blocks
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str  # run directory
+    init: str = str(model_lib.BASE_DIR)  # checkpoint to start from, or "scratch:<preset>"
+    tokenizer: str = "data/tokenizer"  # used only when init is scratch
+    variant: str = "baseline"
+    w: int = 1  # steps per real token (tbys: pauses + 1)
+    recipe: str = "constant"
+    psi: float = 0.9
+    hparams: dict = field(default_factory=dict)
+    data_root: str = "data/corpus"
+    split: str = "finetune"
+    data_fraction: float = 1.0  # use the first fraction of the split's blocks (data regimes)
+    seq_len: int = 128  # real tokens per sequence
+    batch_size: int = 32  # sequences per optimiser step (split into grad_accum micro-batches)
+    grad_accum: int = 1
+    tokens: int = 300_000  # budget in real training tokens
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01
+    warmup: float = 0.05  # fraction of steps
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    val_blocks: int = 32  # blocks held back from the training split for periodic evaluation
+    eval_every: int = 50  # steps
+    ckpt_every: int = 50  # steps
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast to bf16 on CUDA
+
+    def __post_init__(self):
+        model_lib.CYBSettings(w=self.w, psi=self.psi, variant=self.variant, recipe=self.recipe)
+        losses.check(self.variant, self.w, **self.hparams)
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.tokens <= 0 or self.lr <= 0 or not 0 < self.data_fraction <= 1:
+            raise ValueError("tokens and lr must be positive and data_fraction in (0, 1]")
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.tokens / (self.batch_size * self.seq_len))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to the peak, then cosine decay to min_lr_ratio * peak at the last step."""
+    warm = max(1, round(cfg.warmup * cfg.steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, cfg.steps - 1 - warm)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_logits(model, inputs, w, recipe="constant", omega=None, generator=None):
+    """Expand (B, T) real tokens with pauses and run the model: logits (B, T, W, V), steps (B, T) or None."""
+    if recipe == "variable" and w > 1:
+        ex = pauses.expand_variable(inputs, w, model.pause_ids, omega, generator=generator, pad_id=model.pad_id)
+    else:
+        ex = pauses.expand_constant(inputs, w, model.pause_ids)
+    logits, _ = model(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
+    return ex.to_steps(logits), ex.steps
+
+
+def eval_variant(variant: str, w: int) -> str:
+    """The loss whose value is -log p(y) as method.md section 5 defines it for this variant."""
+    return variant if variant in ("baseline", "tbys") else ("baseline" if w == 1 else "cyb-ap")
+
+
+@torch.no_grad()
+def evaluate_nll(model, blocks, cfg: TrainConfig, batch_size: int = 16) -> dict:
+    """Mean -log p(y) and mean expected pauses over `blocks` (Recipe 1, the model's own stopping)."""
+    model.eval()
+    name, nll, pauses_sum, n = eval_variant(cfg.variant, cfg.w), 0.0, 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        b = blocks[i : i + batch_size].to(model.device)
+        with _autocast(model.device, cfg.bf16):
+            logits, _ = step_logits(model, b[:, :-1], cfg.w)
+        out = losses.compute(name, logits.float(), b[:, 1:], model.dk_id)
+        nll += out.per_token.sum().item()
+        pauses_sum += out.metrics["expected_pauses"].item() * b[:, 1:].numel()
+        n += b[:, 1:].numel()
+    model.train()
+    return {"nll": nll / n, "ppl": math.exp(nll / n), "expected_pauses": pauses_sum / n}
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
+    settings = dict(w=cfg.w, psi=cfg.psi, variant=cfg.variant, recipe=cfg.recipe, hparams=cfg.hparams)
+    if cfg.init.startswith("scratch:"):
+        from . import tokenizer as tok_lib
+
+        m = model_lib.new_base(tok_lib.load(cfg.tokenizer), cfg.init.split(":", 1)[1], seed=cfg.seed)
+        return m.with_settings(**settings)
+    return model_lib.load(cfg.init, **settings)
+
+
+def atomic_save_dir(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) the run in cfg.out; returns the final summary. `stop_after` simulates a kill."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists() and json.loads(cfg_path.read_text()) != asdict(cfg):
+        raise ValueError(f"{out} holds a run with a different config: choose a new --out or delete {out}")
+    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
+    if (out / "final" / "summary.json").exists():
+        return json.loads((out / "final" / "summary.json").read_text())
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    ckpt = out / "ckpt"
+    if not ckpt.exists() and ckpt.with_name("ckpt.old").exists():  # killed between two renames
+        ckpt.with_name("ckpt.old").rename(ckpt)
+    model = _init_model(cfg) if not ckpt.exists() else model_lib.load(ckpt)
+    model.to(device).train()
+
+    blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
+    n_val = min(cfg.val_blocks, len(blocks) // 10)
+    val, blocks = blocks[:n_val], blocks[n_val:]
+    blocks = blocks[: max(cfg.batch_size, int(len(blocks) * cfg.data_fraction))]
+    sampler = BlockSampler(blocks, cfg.batch_size, cfg.seed)
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+    )
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
+        opt.load_state_dict(state["opt"])
+        start, elapsed = state["step"], state["elapsed"]
+    log_path = out / "log.jsonl"
+    _truncate_log(log_path, start)
+
+    omega = cfg.hparams.get("omega") if cfg.recipe == "variable" else None
+    micro = cfg.batch_size // cfg.grad_accum
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"{cfg.variant} w={cfg.w}", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter() - elapsed
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = sampler.batch(step).to(device)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # Recipe 2 pause counts
+        loss_sum, pauses_sum = 0.0, 0.0
+        for mb in batch.split(micro):
+            with _autocast(device, cfg.bf16):
+                logits, steps = step_logits(model, mb[:, :-1], cfg.w, cfg.recipe, omega, gen)
+            out_l = losses.compute(cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.hparams)
+            (out_l.loss / cfg.grad_accum).backward()
+            loss_sum += out_l.loss.item() / cfg.grad_accum  # CPU-GPU sync, once per micro-batch
+            pauses_sum += out_l.metrics["expected_pauses"].item() / cfg.grad_accum
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        done = step + 1
+        record = {"step": done, "tokens_seen": done * cfg.batch_size * cfg.seq_len, "loss": loss_sum,
+                  "lr": lr, "mean_expected_pauses": pauses_sum, "elapsed_s": time.perf_counter() - t0}
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            record.update({f"val_{k}": v for k, v in evaluate_nll(model, val, cfg).items()})
+        with log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{loss_sum:.3f}", pauses=f"{pauses_sum:.2f}", lr=f"{lr:.1e}")
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            _save_ckpt(ckpt, model, opt, done, record["elapsed_s"])
+        if stop_after is not None and done >= stop_after and done < cfg.steps:
+            return {"stopped_at": done}
+
+    last = json.loads(log_path.read_text().splitlines()[-1])
+    summary = {"steps": cfg.steps, "tokens_seen": last["tokens_seen"], "final_loss": last["loss"],
+               "val": evaluate_nll(model, val, cfg), "elapsed_s": time.perf_counter() - t0}
+
+    def write_final(tmp: Path):
+        model.save(tmp)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    atomic_save_dir(out / "final", write_final)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return summary
+
+
+def _save_ckpt(path: Path, model, opt, step: int, elapsed: float) -> None:
+    def write(tmp: Path):
+        model.save(tmp)
+        torch.save({"opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp / "state.pt")
+
+    atomic_save_dir(path, write)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so the log has each step once."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
