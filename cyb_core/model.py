@@ -7,12 +7,19 @@ key "cyb", so `load(path)` needs nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
@@ -109,11 +116,24 @@ def load(path: str | Path = BASE_DIR, device: str | torch.device = "cpu", **sett
             "(re-save the model with save_pretrained(..., safe_serialization=True))"
         )
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = _load_tokenizer(path)
     wrapped = CYBModel(model, tokenizer)
     if settings:
         wrapped.with_settings(**settings)
     return wrapped.to(device)
+
+
+def _load_tokenizer(path: Path):
+    """The tokenizer saved with a checkpoint, as the class it was saved as.
+
+    AutoTokenizer would pick a class from the *model* type (e.g. Qwen2's, which adds its own
+    `<|endoftext|>`) for a generic tokenizer saved next to that model.
+    """
+    cfg = path / "tokenizer_config.json"
+    saved_as = json.loads(cfg.read_text()).get("tokenizer_class") if cfg.is_file() else None
+    if saved_as in (None, "TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(path)
 
 
 def new_base(tokenizer, preset: str = "small", max_positions: int = 2048, seed: int = 0) -> CYBModel:

@@ -55,11 +55,26 @@ class TrainConfig:
 
     def __post_init__(self):
         model_lib.CYBSettings(w=self.w, psi=self.psi, variant=self.variant, recipe=self.recipe)
-        losses.check(self.variant, self.w, **self.hparams)
+        losses.check(self.variant, self.w, **self.loss_hparams)
+        if self.recipe == "variable":
+            losses.parse_vector(self.pause_omega, self.w, name="omega")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if self.tokens <= 0 or self.lr <= 0 or not 0 < self.data_fraction <= 1:
             raise ValueError("tokens and lr must be positive and data_fraction in (0, 1]")
+
+    @property
+    def loss_hparams(self) -> dict:
+        """Under Recipe 2 omega is where the world stops, already sampled into the pause
+        counts; the loss then sees the realised stop (DK forced to 0 there) and no omega."""
+        if self.recipe == "variable":
+            return {k: v for k, v in self.hparams.items() if k != "omega"}
+        return self.hparams
+
+    @property
+    def pause_omega(self):
+        """Distribution of the number of steps under Recipe 2 (default uniform over 1..W)."""
+        return self.hparams.get("omega", ":".join(["1"] * self.w))
 
     @property
     def steps(self) -> int:
@@ -82,7 +97,7 @@ def step_logits(model, inputs, w, recipe="constant", omega=None, generator=None)
     else:
         ex = pauses.expand_constant(inputs, w, model.pause_ids)
     logits, _ = model(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
-    return ex.to_steps(logits), ex.steps
+    return ex.to_steps(logits), (None if ex.constant else ex.steps)
 
 
 def eval_variant(variant: str, w: int) -> str:
@@ -179,7 +194,6 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     log_path = out / "log.jsonl"
     _truncate_log(log_path, start)
 
-    omega = cfg.hparams.get("omega") if cfg.recipe == "variable" else None
     micro = cfg.batch_size // cfg.grad_accum
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"{cfg.variant} w={cfg.w}", unit="step", dynamic_ncols=True)
@@ -193,8 +207,8 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         loss_sum, pauses_sum = 0.0, 0.0
         for mb in batch.split(micro):
             with _autocast(device, cfg.bf16):
-                logits, steps = step_logits(model, mb[:, :-1], cfg.w, cfg.recipe, omega, gen)
-            out_l = losses.compute(cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.hparams)
+                logits, steps = step_logits(model, mb[:, :-1], cfg.w, cfg.recipe, cfg.pause_omega, gen)
+            out_l = losses.compute(cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams)
             (out_l.loss / cfg.grad_accum).backward()
             loss_sum += out_l.loss.item() / cfg.grad_accum  # CPU-GPU sync, once per micro-batch
             pauses_sum += out_l.metrics["expected_pauses"].item() / cfg.grad_accum

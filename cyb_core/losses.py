@@ -1,0 +1,341 @@
+"""Catch Your Breath losses (docs/method.md sections 2-3), computed in log space.
+
+Logits are (B, T, W, V): W steps per real token (step 0 is the token itself, step i its
+i-th pause). Everything is reduced once to (B, T, W) quantities - log d_i, log(1 - d_i),
+log t_i, log s_i - and each variant is a few lines on top of them.
+
+Recipe 2 (variable pauses) passes `steps` (B, T): token t has steps[t] steps, DK is
+forced to 0 at step steps[t]-1 and later steps have s_i = 0. A distribution over steps
+(omega, rho) is truncated to the available steps by moving the mass beyond the last
+available step onto it, which is what computing the loss on the truncated logits with
+W = steps[t] and that truncated vector gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+LSE_CHUNK_BYTES = 128 * 2**20  # fp32 bytes of logits upcast at a time in the vocabulary logsumexp
+NEG_INF = float("-inf")
+
+VectorSpec = str | Sequence[float] | Tensor
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    loss: Tensor  # () mean of per_token over unmasked tokens
+    per_token: Tensor  # (B, T), 0 at masked tokens
+    metrics: dict[str, Tensor]  # detached scalars
+
+
+@dataclass(frozen=True)
+class StepQuantities:
+    log_d: Tensor  # (B, T, W) log P(DK) at step i; -inf from the last available step on
+    log_1md: Tensor  # (B, T, W) log(1 - d_i); 0 from the last available step on
+    log_t: Tensor  # (B, T, W) log P(target | not DK), DK renormalised away at every step
+    log_s: Tensor  # (B, T, W) log P(answer at step i) under the omega used; -inf if impossible
+    steps: Tensor  # (B, T) long, steps available per token (1..W)
+
+    def with_omega(self, omega: VectorSpec | None) -> StepQuantities:
+        """The same quantities with log_s recomputed for another omega (cheap: no vocabulary work)."""
+        om = None if omega is None else parse_vector(omega, self.log_d.shape[-1])
+        return replace(self, log_s=_log_s(self.log_d, self.log_1md, self.steps, om))
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def parse_vector(
+    spec: VectorSpec, W: int, *, allow_zeros: bool = True, name: str = "omega"
+) -> Tensor:
+    """'4:1:1:4', a sequence or a tensor of W non-negative weights -> float64 (W,) summing to 1."""
+    try:
+        if isinstance(spec, str):
+            values = [float(part) for part in spec.split(":")]
+        else:
+            values = torch.as_tensor(spec, dtype=torch.float64).flatten().tolist()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name}: cannot parse {spec!r}; expected a ratio like '4:1:1:4' or a sequence"
+        ) from None
+    v = torch.tensor(values, dtype=torch.float64)
+    if v.numel() != W:
+        raise ValueError(f"{name} has {v.numel()} entries ({spec!r}), expected W = {W}")
+    if not torch.isfinite(v).all() or (v < 0).any():
+        raise ValueError(f"{name} entries must be finite and >= 0, got {spec!r}")
+    if v.sum() <= 0:
+        raise ValueError(f"{name} must have a positive entry, got {spec!r}")
+    if not allow_zeros and (v == 0).any():
+        raise ValueError(f"{name} entries must all be > 0, got {spec!r}")
+    return v / v.sum()
+
+
+def discount(gamma: float, W: int, kind: str = "exp") -> Tensor:
+    """gamma_i for i = 0..W-1: exp gamma^i or linear 1 - i (1 - gamma); float64 (W,) in [0, 1]."""
+    if not 0.0 <= float(gamma) <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    i = torch.arange(W, dtype=torch.float64)
+    if kind == "exp":
+        return torch.tensor(float(gamma), dtype=torch.float64) ** i
+    if kind == "linear":
+        g = 1.0 - i * (1.0 - float(gamma))
+        if g.min() < -1e-9:
+            raise ValueError(
+                f"linear discount with gamma = {gamma} is negative at step {int((g < 0).nonzero()[0])}"
+            )
+        return g.clamp_min(0.0)
+    raise ValueError(f"gamma_kind must be 'exp' or 'linear', got {kind!r}")
+
+
+def _truncate(v: Tensor, steps: Tensor) -> Tensor:
+    """(W,) distribution -> (B, T, W): mass beyond the last available step moved onto it."""
+    i = torch.arange(v.numel(), device=steps.device)
+    last = (steps - 1)[..., None]
+    tail = v.flip(0).cumsum(0).flip(0)  # sum_{j >= i} v_j
+    return torch.where(i < last, v, torch.where(i == last, tail, torch.zeros_like(v)))
+
+
+# ----------------------------------------------------------------------------- step quantities
+
+
+class _LogSumExpNoDK(torch.autograd.Function):
+    """logsumexp over V without column dk, upcast to >= fp32 one chunk of rows at a time.
+
+    Only the input (the logits themselves) and the (N,) result are kept for backward, so a
+    bf16 (N, V) input never gets a full-size fp32 copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dk_id: int, rows: int) -> Tensor:  # (N, V) -> (N,)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        dk = torch.tensor([dk_id], device=x.device)
+        out = torch.empty(x.shape[0], dtype=dtype, device=x.device)
+        for a in range(0, x.shape[0], rows):
+            # index_fill is out of place: x itself is never written
+            chunk = x[a : a + rows].to(dtype).index_fill(1, dk, NEG_INF)
+            out[a : a + rows] = torch.logsumexp(chunk, dim=1)
+        ctx.save_for_backward(x, out)
+        ctx.dk_id, ctx.rows = dk_id, rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, out = ctx.saved_tensors
+        grad = torch.empty_like(x)
+        for a in range(0, x.shape[0], ctx.rows):
+            # softmax without DK, one chunk at a time
+            p = torch.exp(x[a : a + ctx.rows].to(out.dtype) - out[a : a + ctx.rows, None])
+            p[:, ctx.dk_id] = 0.0
+            grad[a : a + ctx.rows] = p * grad_out[a : a + ctx.rows, None]
+        return grad, None, None
+
+
+def _log_s(log_d: Tensor, log_1md: Tensor, steps: Tensor, omega: Tensor | None) -> Tensor:
+    """Eq. 2 in log space: log s_i = sum_{j<i} log d_j + log(d_i omega_i + (1 - d_i) Omega_i)."""
+    W = log_d.shape[-1]
+    i = torch.arange(W, device=log_d.device)
+    if omega is None:
+        omega = (i == W - 1).to(torch.float64)
+    om = omega.to(device=log_d.device, dtype=log_d.dtype)
+    Om = om.flip(0).cumsum(0).flip(0)  # Omega_i = sum_{j >= i} omega_j
+    log_om, log_Om = om.log(), torch.where(Om > 0, Om.log(), torch.zeros_like(Om))  # constants
+    last = (steps - 1)[..., None]  # (B, T, 1)
+    before = i < last  # (B, T, W) steps where DK is allowed
+    # Zeros in place of -inf keep every gradient path finite; `live` puts the -inf back at the end.
+    ld = torch.where(before, log_d, 0.0)
+    stay = torch.where(before, log_1md, 0.0) + log_Om  # log (1 - d_i) Omega_i
+    mix = torch.where(om > 0, torch.logaddexp(ld + torch.where(om > 0, log_om, 0.0), stay), stay)
+    mix = torch.where(before, mix, log_Om)  # d = 0 at the last available step
+    # log prod_{j<i} d_j, an exclusive cumulative sum
+    log_prod = torch.cat([torch.zeros_like(ld[..., :1]), ld[..., :-1].cumsum(-1)], dim=-1)
+    live = (i <= last) & (Om > 0)
+    return torch.where(live, log_prod + mix, NEG_INF)
+
+
+def step_quantities(
+    logits: Tensor,
+    targets: Tensor,
+    dk_id: int,
+    steps: Tensor | None = None,
+    omega: VectorSpec | None = None,
+) -> StepQuantities:
+    """log d, log(1 - d), log t, log s from logits (B, T, W, V) and targets (B, T).
+
+    omega defaults to one-hot at the last step (the model's own stopping policy). Targets
+    < 0 (e.g. -100) are read as token 0; the caller masks those tokens.
+    """
+    B, T, W, V = logits.shape
+    if steps is None:
+        steps = torch.full((B, T), W, dtype=torch.long, device=logits.device)
+    rows = max(1, LSE_CHUNK_BYTES // (4 * V))
+    lse_nodk = _LogSumExpNoDK.apply(logits.reshape(-1, V), dk_id, rows).view(B, T, W)
+    z_dk = logits[..., dk_id].to(lse_nodk.dtype)  # (B, T, W)
+    tgt = targets.clamp_min(0)[:, :, None, None].expand(B, T, W, 1)
+    z_y = logits.gather(-1, tgt).squeeze(-1).to(lse_nodk.dtype)  # (B, T, W)
+    lse = torch.logaddexp(lse_nodk, z_dk)  # over the whole vocabulary
+    before = torch.arange(W, device=logits.device) < (steps - 1)[..., None]
+    log_d = torch.where(before, z_dk - lse, NEG_INF)
+    log_1md = torch.where(before, lse_nodk - lse, 0.0)
+    q = StepQuantities(log_d, log_1md, z_y - lse_nodk, log_d, steps)
+    return q.with_omega(omega)
+
+
+def log_p(q: StepQuantities) -> Tensor:
+    """(B, T) log sum_i s_i t_i: the predictive log-probability if q uses omega one-hot last."""
+    return torch.logsumexp(q.log_s + q.log_t, dim=-1)
+
+
+def expected_pauses(log_s: Tensor) -> Tensor:
+    """(B, T) E[S] = sum_i i s_i."""
+    i = torch.arange(log_s.shape[-1], device=log_s.device, dtype=log_s.dtype)
+    return (log_s.exp() * i).sum(-1)
+
+
+def greedy_pauses(log_d: Tensor) -> Tensor:
+    """(B, T) first step i with d_i < 0.5; the last (available) step has d = 0, so one exists."""
+    return (log_d < math.log(0.5)).int().argmax(-1)  # argmax returns the first maximum
+
+
+def apply_dk_prior(logits: Tensor, dk_id: int, psi: float = 0.9) -> Tensor:
+    """Bias logits (..., V) so that DK starts with probability ~psi (method.md section 1)."""
+    if not 0.0 < psi < 1.0:
+        raise ValueError(f"psi must be in (0, 1), got {psi}")
+    V = logits.shape[-1]
+    bias = torch.full(
+        (V,), math.log((1.0 - psi) * V / (V - 1)), dtype=logits.dtype, device=logits.device
+    )
+    bias[dk_id] = math.log(psi * V)
+    return logits + bias
+
+
+# ----------------------------------------------------------------------------- variants
+# Each takes the quantities under omega one-hot last and returns the (B, T) loss and the
+# quantities that describe the variant's own answer policy (for metrics).
+
+
+def _baseline(q: StepQuantities) -> tuple[Tensor, StepQuantities]:
+    if q.log_t.shape[-1] != 1:
+        raise ValueError(
+            f"baseline takes logits without pauses (W = 1), got W = {q.log_t.shape[-1]}"
+        )
+    return -q.log_t[..., 0], q
+
+
+def _tbys(q: StepQuantities) -> tuple[Tensor, StepQuantities]:
+    # Eq. 3 with d = 1 before the last available step: s is one-hot there.
+    last = (q.steps - 1)[..., None]
+    log_s = torch.where(torch.arange(q.log_s.shape[-1], device=last.device) == last, 0.0, NEG_INF)
+    q = replace(q, log_s=log_s.to(q.log_t.dtype))
+    return -log_p(q), q
+
+
+def _cyb_ap(
+    q: StepQuantities, omega: VectorSpec | None = None, gamma: float = 1.0, gamma_kind: str = "exp"
+) -> tuple[Tensor, StepQuantities]:
+    W = q.log_t.shape[-1]
+    log_g = discount(gamma, W, gamma_kind).to(q.log_t).log()  # -inf where gamma_i = 0; gamma_0 = 1
+    qw = q if omega is None else q.with_omega(omega)
+    return -torch.logsumexp(qw.log_s + log_g + q.log_t, dim=-1), q
+
+
+def _rho(rho: VectorSpec | None, q: StepQuantities, allow_zeros: bool) -> Tensor:
+    """(B, T, W) prior over steps (uniform by default), truncated to each token's steps."""
+    W = q.log_t.shape[-1]
+    spec = rho if rho is not None else [1.0] * W
+    return _truncate(
+        parse_vector(spec, W, allow_zeros=allow_zeros, name="rho").to(q.log_t), q.steps
+    )
+
+
+def _cyb_va(q: StepQuantities, rho: VectorSpec | None = None) -> tuple[Tensor, StepQuantities]:
+    rho = _rho(rho, q, allow_zeros=False)
+    live = q.log_s > NEG_INF  # exactly the available steps, where rho > 0
+    ls, lr = torch.where(live, q.log_s, 0.0), torch.where(live, rho.log(), 0.0)
+    # -sum s log t + KL(s || rho); s = 0 exactly where not live, so those terms vanish.
+    return (q.log_s.exp() * (ls - lr - q.log_t)).sum(-1), q
+
+
+def _cyb_dp(
+    q: StepQuantities, rho: VectorSpec | None = None, alpha: float = 0.01
+) -> tuple[Tensor, StepQuantities]:
+    if not alpha >= 0.0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    rho = _rho(rho, q, allow_zeros=True)
+    pos = rho > 0  # only available steps, where log s is finite
+    kl = torch.xlogy(rho, rho) - rho * torch.where(pos, q.log_s, 0.0)  # KL(rho || s) terms
+    return -log_p(q) + alpha * kl.sum(-1), q
+
+
+class _Variant(NamedTuple):
+    fn: Callable[..., tuple[Tensor, StepQuantities]]
+    hparams: tuple[str, ...]
+
+
+VARIANTS: dict[str, _Variant] = {
+    "baseline": _Variant(_baseline, ()),
+    "tbys": _Variant(_tbys, ()),
+    "cyb-ap": _Variant(_cyb_ap, ("omega", "gamma", "gamma_kind")),
+    "cyb-va": _Variant(_cyb_va, ("rho",)),
+    "cyb-dp": _Variant(_cyb_dp, ("rho", "alpha")),
+}
+
+
+def check(variant: str, W: int, **hparams) -> None:
+    """Raise the ValueError compute() would raise for these settings, before any data is seen."""
+    if W < 1:
+        raise ValueError(f"W must be >= 1, got {W}")
+    compute(variant, torch.zeros(1, 1, W, 2), torch.zeros(1, 1, dtype=torch.long), 1, **hparams)
+
+
+def compute(
+    variant: str,
+    logits: Tensor,
+    targets: Tensor,
+    dk_id: int,
+    mask: Tensor | None = None,
+    steps: Tensor | None = None,
+    **hparams,
+) -> LossOutput:
+    """CYB loss of `variant` for logits (B, T, W, V) and targets (B, T).
+
+    mask (B, T): False/0 drops a token, as does target -100. steps (B, T): Recipe 2.
+    Metrics (detached, means over kept tokens): expected_pauses and nll (-log p(y) under the
+    variant's own answer policy, method.md section 5).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown loss variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    fn, allowed = VARIANTS[variant]
+    unknown = sorted(set(hparams) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{variant} does not take {', '.join(unknown)}; it takes: {', '.join(allowed) or 'nothing'}"
+        )
+    if logits.dim() != 4 or targets.shape != logits.shape[:2]:
+        raise ValueError(
+            f"expected logits (B, T, W, V) and targets (B, T), got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
+    W = logits.shape[2]
+    # CPU-GPU sync
+    if steps is not None and (steps.shape != targets.shape or steps.min() < 1 or steps.max() > W):
+        raise ValueError(f"steps must be (B, T) with values in 1..{W}")
+    q = step_quantities(logits, targets, dk_id, steps)
+    per_token, policy = fn(q, **hparams)
+    keep = targets != IGNORE_INDEX
+    if mask is not None:
+        keep = keep & mask.bool()
+    per_token = torch.where(keep, per_token, 0.0)
+    n = keep.sum().clamp_min(1)
+    with torch.no_grad():
+        metrics = {
+            "expected_pauses": (expected_pauses(policy.log_s) * keep).sum() / n,
+            "nll": -(torch.where(keep, log_p(policy), 0.0)).sum() / n,
+        }
+    return LossOutput(per_token.sum() / n, per_token, metrics)

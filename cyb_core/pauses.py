@@ -1,0 +1,144 @@
+"""Pause insertion (docs/method.md section 4): Recipe 1 (constant) and Recipe 2 (variable).
+
+Real token x_t becomes x_t, <pause_1>, ..., <pause_k>: k = W-1 in Recipe 1, k ~ omega in
+Recipe 2. Pauses take the position id of the token they follow. The loss reads the model's
+logits as (B, T, W, V): step 0 of token t is x_t itself, step i its i-th pause, and every
+step predicts x_{t+1}. Nothing here knows about tokenizers: ids come in as arguments.
+
+Targets (B, T) are the inputs shifted by one: targets[:, t] = x_{t+1}, -100 at the last
+position and wherever x_t or x_{t+1} is padding. Packed rows ("concatenate then split",
+documents separated by an end-of-text id) need nothing special: positions continue and the
+end-of-text token predicts the next document's first token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from cyb_core.losses import IGNORE_INDEX, VectorSpec, parse_vector
+
+
+@dataclass(frozen=True)
+class Expanded:
+    input_ids: Tensor  # (B, L) real tokens each followed by their pauses; pad_id on added padding
+    position_ids: Tensor  # (B, L) index among the row's real tokens (pauses share it); 0 on pad
+    attention_mask: Tensor  # (B, L) long, 1 on real tokens and their pauses
+    real_index: Tensor  # (B, L) t of the real token a position belongs to; -1 on added padding
+    step: Tensor  # (B, L) 0 on the real token, i on its i-th pause; -1 on added padding
+    steps: Tensor  # (B, T) positions per token = 1 + pauses (the loss's `steps`)
+    gather_index: Tensor  # (B, T, W) position of step i of token t; last used step repeated
+    targets: Tensor  # (B, T) next real token, see the module docstring
+    labels: Tensor  # (B, L) targets[real_index]: every step predicts x_{t+1}; -100 on padding
+    constant: bool  # Recipe 1 layout: L = T * W and position t * W + i is step i of token t
+
+    def to_steps(self, x: Tensor) -> Tensor:
+        """(B, L, ...) model outputs -> (B, T, W, ...); a view for Recipe 1, a gather otherwise."""
+        B, T, W = self.gather_index.shape
+        if self.constant:
+            return x.unflatten(1, (T, W))
+        rows = torch.arange(B, device=x.device)[:, None, None]
+        return x[rows, self.gather_index]
+
+    def from_steps(self, x: Tensor) -> Tensor:
+        """(B, T, W, ...) -> (B, L, ...), the inverse of to_steps; zeros on added padding."""
+        if self.constant:
+            return x.flatten(1, 2)
+        B, T, W = self.gather_index.shape
+        used = torch.arange(W, device=x.device) < self.steps[..., None]  # (B, T, W)
+        rows = torch.arange(B, device=x.device)[:, None, None].expand(B, T, W)
+        out = x.new_zeros((B, self.input_ids.shape[1], *x.shape[3:]))
+        out[rows[used], self.gather_index[used]] = x[used]
+        return out
+
+
+def _expand(
+    input_ids: Tensor,
+    slots: Tensor,
+    W: int,
+    pause_ids: Sequence[int],
+    attention_mask: Tensor | None,
+    pad_id: int,
+    constant: bool,
+) -> Expanded:
+    """Give token t of each row slots[b, t] consecutive positions (B, T) -> (B, max row length)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, T), got {tuple(input_ids.shape)}")
+    if W < 1 or len(pause_ids) < W - 1 or len(set(pause_ids[: W - 1])) != W - 1:
+        raise ValueError(
+            f"need W >= 1 and W - 1 = {W - 1} distinct pause ids, got {list(pause_ids)}"
+        )
+    B, T = input_ids.shape
+    dev = input_ids.device
+    real = (
+        torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is None
+        else attention_mask.bool()
+    )
+    i = torch.arange(W, device=dev)
+    start = slots.cumsum(1) - slots  # (B, T) first position of token t
+    L = int(slots.sum(1).max()) if T else 0  # CPU-GPU sync
+    gather_index = start[..., None] + torch.minimum(i, slots[..., None] - 1)  # (B, T, W)
+    used = i < slots[..., None]  # (B, T, W)
+    rows = torch.arange(B, device=dev)[:, None, None].expand(B, T, W)[used]
+    cols = gather_index[used]
+
+    def scatter(values: Tensor, fill: int) -> Tensor:  # (B, T, W) -> (B, L)
+        out = torch.full((B, L), fill, dtype=torch.long, device=dev)
+        out[rows, cols] = values.expand(B, T, W)[used].long()
+        return out
+
+    pause_table = torch.tensor([0, *pause_ids[: W - 1]], dtype=input_ids.dtype, device=dev)  # (W,)
+    keep = (i == 0) | ~real[..., None]  # (B, T, W) the token itself; padding stays padding
+    ids = torch.where(keep, input_ids[..., None], pause_table)
+    position = (real.long().cumsum(1) - 1) * real  # (B, T) counts real tokens only
+    targets = torch.full_like(input_ids, IGNORE_INDEX, dtype=torch.long)
+    targets[:, :-1] = torch.where(real[:, :-1] & real[:, 1:], input_ids[:, 1:].long(), IGNORE_INDEX)
+    real_index = scatter(torch.arange(T, device=dev)[None, :, None], -1)
+    labels = torch.where(real_index >= 0, targets.gather(1, real_index.clamp_min(0)), IGNORE_INDEX)
+    return Expanded(
+        input_ids=scatter(ids, pad_id).to(input_ids.dtype),
+        position_ids=scatter(position[..., None], 0),
+        attention_mask=scatter(real[..., None], 0),
+        real_index=real_index,
+        step=scatter(i, -1),
+        steps=slots,
+        gather_index=gather_index,
+        targets=targets,
+        labels=labels,
+        constant=constant,
+    )
+
+
+def expand_constant(
+    input_ids: Tensor, W: int, pause_ids: Sequence[int], attention_mask: Tensor | None = None
+) -> Expanded:
+    """Recipe 1: W - 1 pauses after every token, (B, T) -> (B, T * W); padding gets W slots too."""
+    slots = torch.full_like(input_ids, W, dtype=torch.long)
+    return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id=0, constant=True)
+
+
+def expand_variable(
+    input_ids: Tensor,
+    W: int,
+    pause_ids: Sequence[int],
+    omega: VectorSpec,
+    generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
+    pad_id: int = 0,
+) -> Expanded:
+    """Recipe 2: k ~ omega (over 0..W-1) pauses after each real token, none after padding.
+
+    Rows are right-padded with pad_id (attention 0) to the longest row. Sampling runs on the
+    CPU, so `generator` is a CPU generator and a seed gives the same counts on any device.
+    """
+    om = parse_vector(omega, W)
+    B, T = input_ids.shape
+    k = torch.multinomial(om, B * T, replacement=True, generator=generator).view(B, T)
+    slots = (k + 1).to(input_ids.device)
+    if attention_mask is not None:
+        slots = torch.where(attention_mask.bool(), slots, 1)
+    return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id, constant=False)
