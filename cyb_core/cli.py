@@ -123,7 +123,7 @@ def build_parser() -> Parser:
                        description="Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
                        "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
                        "Interrupt at any time; the same command resumes.")
-    _add_train_args(p, seq_len=256, batch_size=16, tokens=4_000_000, lr=2e-3, warmup=0.02, every=100,
+    _add_train_args(p, seq_len=256, batch_size=16, tokens=3_200_000, lr=2e-3, warmup=0.02, every=100,
                     split="pretrain", out="runs/pretrain", init=None)
     p.add_argument("--tokenizer", default="data/tokenizer", help="tokenizer directory (default: %(default)s)")
     p.add_argument("--preset", default="small", choices=["tiny", "small", "medium"], help="model size (default: %(default)s)")

@@ -81,6 +81,10 @@ class CYBModel(torch.nn.Module):
 
     def forward(self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False):
         """Logits (B, L, V) with the DK prior applied, and the updated cache."""
+        if attention_mask is None:
+            # Never leave the mask out: without one, transformers reads repeated position ids
+            # (a token and its pauses share one) as packed sequences and blocks attention.
+            attention_mask = torch.ones_like(input_ids)
         out = self.model(
             input_ids=input_ids,
             position_ids=position_ids,

@@ -4,6 +4,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from cyb_core import model as model_lib
+from cyb_core.losses import apply_dk_prior
 from cyb_core import tokenizer as tok_lib
 
 TEXT = ["The patients wasn't happy, but they won. " * 20, "Alice didn't know what to say. " * 20]
@@ -81,3 +82,17 @@ def test_load_errors_name_the_problem(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(FileNotFoundError, match="safetensors"):
         model_lib.load(tmp_path)
+
+
+def test_shared_pause_positions_are_not_read_as_packed_sequences():
+    """A token and its pauses share a position id; attention must still be plainly causal."""
+    tok = plain_tokenizer()
+    m = model_lib.from_config({**CONFIGS["llama"], "vocab_size": len(tok)}, tok).eval()
+    ids = torch.randint(0, len(tok), (1, 60))
+    pos = torch.arange(20).repeat_interleave(3)[None]
+    L = ids.shape[1]
+    causal = torch.full((1, 1, L, L), float("-inf")).triu(1)
+    with torch.no_grad():
+        ours, _ = m(ids, position_ids=pos)
+        explicit = m.model(input_ids=ids, position_ids=pos, attention_mask=causal).logits
+    torch.testing.assert_close(ours, apply_dk_prior(explicit, m.dk_id, m.settings.psi))

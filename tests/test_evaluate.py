@@ -1,0 +1,94 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cyb_core import model as model_lib
+from cyb_core import tokenizer as tok_lib
+from cyb_core.evaluate import dense_eval
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]
+
+
+def tiny_model(w, variant="cyb-ap", seed=0):
+    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # make DK and the pauses matter: random, not tied-zero, rows
+        m.model.get_input_embeddings().weight.normal_(0, 0.2)
+    return m.with_settings(w=w, variant=variant).eval()
+
+
+def reference(m, text):
+    """Loop over tokens: build the expanded sequence by hand, softmax in float64."""
+    ids = [*m.tokenizer(text, add_special_tokens=False)["input_ids"], m.eot_id]
+    W = m.settings.w
+    seq, pos = [], []
+    for t, x in enumerate(ids[:-1]):
+        seq += [x, *m.pause_ids[: W - 1]]
+        pos += [t] * W
+    with torch.no_grad():
+        logits, _ = m(torch.tensor([seq]), position_ids=torch.tensor([pos]))
+    p = torch.softmax(logits[0].double(), -1)
+    rows = []
+    for t in range(len(ids) - 1):
+        d = [p[t * W + i, m.dk_id].item() for i in range(W - 1)] + [0.0]
+        tt = [(p[t * W + i, ids[t + 1]] / (1 - p[t * W + i, m.dk_id])).item() for i in range(W)]
+        s = [math.prod(d[:i]) * (1 - d[i]) for i in range(W)]
+        rows.append((d[:-1], tt, s, -math.log(sum(a * b for a, b in zip(s, tt)))))
+    return ids, rows
+
+
+@pytest.mark.parametrize("w", [1, 3])
+def test_dense_eval_matches_loop_reference(w):
+    m = tiny_model(w)
+    res = dense_eval(m, DOCS, seq_len=64, progress=False)
+    for j, text in enumerate(DOCS):
+        ids, rows = reference(m, text)
+        sel = res.doc == j
+        assert res.idx[sel].tolist() == list(range(len(ids) - 1))
+        assert res.next_id[sel].tolist() == ids[1:]
+        for k, (d, t, s, nll) in enumerate(rows):
+            i = np.flatnonzero(sel)[k]
+            np.testing.assert_allclose(res.d[i], d, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(res.t[i], t, rtol=1e-4, atol=1e-7)
+            np.testing.assert_allclose(res.s[i], s, rtol=1e-4, atol=1e-6)
+            assert res.nll[i] == pytest.approx(nll, rel=1e-4)
+    np.testing.assert_allclose(res.s.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(res.expected_pauses <= w - 1 + 1e-6)
+
+
+def test_windows_and_batching_do_not_change_tokens_seen():
+    m = tiny_model(2)
+    a = dense_eval(m, DOCS, seq_len=7, batch_size=1, progress=False)
+    b = dense_eval(m, DOCS, seq_len=7, batch_size=5, progress=False)
+    np.testing.assert_allclose(a.nll, b.nll, rtol=1e-5)
+    np.testing.assert_array_equal(a.greedy_pauses, b.greedy_pauses)
+    spans = [DOCS[j][s:e] for j, s, e in zip(a.doc, a.char_start, a.char_end)]
+    assert "".join(spans[: int((a.doc == 0).sum())]) == DOCS[0]
+
+
+def test_baseline_perplexity_is_plain_cross_entropy():
+    m = tiny_model(1, "baseline")
+    res = dense_eval(m, DOCS[:1], seq_len=64, progress=False)
+    ids = torch.tensor([[*m.tokenizer(DOCS[0])["input_ids"], m.eot_id]])
+    with torch.no_grad():
+        logits, _ = m(ids[:, :-1])
+    logits[..., m.dk_id] = -math.inf
+    ce = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:])
+    assert res.ppl == pytest.approx(math.exp(ce.item()), rel=1e-5)
+    assert res.correct.dtype == bool and (res.greedy_pauses == 0).all()
+
+
+def test_tbys_reads_out_at_last_step():
+    m = tiny_model(3, "tbys")
+    res = dense_eval(m, DOCS[:1], seq_len=64, progress=False)
+    np.testing.assert_allclose(res.nll, -np.log(res.t[:, -1]), rtol=1e-5)
+    assert np.all(res.expected_pauses == 2)
+
+
+def test_empty_text_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        dense_eval(tiny_model(2), ["  \n"], progress=False)
