@@ -23,7 +23,7 @@ from . import losses, pauses
 
 
 @dataclass
-class DenseResult:
+class EvalResult:
     """Per real token, N rows in document order; W = the model's steps per token.
 
     doc: (N,) document index; idx: (N,) position of the input token in its document;
@@ -33,7 +33,12 @@ class DenseResult:
     t: (N, W) target probability at each step, DK renormalised away;
     s: (N, W) probability that the answer is given at step i;
     expected_pauses: (N,) sum_i i s_i; greedy_pauses: (N,) first i with d_i < 0.5;
-    nll: (N,) -log p(y); correct: (N,) the non-DK argmax at the greedy stop equals the target.
+    nll: (N,) -log p(y); correct: (N,) the non-DK argmax at the greedy stop equals the target;
+    pauses: (N,) pauses actually taken (adaptive evaluation only, None in dense mode).
+
+    Adaptive evaluation (cyb_core.engine) fills the same structure: d and t are NaN for the
+    steps it did not take, s is one-hot at the step where it answered, expected and greedy
+    pauses equal `pauses`, and nll is -log t at that step.
     """
 
     doc: np.ndarray
@@ -49,6 +54,7 @@ class DenseResult:
     greedy_pauses: np.ndarray
     nll: np.ndarray
     correct: np.ndarray
+    pauses: np.ndarray | None = None
 
     @property
     def ppl(self) -> float:
@@ -64,7 +70,8 @@ class DenseResult:
         cols = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            cols[f.name] = list(v) if v.ndim == 2 else v
+            if v is not None:
+                cols[f.name] = list(v) if v.ndim == 2 else v
         return pd.DataFrame(cols)
 
 
@@ -80,14 +87,14 @@ def _windows(docs: list[str], tokenizer, seq_len: int):
 
 @torch.no_grad()
 def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16, progress: bool = True,
-               bf16: bool = False) -> DenseResult:
+               bf16: bool = False) -> EvalResult:
     """Score `docs` with `model` (a CYBModel) under Recipe 1 with its own W and variant."""
     if not docs or not any(d.strip() for d in docs):
         raise ValueError("nothing to evaluate: the text is empty")
     model.eval()
     W, variant, pad = model.settings.w, model.settings.variant, model.pad_id
     windows = list(_windows(docs, model.tokenizer, seq_len))
-    parts: dict[str, list] = {f.name: [] for f in fields(DenseResult)}
+    parts: dict[str, list] = {f.name: [] for f in fields(EvalResult) if f.name != "pauses"}
     bar = tqdm(total=sum(len(w[3]) for w in windows), disable=not progress, unit="tok", desc="dense eval")
     for b in range(0, len(windows), batch_size):
         chunk = windows[b : b + batch_size]
@@ -127,4 +134,4 @@ def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16,
             parts["char_end"].append(np.array([o[1] for o in offs[:n]]))
             bar.update(n)
     bar.close()
-    return DenseResult(**{k: np.concatenate(v) for k, v in parts.items()})
+    return EvalResult(**{k: np.concatenate(v) for k, v in parts.items()})
