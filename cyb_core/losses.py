@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 IGNORE_INDEX = -100
-LSE_CHUNK_BYTES = 128 * 2**20  # fp32 bytes of logits upcast at a time in the vocabulary logsumexp
+LSE_CHUNK_BYTES = 16 * 2**20  # fp32 bytes of logits upcast at a time in the vocabulary logsumexp
 NEG_INF = float("-inf")
 
 VectorSpec = str | Sequence[float] | Tensor
@@ -105,36 +105,43 @@ def _truncate(v: Tensor, steps: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- step quantities
 
 
-class _LogSumExpNoDK(torch.autograd.Function):
-    """logsumexp over V without column dk, upcast to >= fp32 one chunk of rows at a time.
+class _VocabReduce(torch.autograd.Function):
+    """(N, V) logits -> logsumexp without column dk, the dk logit and the target logit, each (N,).
 
-    Only the input (the logits themselves) and the (N,) result are kept for backward, so a
-    bf16 (N, V) input never gets a full-size fp32 copy.
+    Upcast to >= fp32 one chunk of rows at a time; only the logits themselves and the (N,)
+    results are kept for backward, and backward writes one gradient tensor, so a bf16
+    (N, V) input never gets a full-size fp32 copy nor several full-size gradients.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, dk_id: int, rows: int) -> Tensor:  # (N, V) -> (N,)
+    def forward(ctx, x: Tensor, dk_id: int, target: Tensor, rows: int):
         dtype = torch.promote_types(x.dtype, torch.float32)
-        dk = torch.tensor([dk_id], device=x.device)
-        out = torch.empty(x.shape[0], dtype=dtype, device=x.device)
+        lse = torch.empty(x.shape[0], dtype=dtype, device=x.device)
+        buf = torch.empty(min(rows, x.shape[0]), x.shape[1], dtype=dtype, device=x.device)
         for a in range(0, x.shape[0], rows):
-            # index_fill is out of place: x itself is never written
-            chunk = x[a : a + rows].to(dtype).index_fill(1, dk, NEG_INF)
-            out[a : a + rows] = torch.logsumexp(chunk, dim=1)
-        ctx.save_for_backward(x, out)
+            chunk = buf[: len(x[a : a + rows])].copy_(x[a : a + rows])  # the one chunk-sized buffer
+            chunk[:, dk_id] = NEG_INF
+            top = chunk.amax(1, keepdim=True)
+            lse[a : a + rows] = top.squeeze(1) + chunk.sub_(top).exp_().sum(1).log()
+        z_dk = x[:, dk_id].to(dtype)
+        z_y = x.gather(1, target[:, None]).squeeze(1).to(dtype)
+        ctx.save_for_backward(x, lse, target)
         ctx.dk_id, ctx.rows = dk_id, rows
-        return out
+        return lse, z_dk, z_y
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, out = ctx.saved_tensors
+    def backward(ctx, g_lse: Tensor, g_dk: Tensor, g_y: Tensor):
+        x, lse, target = ctx.saved_tensors
         grad = torch.empty_like(x)
+        buf = torch.empty(min(ctx.rows, x.shape[0]), x.shape[1], dtype=lse.dtype, device=x.device)
         for a in range(0, x.shape[0], ctx.rows):
-            # softmax without DK, one chunk at a time
-            p = torch.exp(x[a : a + ctx.rows].to(out.dtype) - out[a : a + ctx.rows, None])
-            p[:, ctx.dk_id] = 0.0
-            grad[a : a + ctx.rows] = p * grad_out[a : a + ctx.rows, None]
-        return grad, None, None
+            b = slice(a, a + ctx.rows)
+            # softmax without DK, one chunk at a time, plus the two gathered columns
+            p = buf[: len(x[b])].copy_(x[b]).sub_(lse[b, None]).exp_().mul_(g_lse[b, None])
+            p[:, ctx.dk_id] = g_dk[b]
+            p.scatter_add_(1, target[b, None], g_y[b, None])
+            grad[b] = p
+        return grad, None, None, None
 
 
 def _log_s(log_d: Tensor, log_1md: Tensor, steps: Tensor, omega: Tensor | None) -> Tensor:
@@ -175,10 +182,10 @@ def step_quantities(
     if steps is None:
         steps = torch.full((B, T), W, dtype=torch.long, device=logits.device)
     rows = max(1, LSE_CHUNK_BYTES // (4 * V))
-    lse_nodk = _LogSumExpNoDK.apply(logits.reshape(-1, V), dk_id, rows).view(B, T, W)
-    z_dk = logits[..., dk_id].to(lse_nodk.dtype)  # (B, T, W)
-    tgt = targets.clamp_min(0)[:, :, None, None].expand(B, T, W, 1)
-    z_y = logits.gather(-1, tgt).squeeze(-1).to(lse_nodk.dtype)  # (B, T, W)
+    tgt = targets.clamp_min(0)[:, :, None].expand(B, T, W).reshape(-1)
+    lse_nodk, z_dk, z_y = (
+        v.view(B, T, W) for v in _VocabReduce.apply(logits.reshape(-1, V), dk_id, tgt, rows)
+    )
     lse = torch.logaddexp(lse_nodk, z_dk)  # over the whole vocabulary
     before = torch.arange(W, device=logits.device) < (steps - 1)[..., None]
     log_d = torch.where(before, z_dk - lse, NEG_INF)
