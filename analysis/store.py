@@ -1,0 +1,276 @@
+"""The DuckDB evaluation store: schema, connections and the one atomic write.
+
+DuckDB lets one read-write process *or* many read-only processes open a file, never both.
+So writes are short: an evaluation is computed in memory, staged as Parquet shards next to
+the database, and loaded in one transaction by one short-lived read-write connection
+(`write_eval`). Readers open read-only with `connect_read`/`reading`, retry with backoff
+while a writer holds the lock, and should hold their connection only for a query or a
+page (a reader that never closes blocks every writer).
+
+Nothing of an evaluation is visible before its transaction commits: a killed `cyb eval`
+leaves the database as it was, and a re-run replaces the old result only on success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+DEFAULT_DB = Path("data/cyb.duckdb")
+TABLES = ("meta", "runs", "train_log", "evals", "docs", "words", "tokens")
+EVAL_TABLES = ("tokens", "words", "docs")  # rows keyed by eval_id
+MODES = ("dense", "adaptive")
+_ID = re.compile(r"[^:\s]+")
+
+
+class StoreError(ValueError):
+    """A problem with the store or its input, explained in one line; nothing was written."""
+
+
+def default_db_path() -> Path:
+    """`CYB_DB` if set, else data/cyb.duckdb (git-ignored)."""
+    return Path(os.environ.get("CYB_DB") or DEFAULT_DB)
+
+
+def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
+    """Deterministic: evaluating the same run on the same dataset in the same mode replaces it."""
+    for name, v in (("run id", run_id), ("dataset", dataset)):
+        if not _ID.fullmatch(v or ""):
+            raise StoreError(f"{name} {v!r} must be non-empty without ':' or whitespace")
+    if mode not in MODES:
+        raise StoreError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return f"{run_id}:{dataset}:{mode}"
+
+
+# ----------------------------------------------------------------------------- schema
+
+def schema_version(con) -> int | None:
+    """The stored schema version; None for an empty database. Raises for a non-cyb database."""
+    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "meta" not in names:
+        if names:
+            raise StoreError(f"not a cyb database (tables {', '.join(sorted(names)[:5])}); use another --db")
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _check_version(con, path) -> None:
+    found = schema_version(con)
+    if found is not None and found != SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; "
+                         "use another --db (or move that file away)")
+
+
+def apply_schema(con) -> None:
+    """Create what is missing; a no-op on a current database; refuses another version."""
+    _check_version(con, "the database")
+    con.execute(SCHEMA_FILE.read_text())
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
+
+
+# ----------------------------------------------------------------------------- connections
+
+def _is_lock_error(e: Exception) -> bool:
+    return isinstance(e, duckdb.IOException) and "lock" in str(e).lower()
+
+
+def _connect(path: Path, read_only: bool, timeout: float):
+    """Open with retries while another process holds a conflicting lock (backoff up to 0.5 s)."""
+    deadline, wait = time.monotonic() + timeout, 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as e:
+            if not _is_lock_error(e):
+                raise StoreError(f"cannot open {path}: {str(e).splitlines()[0]}") from e
+            if time.monotonic() >= deadline:
+                who = "a writer (`cyb eval`)" if read_only else "another process (a reader or writer)"
+                raise StoreError(f"{path} is locked by {who} for more than {timeout:g} s; retry later") from e
+        time.sleep(wait)
+        wait = min(wait * 2, 0.5)
+
+
+def connect_read(path: str | Path | None = None, timeout: float = 5.0):
+    """A read-only connection; retries for `timeout` seconds while a writer commits."""
+    path = Path(path) if path else default_db_path()
+    if not path.is_file():
+        raise StoreError(f"no database at {path}; run `cyb eval` first")
+    con = _connect(path, True, timeout)
+    try:
+        _check_version(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextmanager
+def reading(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
+    """`with reading(db) as con:` - a read-only connection closed on exit."""
+    con = connect_read(path, timeout)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
+    """A short-lived read-write connection with the schema applied; closed on exit."""
+    path = Path(path) if path else default_db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(path, False, timeout)
+    try:
+        apply_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- the write
+
+def staging_dir(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".staging")
+
+
+def _clean_stale(stage_root: Path) -> None:
+    """Remove shards left by a process that was killed before it committed."""
+    for d in stage_root.glob("*") if stage_root.is_dir() else ():
+        pid = d.name.rsplit("-", 2)[-2] if d.name.count("-") >= 2 else ""
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def write_eval(db_path: str | Path | None, *, run: dict, eval_row: dict, tokens: pa.Table,
+               docs: pa.Table, words: pa.Table, train_log: pa.Table | None = None,
+               timeout: float = 120.0, before_commit: Callable[[], None] | None = None) -> str:
+    """Stage the tables as Parquet, then in one transaction replace the evaluation.
+
+    run: a `runs` row (dict); eval_row: run_id, dataset, mode (the rest is computed from
+    `tokens`); tokens/docs/words: Arrow tables with the columns of those tables except
+    eval_id; train_log: replaces the run's log when given. `before_commit` runs inside the
+    transaction just before COMMIT (tests use it to hold the lock or to die there).
+    Returns the eval_id.
+    """
+    db_path = Path(db_path) if db_path else default_db_path()
+    eid = make_eval_id(eval_row["run_id"], eval_row["dataset"], eval_row["mode"])
+    if tokens.num_rows == 0:
+        raise StoreError("the evaluation has no tokens; nothing written")
+    root = staging_dir(db_path)
+    _clean_stale(root)
+    stage = root / f"{re.sub(r'[^A-Za-z0-9._]', '_', eid)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir(parents=True)
+    try:
+        shards = {"tokens": tokens, "docs": docs, "words": words}
+        if train_log is not None:
+            shards["train_log"] = train_log
+        for name, table in shards.items():
+            pq.write_table(table, stage / f"{name}.parquet")
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with connect_write(db_path, timeout) as con:
+            con.begin()
+            _load(con, eid, run, eval_row, stage, train_log is not None, now)
+            if before_commit is not None:
+                before_commit()
+            con.commit()
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return eid
+
+
+def _load(con, eid: str, run: dict, eval_row: dict, stage: Path, with_log: bool, now: datetime) -> None:
+    run_cols = ("run_id", "variant", "recipe", "w_max", "params", "seed", "train_tokens", "base", "status")
+    values = [run.get(c) for c in run_cols]
+    values[4] = json.dumps(run.get("params") or {})
+    con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(run_cols)}, created_at) VALUES "
+                f"({', '.join('?' * len(run_cols))}, ?)", [*values, now])
+    if with_log:
+        con.execute("DELETE FROM train_log WHERE run_id = ?", [run["run_id"]])
+        con.execute("INSERT INTO train_log BY NAME SELECT ? AS run_id, * FROM read_parquet(?)",
+                    [run["run_id"], str(stage / "train_log.parquet")])
+    for table in EVAL_TABLES:  # constants only
+        con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
+        con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
+                    [eid, str(stage / f"{table}.parquet")])
+    con.execute("DELETE FROM evals WHERE eval_id = ?", [eid])
+    con.execute(
+        "INSERT INTO evals SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), avg(expected_pauses), 'complete', ? "
+        "FROM tokens WHERE eval_id = ?",
+        [eid, eval_row["run_id"], eval_row["dataset"], eval_row["mode"], now, eid],
+    )
+
+
+def delete_eval(db_path: str | Path | None, eval_id: str, timeout: float = 120.0) -> bool:
+    """Remove one evaluation in one transaction; False when there was none."""
+    with connect_write(db_path, timeout) as con:
+        if not con.execute("SELECT 1 FROM evals WHERE eval_id = ?", [eval_id]).fetchone():
+            return False
+        con.begin()
+        for table in (*EVAL_TABLES, "evals"):
+            con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eval_id])
+        con.commit()
+    return True
+
+
+# ----------------------------------------------------------------------------- lookups
+
+def list_evals(con):
+    """Complete evaluations with their run's settings, newest first (a DataFrame)."""
+    return con.execute(
+        "SELECT e.eval_id, e.run_id, e.dataset, e.mode, r.variant, r.recipe, r.w_max, e.n_tokens, e.ppl, "
+        "e.mean_expected_pauses, e.created_at FROM evals e LEFT JOIN runs r USING (run_id) "
+        "WHERE e.status = 'complete' ORDER BY e.created_at DESC, e.eval_id"
+    ).df()
+
+
+def require_eval(con, eval_id: str) -> dict:
+    """The evals row joined with its run's w_max and variant; StoreError naming what exists."""
+    row = con.execute(
+        "SELECT e.eval_id, e.run_id, e.dataset, e.mode, e.n_tokens, coalesce(r.w_max, 1), r.variant "
+        "FROM evals e LEFT JOIN runs r USING (run_id) WHERE e.eval_id = ? AND e.status = 'complete'",
+        [eval_id],
+    ).fetchone()
+    if row is None:
+        known = [r[0] for r in con.execute("SELECT eval_id FROM evals WHERE status = 'complete' "
+                                           "ORDER BY eval_id LIMIT 8").fetchall()]
+        raise StoreError(f"no evaluation {eval_id!r} in the database"
+                         + (f"; known: {', '.join(known)}" if known else "; run `cyb eval` first"))
+    keys = ("eval_id", "run_id", "dataset", "mode", "n_tokens", "w_max", "variant")
+    return dict(zip(keys, row, strict=True))
+
+
+def find_eval(con, run_id: str, dataset: str | None = None, mode: str | None = None) -> str:
+    """The eval_id of a run's evaluation; dataset/mode narrow it down when the run has several."""
+    rows = con.execute(
+        "SELECT eval_id FROM evals WHERE run_id = ? AND status = 'complete' "
+        "AND (? IS NULL OR dataset = ?) AND (? IS NULL OR mode = ?) ORDER BY eval_id",
+        [run_id, dataset, dataset, mode, mode],
+    ).fetchall()
+    if not rows:
+        runs = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM evals ORDER BY 1 LIMIT 8").fetchall()]
+        what = f"run {run_id!r}" + (f" on {dataset!r}" if dataset else "") + (f" in {mode} mode" if mode else "")
+        raise StoreError(f"no evaluation of {what}" + (f"; runs with evaluations: {', '.join(runs)}" if runs else
+                                                       "; the database has no evaluations yet"))
+    if len(rows) > 1:
+        raise StoreError(f"run {run_id!r} has {len(rows)} evaluations ({', '.join(r[0] for r in rows)}); "
+                         "choose one with --dataset/--mode")
+    return rows[0][0]
