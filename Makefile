@@ -28,6 +28,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+	test ! -f benchmarks/bench_generate.py || $(BIN)/python benchmarks/bench_generate.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check cyb_core analysis app tests
 	$(BIN)/ruff format --check cyb_core analysis app tests

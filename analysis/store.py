@@ -34,6 +34,17 @@ DEFAULT_DB = Path("data/cyb.duckdb")
 TABLES = ("meta", "runs", "train_log", "evals", "docs", "words", "tokens")
 EVAL_TABLES = ("tokens", "words", "docs")  # rows keyed by eval_id
 MODES = ("dense", "adaptive")
+RUN_COLUMNS = (
+    "run_id",
+    "variant",
+    "recipe",
+    "w_max",
+    "params",
+    "seed",
+    "train_tokens",
+    "base",
+    "status",
+)
 _ID = re.compile(r"[^:\s]+")
 
 
@@ -58,32 +69,43 @@ def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
 
 # ----------------------------------------------------------------------------- schema
 
+
 def schema_version(con) -> int | None:
     """The stored schema version; None for an empty database. Raises for a non-cyb database."""
-    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    names = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
     if "meta" not in names:
         if names:
-            raise StoreError(f"not a cyb database (tables {', '.join(sorted(names)[:5])}); use another --db")
+            raise StoreError(
+                f"not a cyb database (tables {', '.join(sorted(names)[:5])}); use another --db"
+            )
         return None
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def _check_version(con, path) -> None:
     found = schema_version(con)
     if found is not None and found != SCHEMA_VERSION:
-        raise StoreError(f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; "
-                         "use another --db (or move that file away)")
+        raise StoreError(
+            f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; "
+            "use another --db (or move that file away)"
+        )
 
 
 def apply_schema(con) -> None:
     """Create what is missing; a no-op on a current database; refuses another version."""
     _check_version(con, "the database")
     con.execute(SCHEMA_FILE.read_text())
-    con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)])
+    con.execute(
+        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+        [str(SCHEMA_VERSION)],
+    )
 
 
 # ----------------------------------------------------------------------------- connections
+
 
 def _is_lock_error(e: Exception) -> bool:
     return isinstance(e, duckdb.IOException) and "lock" in str(e).lower()
@@ -99,8 +121,12 @@ def _connect(path: Path, read_only: bool, timeout: float):
             if not _is_lock_error(e):
                 raise StoreError(f"cannot open {path}: {str(e).splitlines()[0]}") from e
             if time.monotonic() >= deadline:
-                who = "a writer (`cyb eval`)" if read_only else "another process (a reader or writer)"
-                raise StoreError(f"{path} is locked by {who} for more than {timeout:g} s; retry later") from e
+                who = (
+                    "a writer (`cyb eval`)" if read_only else "another process (a reader or writer)"
+                )
+                raise StoreError(
+                    f"{path} is locked by {who} for more than {timeout:g} s; retry later"
+                ) from e
         time.sleep(wait)
         wait = min(wait * 2, 0.5)
 
@@ -144,6 +170,7 @@ def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Ite
 
 # ----------------------------------------------------------------------------- the write
 
+
 def staging_dir(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".staging")
 
@@ -160,9 +187,18 @@ def _clean_stale(stage_root: Path) -> None:
             pass
 
 
-def write_eval(db_path: str | Path | None, *, run: dict, eval_row: dict, tokens: pa.Table,
-               docs: pa.Table, words: pa.Table, train_log: pa.Table | None = None,
-               timeout: float = 120.0, before_commit: Callable[[], None] | None = None) -> str:
+def write_eval(
+    db_path: str | Path | None,
+    *,
+    run: dict,
+    eval_row: dict,
+    tokens: pa.Table,
+    docs: pa.Table,
+    words: pa.Table,
+    train_log: pa.Table | None = None,
+    timeout: float = 120.0,
+    before_commit: Callable[[], None] | None = None,
+) -> str:
     """Stage the tables as Parquet, then in one transaction replace the evaluation.
 
     run: a `runs` row (dict); eval_row: run_id, dataset, mode (the rest is computed from
@@ -185,32 +221,51 @@ def write_eval(db_path: str | Path | None, *, run: dict, eval_row: dict, tokens:
             shards["train_log"] = train_log
         for name, table in shards.items():
             pq.write_table(table, stage / f"{name}.parquet")
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)  # noqa: UP017 - datetime.UTC is 3.11+
         with connect_write(db_path, timeout) as con:
             con.begin()
-            _load(con, eid, run, eval_row, stage, train_log is not None, now)
-            if before_commit is not None:
-                before_commit()
-            con.commit()
+            try:
+                _load(con, eid, run, eval_row, stage, train_log is not None, now)
+                if before_commit is not None:
+                    before_commit()
+                con.commit()
+            except BaseException as e:
+                con.rollback()
+                if isinstance(e, duckdb.Error):
+                    raise StoreError(
+                        f"writing {eid} failed, nothing changed: {str(e).splitlines()[0]}"
+                    ) from e
+                raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return eid
 
 
-def _load(con, eid: str, run: dict, eval_row: dict, stage: Path, with_log: bool, now: datetime) -> None:
-    run_cols = ("run_id", "variant", "recipe", "w_max", "params", "seed", "train_tokens", "base", "status")
-    values = [run.get(c) for c in run_cols]
+def _load(
+    con, eid: str, run: dict, eval_row: dict, stage: Path, with_log: bool, now: datetime
+) -> None:
+    values = [run.get(c) for c in RUN_COLUMNS]
     values[4] = json.dumps(run.get("params") or {})
-    con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(run_cols)}, created_at) VALUES "
-                f"({', '.join('?' * len(run_cols))}, ?)", [*values, now])
+    updates = ", ".join(
+        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:]
+    )  # created_at: first time seen
+    con.execute(
+        f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, created_at) VALUES ({', '.join('?' * len(RUN_COLUMNS))}, ?) "
+        f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+        [*values, now],
+    )
     if with_log:
         con.execute("DELETE FROM train_log WHERE run_id = ?", [run["run_id"]])
-        con.execute("INSERT INTO train_log BY NAME SELECT ? AS run_id, * FROM read_parquet(?)",
-                    [run["run_id"], str(stage / "train_log.parquet")])
+        con.execute(
+            "INSERT INTO train_log BY NAME SELECT ? AS run_id, * FROM read_parquet(?)",
+            [run["run_id"], str(stage / "train_log.parquet")],
+        )
     for table in EVAL_TABLES:  # constants only
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
-        con.execute(f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
-                    [eid, str(stage / f"{table}.parquet")])
+        con.execute(
+            f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
+            [eid, str(stage / f"{table}.parquet")],
+        )
     con.execute("DELETE FROM evals WHERE eval_id = ?", [eid])
     con.execute(
         "INSERT INTO evals SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), avg(expected_pauses), 'complete', ? "
@@ -222,7 +277,7 @@ def _load(con, eid: str, run: dict, eval_row: dict, stage: Path, with_log: bool,
 def delete_eval(db_path: str | Path | None, eval_id: str, timeout: float = 120.0) -> bool:
     """Remove one evaluation in one transaction; False when there was none."""
     with connect_write(db_path, timeout) as con:
-        if not con.execute("SELECT 1 FROM evals WHERE eval_id = ?", [eval_id]).fetchone():
+        if not con.execute("SELECT 1 FROM evals WHERE eval_id = ?", [eval_id]).fetchall():
             return False
         con.begin()
         for table in (*EVAL_TABLES, "evals"):
@@ -232,6 +287,7 @@ def delete_eval(db_path: str | Path | None, eval_id: str, timeout: float = 120.0
 
 
 # ----------------------------------------------------------------------------- lookups
+
 
 def list_evals(con):
     """Complete evaluations with their run's settings, newest first (a DataFrame)."""
@@ -244,18 +300,24 @@ def list_evals(con):
 
 def require_eval(con, eval_id: str) -> dict:
     """The evals row joined with its run's w_max and variant; StoreError naming what exists."""
-    row = con.execute(
+    rows = con.execute(
         "SELECT e.eval_id, e.run_id, e.dataset, e.mode, e.n_tokens, coalesce(r.w_max, 1), r.variant "
         "FROM evals e LEFT JOIN runs r USING (run_id) WHERE e.eval_id = ? AND e.status = 'complete'",
         [eval_id],
-    ).fetchone()
-    if row is None:
-        known = [r[0] for r in con.execute("SELECT eval_id FROM evals WHERE status = 'complete' "
-                                           "ORDER BY eval_id LIMIT 8").fetchall()]
-        raise StoreError(f"no evaluation {eval_id!r} in the database"
-                         + (f"; known: {', '.join(known)}" if known else "; run `cyb eval` first"))
+    ).fetchall()  # fetchall: a result left open (fetchone) would block the caller's next con.sql()
+    if not rows:
+        known = [
+            r[0]
+            for r in con.execute(
+                "SELECT eval_id FROM evals WHERE status = 'complete' ORDER BY eval_id LIMIT 8"
+            ).fetchall()
+        ]
+        raise StoreError(
+            f"no evaluation {eval_id!r} in the database"
+            + (f"; known: {', '.join(known)}" if known else "; run `cyb eval` first")
+        )
     keys = ("eval_id", "run_id", "dataset", "mode", "n_tokens", "w_max", "variant")
-    return dict(zip(keys, row, strict=True))
+    return dict(zip(keys, rows[0], strict=True))
 
 
 def find_eval(con, run_id: str, dataset: str | None = None, mode: str | None = None) -> str:
@@ -266,11 +328,26 @@ def find_eval(con, run_id: str, dataset: str | None = None, mode: str | None = N
         [run_id, dataset, dataset, mode, mode],
     ).fetchall()
     if not rows:
-        runs = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM evals ORDER BY 1 LIMIT 8").fetchall()]
-        what = f"run {run_id!r}" + (f" on {dataset!r}" if dataset else "") + (f" in {mode} mode" if mode else "")
-        raise StoreError(f"no evaluation of {what}" + (f"; runs with evaluations: {', '.join(runs)}" if runs else
-                                                       "; the database has no evaluations yet"))
+        runs = [
+            r[0]
+            for r in con.execute("SELECT DISTINCT run_id FROM evals ORDER BY 1 LIMIT 8").fetchall()
+        ]
+        what = (
+            f"run {run_id!r}"
+            + (f" on {dataset!r}" if dataset else "")
+            + (f" in {mode} mode" if mode else "")
+        )
+        raise StoreError(
+            f"no evaluation of {what}"
+            + (
+                f"; runs with evaluations: {', '.join(runs)}"
+                if runs
+                else "; the database has no evaluations yet"
+            )
+        )
     if len(rows) > 1:
-        raise StoreError(f"run {run_id!r} has {len(rows)} evaluations ({', '.join(r[0] for r in rows)}); "
-                         "choose one with --dataset/--mode")
+        raise StoreError(
+            f"run {run_id!r} has {len(rows)} evaluations ({', '.join(r[0] for r in rows)}); "
+            "choose one with --dataset/--mode"
+        )
     return rows[0][0]

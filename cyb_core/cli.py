@@ -60,7 +60,7 @@ def _add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split,
         p.add_argument("--init", default=init, help="checkpoint directory to start from, or scratch:<tiny|small|medium> (default: %(default)s)")
     _add_data_root(p)
     p.add_argument("--split", default=split, help="corpus split to train on (default: %(default)s)")
-    p.add_argument("--data-fraction", type=float, default=1.0, help="use only this fraction of the split (default: %(default)s)")
+    p.add_argument("--data-tokens", type=int, default=0, help="train on only the first N real tokens of the split; 0 = all (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=seq_len, help="real tokens per sequence (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per optimiser step (default: %(default)s)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step; batch-size must divide evenly (default: %(default)s)")
@@ -92,6 +92,20 @@ def cmd_train(args):
     v = summary["val"]
     print(f"run {args.out}: validation perplexity {v['ppl']:.2f}, mean expected pauses {v['expected_pauses']:.3f}, "
           f"final model in {Path(args.out) / 'final'}")
+
+
+def cmd_experiment(args):
+    from . import experiment
+
+    cfg = experiment.load_config(args.config)
+    if args.list:
+        for job in experiment.jobs(cfg):
+            print(f"{job.run_id}: {job.config.variant} w={job.config.w} tokens={job.config.tokens} "
+                  f"data_tokens={job.config.data_tokens} modes={','.join(job.modes)}")
+        return
+    for row in experiment.run(cfg, db=args.db, only=args.only):
+        print(f"{row['run_id']} [{row['mode']}]: validation perplexity {row['val_ppl']:.2f}"
+              f"{' (trained now)' if row['trained_now'] else ''}{' (evaluated now)' if row['evaluated_now'] else ''}")
 
 
 def build_parser() -> Parser:
@@ -147,7 +161,33 @@ def build_parser() -> Parser:
     r.add_argument("--rho", help="target halting distribution, e.g. 1:1:1:1 (cyb-va, cyb-dp)")
     r.add_argument("--alpha", type=float, help="weight of the distributional penalty (cyb-dp)")
     r.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("experiment", help="run a grid of trainings and evaluations from a TOML config",
+                       description="Train and evaluate every run of a TOML grid (variants x data regimes x seeds), "
+                       "skipping what is complete and resuming what was interrupted; results go to DuckDB. "
+                       "See cyb_core/experiment.py and configs/ for the format.")
+    x.add_argument("config", help="TOML file describing the grid")
+    x.add_argument("--db", help="DuckDB file (default: the config's db, else $CYB_DB, else data/cyb.duckdb)")
+    x.add_argument("--only", help="regular expression: run only the jobs whose run id matches")
+    x.add_argument("--list", action="store_true", help="print the jobs and exit")
+    x.set_defaults(func=cmd_experiment)
+
+    from analysis.cli import add_cli as add_analysis_cli
+
+    add_analysis_cli(sub)
+    for module in ("cyb_core.engine", "app.cli"):
+        _optional_cli(module, sub)
     return parser
+
+
+def _optional_cli(module: str, sub) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    mod.add_cli(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cyb {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, CorpusError) as e:
+    except (CLIError, ValueError, FileNotFoundError, CorpusError) as e:  # StoreError is a ValueError
         print(f"cyb {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
     return 0

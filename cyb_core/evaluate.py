@@ -95,7 +95,7 @@ def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16,
     W, variant, pad = model.settings.w, model.settings.variant, model.pad_id
     windows = list(_windows(docs, model.tokenizer, seq_len))
     parts: dict[str, list] = {f.name: [] for f in fields(EvalResult) if f.name != "pauses"}
-    bar = tqdm(total=sum(len(w[3]) for w in windows), disable=not progress, unit="tok", desc="dense eval")
+    bar = tqdm(total=sum(len(w[2]) - 1 for w in windows), disable=not progress, unit="tok", desc="dense eval")
     for b in range(0, len(windows), batch_size):
         chunk = windows[b : b + batch_size]
         L = max(len(w[2]) for w in chunk)

@@ -36,7 +36,7 @@ class TrainConfig:
     hparams: dict = field(default_factory=dict)
     data_root: str = "data/corpus"
     split: str = "finetune"
-    data_fraction: float = 1.0  # use the first fraction of the split's blocks (data regimes)
+    data_tokens: int = 0  # train on only the first this many real tokens of the split (0 = all)
     seq_len: int = 128  # real tokens per sequence
     batch_size: int = 32  # sequences per optimiser step (split into grad_accum micro-batches)
     grad_accum: int = 1
@@ -60,8 +60,8 @@ class TrainConfig:
             losses.parse_vector(self.pause_omega, self.w, name="omega")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.tokens <= 0 or self.lr <= 0 or not 0 < self.data_fraction <= 1:
-            raise ValueError("tokens and lr must be positive and data_fraction in (0, 1]")
+        if self.tokens <= 0 or self.lr <= 0 or self.data_tokens < 0:
+            raise ValueError("tokens and lr must be positive and data_tokens >= 0")
 
     @property
     def loss_hparams(self) -> dict:
@@ -177,7 +177,11 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
     n_val = min(cfg.val_blocks, len(blocks) // 10)
     val, blocks = blocks[:n_val], blocks[n_val:]
-    blocks = blocks[: max(cfg.batch_size, int(len(blocks) * cfg.data_fraction))]
+    if cfg.data_tokens:
+        need = math.ceil(cfg.data_tokens / cfg.seq_len)
+        if need > len(blocks):
+            raise ValueError(f"data_tokens={cfg.data_tokens} exceeds the {len(blocks) * cfg.seq_len} tokens of split {cfg.split!r}")
+        blocks = blocks[:need]
     sampler = BlockSampler(blocks, cfg.batch_size, cfg.seed)
 
     decay = [p for p in model.parameters() if p.dim() >= 2]

@@ -1,0 +1,344 @@
+"""`cyb eval`: evaluate a run or checkpoint, tag the text with spaCy, store it in one write.
+
+run_id: the run directory's name when TARGET is a run directory (runs/NAME, with final/
+or ckpt/) or one of its checkpoints (runs/NAME/final, runs/NAME/ckpt); otherwise the
+checkpoint directory's name (data/base -> "base"). `--run-id` overrides it.
+dataset: the split name for the default corpus root (heldout), ROOTNAME/split for another
+root (fixture/heldout), text/FILENAME for a text file; truncation with max_docs/max_chars
+adds .dN / .cN so a partial evaluation never replaces a full one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import pos, store
+from .store import StoreError
+
+DEFAULT_ROOT = Path("data/corpus")
+LOG_COLUMNS = ("step", "tokens_seen", "loss", "lr", "mean_expected_pauses", "elapsed_s")
+
+
+@dataclass
+class Target:
+    run_id: str
+    checkpoint: Path
+    run_dir: Path | None  # None for a bare checkpoint
+    status: str  # complete | partial | checkpoint
+    config: dict | None  # the run's config.json (TrainConfig), when known
+    log_path: Path | None
+
+
+def _is_checkpoint(p: Path) -> bool:
+    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+
+
+def resolve_target(path: str | Path, run_id: str | None = None) -> Target:
+    """Find the checkpoint to evaluate and what is known about its run (see module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no run or checkpoint at {path}")
+    run_dir, ckpt, status = None, None, "checkpoint"
+    if _is_checkpoint(path / "final"):
+        run_dir, ckpt, status = path, path / "final", "complete"
+    elif _is_checkpoint(path / "ckpt"):
+        run_dir, ckpt, status = path, path / "ckpt", "partial"
+    elif _is_checkpoint(path):
+        ckpt = path
+        if path.name in ("final", "ckpt") and (path.parent / "log.jsonl").is_file():
+            run_dir, status = path.parent, "complete" if path.name == "final" else "partial"
+    else:
+        raise StoreError(
+            f"{path} is neither a run directory (with final/ or ckpt/) nor a checkpoint "
+            "(config.json + *.safetensors)"
+        )
+    config, log_path = None, None
+    if run_dir is not None:
+        cfg = run_dir / "config.json"
+        config = json.loads(cfg.read_text()) if cfg.is_file() else None
+        log_path = run_dir / "log.jsonl"
+    else:  # a published checkpoint (cyb pretrain's data/base) carries its config and log
+        summary = ckpt / "summary.json"
+        if summary.is_file():
+            config = json.loads(summary.read_text()).get("config")
+            status = "complete"
+        log_path = ckpt / "train_log.jsonl"
+    name = run_id or (run_dir or ckpt).resolve().name
+    return Target(name, ckpt, run_dir, status, config, log_path if log_path.is_file() else None)
+
+
+def read_train_log(path: Path | None) -> pa.Table | None:
+    """log.jsonl -> Arrow table of the train_log columns; a torn last line is skipped."""
+    if path is None:
+        return None
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    types = {"step": pa.int32(), "tokens_seen": pa.int64()}
+    return pa.table(
+        {
+            c: pa.array([r.get(c) for r in rows], type=types.get(c, pa.float64()))
+            for c in LOG_COLUMNS
+        }
+    )
+
+
+def run_row(target: Target, settings, train_log: pa.Table | None) -> dict:
+    cfg = target.config or {}
+    seen = (
+        train_log["tokens_seen"][-1].as_py()
+        if train_log is not None and train_log.num_rows
+        else None
+    )
+    return {
+        "run_id": target.run_id,
+        "variant": settings.variant,
+        "recipe": settings.recipe,
+        "w_max": settings.w,
+        "params": {
+            "cyb": asdict(settings),
+            "config": target.config,
+            "checkpoint": str(target.checkpoint),
+        },
+        "seed": cfg.get("seed"),
+        "train_tokens": seen if seen is not None else cfg.get("tokens"),
+        "base": cfg.get("init"),
+        "status": target.status,
+    }
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def read_text_file(path: str | Path) -> str:
+    """A user's text file as one document; empty, binary and non-UTF-8 files are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no text file at {path}")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise StoreError(f"{path} looks binary (it contains NUL bytes); give a UTF-8 text file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise StoreError(
+            f"{path} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "convert it, e.g. with iconv -t utf-8"
+        ) from e
+    if not text.strip():
+        raise StoreError(f"{path} is empty; nothing to evaluate")
+    return text.replace("\r\n", "\n")
+
+
+def load_docs(
+    split: str | None = None,
+    text: str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    max_docs: int | None = None,
+    max_chars: int | None = None,
+) -> tuple[str, list[dict]]:
+    """(dataset name, [{doc_id, text}]) for a split of `root` or one text file."""
+    if (split is None) == (text is None):
+        raise StoreError("give exactly one of a split (--split) or a text file (--text)")
+    if text is not None:
+        name = re.sub(r"[\s:]+", "_", Path(text).name)
+        docs, dataset = [{"doc_id": name, "text": read_text_file(text)}], f"text/{name}"
+    else:
+        from cyb_core.corpus import load_split
+
+        if split == "heldout_brown_pos":
+            raise StoreError(
+                "heldout_brown_pos holds gold tags, not text; evaluate the heldout split"
+            )
+        docs = [{"doc_id": d["doc_id"], "text": d["text"]} for d in load_split(split, Path(root))]
+        same = Path(root).resolve() == DEFAULT_ROOT.resolve()
+        dataset = split if same else f"{Path(root).resolve().name}/{split}"
+    if max_docs is not None:
+        docs, dataset = docs[:max_docs], f"{dataset}.d{max_docs}"
+    if max_chars is not None:
+        docs, dataset = (
+            [{**d, "text": d["text"][:max_chars]} for d in docs],
+            f"{dataset}.c{max_chars}",
+        )
+    docs = [d for d in docs if d["text"].strip()]
+    if not docs:
+        raise StoreError(f"{dataset}: no text to evaluate")
+    return dataset, docs
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _vectors(a: np.ndarray) -> pa.ListArray:
+    """(N, K) floats -> list<double> with NaN (steps not taken) as NULL."""
+    n, k = a.shape
+    flat = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+    return pa.ListArray.from_arrays(
+        pa.array(np.arange(n + 1, dtype=np.int32) * k),
+        pa.array(flat, mask=np.isnan(flat), type=pa.float64()),
+    )
+
+
+def decode_table(tokenizer, ids: np.ndarray) -> dict[int, str]:
+    """id -> its text, each id decoded on its own (byte-level: may hold a partial character)."""
+    uniq = np.unique(ids).tolist()
+    texts = tokenizer.batch_decode(
+        [[i] for i in uniq], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    return dict(zip(uniq, texts, strict=True))
+
+
+def build_tables(
+    result, docs: list[dict], words: list[pos.Words], tokenizer
+) -> dict[str, pa.Table]:
+    """EvalResult + documents + their spaCy words -> the tokens, docs and words tables (no eval_id)."""
+    texts = [d["text"] for d in docs]
+    ann = {
+        k: np.empty(len(result.nll), dtype=object)
+        for k in ("word", "upos", "tag", "morph", "word_start")
+    }
+    for j, text in enumerate(texts):
+        sel = np.flatnonzero(result.doc == j)
+        for k, v in pos.align(text, result.char_start[sel], result.char_end[sel], words[j]).items():
+            ann[k][sel] = v
+    vocab = decode_table(tokenizer, np.concatenate([result.token_id, result.next_id]))
+    doc_ids = np.array([d["doc_id"] for d in docs], dtype=object)
+    pauses = result.pauses
+    tokens = pa.table(
+        {
+            "doc_id": pa.array(doc_ids[result.doc], type=pa.string()),
+            "idx": pa.array(result.idx, type=pa.int32()),
+            "token_id": pa.array(result.token_id, type=pa.int32()),
+            "token": pa.array([vocab[i] for i in result.token_id.tolist()], type=pa.string()),
+            "next_id": pa.array(result.next_id, type=pa.int32()),
+            "next_token": pa.array([vocab[i] for i in result.next_id.tolist()], type=pa.string()),
+            "char_start": pa.array(result.char_start, type=pa.int32()),
+            "char_end": pa.array(result.char_end, type=pa.int32()),
+            **{k: pa.array(ann[k], type=pa.string()) for k in ("word", "upos", "tag", "morph")},
+            "word_start": pa.array(ann["word_start"], type=pa.bool_()),
+            "dk": _vectors(result.d),
+            "t": _vectors(result.t),
+            "s": _vectors(result.s),
+            "expected_pauses": pa.array(result.expected_pauses, type=pa.float64()),
+            "greedy_pauses": pa.array(result.greedy_pauses, type=pa.int32()),
+            "pauses": pa.array(
+                pauses if pauses is not None else np.full(len(result.nll), None), type=pa.int32()
+            ),
+            "nll": pa.array(result.nll, type=pa.float64()),
+            "correct": pa.array(result.correct, type=pa.bool_()),
+        }
+    )
+    docs_t = pa.table({"doc_id": pa.array(doc_ids.tolist(), type=pa.string()), "text": texts})
+    parts = []
+    for d, w in zip(docs, words, strict=True):
+        n = len(w.start)
+        parts.append(
+            pa.table(
+                {
+                    "doc_id": pa.array([d["doc_id"]] * n, type=pa.string()),
+                    "widx": pa.array(np.arange(n), type=pa.int32()),
+                    "char_start": pa.array(w.start, type=pa.int32()),
+                    "char_end": pa.array(w.end, type=pa.int32()),
+                    "word": pa.array(w.word, type=pa.string()),
+                    "upos": pa.array(w.upos, type=pa.string()),
+                    "tag": pa.array(w.tag, type=pa.string()),
+                    "morph": pa.array(w.morph, type=pa.string()),
+                    "sent_start": pa.array(w.sent_start, type=pa.bool_()),
+                    "space_after": pa.array(w.space_after, type=pa.bool_()),
+                }
+            )
+        )
+    return {"tokens": tokens, "docs": docs_t, "words": pa.concat_tables(parts)}
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def run_eval(
+    target: str | Path,
+    *,
+    split: str | None = None,
+    text: str | Path | None = None,
+    mode: str = "dense",
+    db: str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    run_id: str | None = None,
+    dataset: str | None = None,
+    seq_len: int = 128,
+    batch_size: int = 16,
+    max_docs: int | None = None,
+    max_chars: int | None = None,
+    device="cpu",
+    dk_threshold: float | None = 0.5,
+    seed: int = 0,
+    progress: bool = True,
+    nlp=None,
+    lock_timeout: float = 120.0,
+) -> dict:
+    """Evaluate, tag and store; returns a summary. Everything is computed before the database
+    is opened, so the write lock is held only for the final load. dk_threshold (adaptive):
+    pause while d_i >= it; None samples DK with probability d_i (seeded)."""
+    t0 = time.perf_counter()
+    tgt = resolve_target(target, run_id)
+    name, docs = load_docs(split, text, root, max_docs, max_chars)
+    dataset = dataset or name
+    eval_id = store.make_eval_id(tgt.run_id, dataset, mode)  # validates before the slow part
+
+    from cyb_core import model as model_lib
+
+    try:
+        model = model_lib.load(tgt.checkpoint, device=device)
+    except (OSError, ValueError) as e:
+        raise StoreError(
+            f"cannot load the checkpoint {tgt.checkpoint}: {str(e).splitlines()[0]}"
+        ) from e
+    texts = [d["text"] for d in docs]
+    if mode == "dense":
+        from cyb_core.evaluate import dense_eval
+
+        result = dense_eval(model, texts, seq_len=seq_len, batch_size=batch_size, progress=progress)
+    else:
+        try:
+            from cyb_core.engine import adaptive_eval
+        except ImportError as e:
+            raise StoreError(f"adaptive evaluation is not available ({e}); use --mode dense") from e
+        result = adaptive_eval(
+            model,
+            texts,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            dk_threshold=dk_threshold,
+            seed=seed,
+            progress=progress,
+        )
+        if result.pauses is None:
+            raise StoreError("adaptive evaluation returned no observed pause counts")
+    words = pos.tag_texts(texts, nlp, progress=progress)
+    tables = build_tables(result, docs, words, model.tokenizer)
+    log = read_train_log(tgt.log_path)
+    t_eval = time.perf_counter()
+    store.write_eval(
+        db,
+        run=run_row(tgt, model.settings, log),
+        train_log=log,
+        eval_row={"run_id": tgt.run_id, "dataset": dataset, "mode": mode},
+        timeout=lock_timeout,
+        **tables,
+    )
+    return {
+        "eval_id": eval_id,
+        "db": str(db or store.default_db_path()),
+        **result.summary(),
+        "eval_s": t_eval - t0,
+        "write_s": time.perf_counter() - t_eval,
+    }

@@ -1,0 +1,140 @@
+"""`cyb experiment CONFIG`: a grid of runs (variants x data regimes x seeds), resumable.
+
+The config is TOML:
+
+    out = "runs/demo"                 # run directories go to out/<run id>
+    db = "data/cyb.duckdb"            # evaluation store (CYB_DB / --db override)
+
+    [defaults]                        # any cyb_core.train.TrainConfig field
+    init = "data/base"
+    tokens = 40000                    # budget of the 1x1 regime, real tokens
+    w = 4
+
+    [eval]                            # what every run is evaluated on
+    split = "heldout"
+    modes = ["dense"]
+    max_chars = 60000                 # optional: evaluate on a slice of the split
+
+    [grid]
+    seeds = [0]
+    regimes = ["1x1"]                 # 1x1, 2x1 (two epochs), 1x2, 1x3 (two, three times the data)
+
+    [[runs]]                          # one table per setting; fields override [defaults]
+    name = "cyb-ap"
+    variant = "cyb-ap"
+    hparams = { omega = "0:0:0:1", gamma = 1.0 }
+    modes = ["dense", "adaptive"]     # optional, overrides [eval].modes
+
+A run whose final model exists is not trained again; an evaluation already complete in the
+database is not repeated; anything interrupted resumes from its last checkpoint. Several
+processes (e.g. `torchrun --nproc-per-node 4 -m cyb_core experiment CONFIG`) split the grid
+between them by RANK / WORLD_SIZE, each on GPU LOCAL_RANK.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .train import TrainConfig, resolve_device, train
+
+REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    config: TrainConfig
+    modes: tuple[str, ...]
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no experiment config at {path}: pass a TOML file (see `cyb experiment --help`)")
+    try:
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from e
+    if not cfg.get("runs"):
+        raise ValueError(f"{path} defines no [[runs]]: add at least one table with a name and a variant")
+    return cfg
+
+
+def jobs(cfg: dict) -> list[Job]:
+    """Expand the grid into jobs; every TrainConfig is validated here, before anything runs."""
+    out = Path(cfg.get("out", "runs/experiment"))
+    defaults, grid, ev = cfg.get("defaults", {}), cfg.get("grid", {}), cfg.get("eval", {})
+    known = {f.name for f in fields(TrainConfig)}
+    result = []
+    for spec in cfg["runs"]:
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if not name or not _NAME.match(name):
+            raise ValueError(f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}")
+        modes = tuple(spec.pop("modes", ev.get("modes", ["dense"])))
+        merged = {**defaults, **spec}
+        unknown = set(merged) - known - {"out"}
+        if unknown:
+            raise ValueError(f"run {name}: unknown setting(s) {', '.join(sorted(unknown))}")
+        if merged.get("variant", "baseline") == "baseline":
+            merged["w"] = 1
+        for regime in grid.get("regimes", ["1x1"]):
+            if regime not in REGIMES:
+                raise ValueError(f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}")
+            budget_x, data_x = REGIMES[regime]
+            for seed in grid.get("seeds", [merged.get("seed", 0)]):
+                run_id = f"{name}-{regime}-s{seed}"
+                base = TrainConfig(**{**merged, "out": str(out / run_id), "seed": seed})
+                tc = replace(base, tokens=base.tokens * budget_x, data_tokens=base.tokens * data_x)
+                result.append(Job(run_id, tc, modes))
+    ids = [j.run_id for j in result]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two [[runs]] share a name: give each a distinct name")
+    return result
+
+
+def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | None = None) -> list[dict]:
+    """Train and evaluate what is missing; returns one status row per job of this process."""
+    from analysis import store
+    from analysis.evaluation import load_docs, run_eval
+
+    db = db or os.environ.get("CYB_DB") or cfg.get("db") or str(store.default_db_path())
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 else None
+    ev = cfg.get("eval", {})
+    split, max_docs, max_chars = ev.get("split", "heldout"), ev.get("max_docs"), ev.get("max_chars")
+    status = []
+    for i, job in enumerate(jobs(cfg)):
+        if i % world != rank or (only and not re.search(only, job.run_id)):
+            continue
+        tc = replace(job.config, device=device) if device else job.config
+        trained = (Path(tc.out) / "final" / "summary.json").exists()
+        summary = train(tc, progress=progress)
+        root = ev.get("root", tc.data_root)
+        dataset, _ = load_docs(split, None, root, max_docs, max_chars)
+        for mode in job.modes:
+            done = _eval_complete(db, job.run_id, dataset, mode)
+            if not done:
+                run_eval(tc.out, split=split, mode=mode, db=db, root=root, run_id=job.run_id, max_docs=max_docs,
+                         max_chars=max_chars, seq_len=tc.seq_len, device=str(resolve_device(tc.device)),
+                         progress=progress)
+            status.append({"run_id": job.run_id, "mode": mode, "trained_now": not trained,
+                           "evaluated_now": not done, "val_ppl": summary["val"]["ppl"]})
+    return status
+
+
+def _eval_complete(db: str, run_id: str, dataset: str, mode: str) -> bool:
+    from analysis import store
+
+    if not Path(db).exists():
+        return False
+    with store.reading(db) as con:
+        row = con.execute("SELECT count(*) FROM evals WHERE eval_id = ? AND status = 'complete'",
+                          [store.make_eval_id(run_id, dataset, mode)]).fetchone()
+    return bool(row[0])
+

@@ -1,0 +1,111 @@
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis import store
+from cyb_core import experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+out = "{out}"
+db = "{db}"
+
+[defaults]
+init = "scratch:tiny"
+tokenizer = "{root}/data/tokenizer"
+data_root = "{root}/data/fixture"
+seq_len = 16
+batch_size = 4
+tokens = 1024
+lr = 3e-3
+eval_every = 4
+ckpt_every = 2
+val_blocks = 4
+device = "cpu"
+
+[eval]
+split = "heldout"
+modes = ["dense"]
+max_docs = 1
+max_chars = 1500
+
+[grid]
+seeds = [0]
+regimes = ["1x1"]
+
+[[runs]]
+name = "base"
+variant = "baseline"
+
+[[runs]]
+name = "ap"
+variant = "cyb-ap"
+w = 3
+hparams = {{ omega = "0:0:1" }}
+"""
+
+
+def write_config(tmp_path) -> Path:
+    path = tmp_path / "exp.toml"
+    path.write_text(CONFIG.format(out=tmp_path / "runs", db=tmp_path / "cyb.duckdb", root=ROOT))
+    return path
+
+
+def test_grid_expands_regimes_and_seeds(tmp_path):
+    cfg = experiment.load_config(write_config(tmp_path))
+    cfg["grid"] = {"seeds": [0, 1], "regimes": ["1x1", "2x1", "1x2", "1x3"]}
+    jobs = experiment.jobs(cfg)
+    assert len(jobs) == 2 * 2 * 4
+    by_id = {j.run_id: j.config for j in jobs}
+    assert by_id["ap-2x1-s1"].tokens == 2048 and by_id["ap-2x1-s1"].data_tokens == 1024
+    assert by_id["ap-1x3-s0"].tokens == 3072 and by_id["ap-1x3-s0"].data_tokens == 3072
+    assert by_id["base-1x1-s0"].w == 1 and by_id["ap-1x1-s0"].w == 3
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"runs": []}, "no \\[\\[runs\\]\\]"),
+    ({"runs": [{"name": "x", "variant": "cyb-ap", "bogus": 1}]}, "unknown setting"),
+    ({"runs": [{"name": "x"}, {"name": "x"}]}, "share a name"),
+    ({"runs": [{"name": "x"}], "grid": {"regimes": ["9x9"]}}, "data regime"),
+])
+def test_bad_configs_name_the_problem(bad, needle, tmp_path):
+    with pytest.raises(ValueError, match=needle):
+        experiment.jobs(bad) if bad["runs"] else experiment.load_config(_toml(tmp_path, bad))
+
+
+def _toml(tmp_path, cfg):
+    path = tmp_path / "bad.toml"
+    path.write_text("runs = []\n")
+    return path
+
+
+def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
+    cfg_path = write_config(tmp_path)
+    cmd = [sys.executable, "-m", "cyb_core", "experiment", str(cfg_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "runs" / "base-1x1-s0" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "runs" / "ap-1x1-s0" / "final").exists()  # killed mid-way
+
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and "trained now" not in again.stdout and "evaluated now" not in again.stdout
+
+    with store.reading(tmp_path / "cyb.duckdb") as con:
+        runs = con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+        evals = con.execute("SELECT run_id, status FROM evals ORDER BY run_id").fetchall()
+        steps = con.execute("SELECT run_id, count(*), count(DISTINCT step), max(step) FROM train_log "
+                            "GROUP BY run_id ORDER BY run_id").fetchall()
+    assert runs == [("ap-1x1-s0", "complete"), ("base-1x1-s0", "complete")]
+    assert evals == [("ap-1x1-s0", "complete"), ("base-1x1-s0", "complete")]
+    assert steps == [("ap-1x1-s0", 16, 16, 16), ("base-1x1-s0", 16, 16, 16)]

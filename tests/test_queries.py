@@ -1,0 +1,240 @@
+import math
+import shutil
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pytest
+from test_store_support import RUN, fixture_db, scratch, synthetic_tables
+
+from analysis import queries as q
+from analysis import store
+from analysis.store import StoreError
+
+
+@pytest.fixture(scope="module")
+def db():
+    """The fixture evaluation plus a copy of it, under run "shifted", with 0.5 more expected pauses."""
+    src, _, summary = fixture_db()
+    path = scratch() / "q.duckdb"
+    shutil.copy(src, path)
+    with store.reading(path) as con:
+        tables = {
+            t: con.sql(
+                f"SELECT * EXCLUDE (eval_id) FROM {t} WHERE eval_id = ?",
+                params=[summary["eval_id"]],
+            ).to_arrow_table()
+            for t in ("tokens", "docs", "words")
+        }
+    tok = tables["tokens"]
+    i = tok.schema.get_field_index("expected_pauses")
+    tables["tokens"] = tok.set_column(i, "expected_pauses", pc.add(tok["expected_pauses"], 0.5))
+    run = {
+        "run_id": "shifted",
+        "variant": "cyb-ap",
+        "recipe": "constant",
+        "w_max": 3,
+        "status": "checkpoint",
+    }
+    store.write_eval(
+        path,
+        run=run,
+        eval_row={"run_id": "shifted", "dataset": "fixture/heldout.c1500", "mode": "dense"},
+        **tables,
+    )
+    tables["tokens"] = tables["tokens"].slice(
+        1
+    )  # not the same tokens any more: an unpaired comparison
+    store.write_eval(
+        path,
+        run={**run, "run_id": "cut"},
+        eval_row={"run_id": "cut", "dataset": "fixture/heldout.c1500", "mode": "dense"},
+        **tables,
+    )
+    with store.reading(path) as con:
+        yield con, summary["eval_id"], "shifted:fixture/heldout.c1500:dense"
+
+
+@pytest.fixture(scope="module")
+def rows(db):
+    con, eid, _ = db
+    return q.token_rows(con, eid)
+
+
+def test_token_stats_match_pandas(db, rows):
+    con, eid, _ = db
+    st = q.token_stats(con, eid, "expected", min_count=5).set_index("token_id")
+    ref = rows.groupby("token_id")["expected_pauses"].agg(["size", "mean", "median", "var"])
+    ref = ref[ref["size"] >= 5]
+    assert sorted(st.index) == sorted(ref.index)
+    np.testing.assert_array_equal(st.loc[ref.index, "n"], ref["size"])
+    for a, b in (("mean", "mean"), ("median", "median"), ("variance", "var")):
+        np.testing.assert_allclose(st.loc[ref.index, a], ref[b], rtol=1e-9, atol=1e-12)
+    g = q.token_stats(con, eid, "greedy", min_count=1)
+    assert g["n"].sum() == len(rows) and set(g["median"]) <= {0.0, 0.5, 1.0, 1.5, 2.0}
+    with pytest.raises(StoreError, match="adaptive"):
+        q.token_stats(con, eid, "observed")
+
+
+def test_quadrants(db):
+    con, eid, _ = db
+    quad = q.token_quadrants(con, eid, "expected", min_count=5, top=3)
+    assert set(zip(quad["median_level"], quad["variance_level"], strict=True)) == {
+        ("low", "low"),
+        ("low", "high"),
+        ("high", "low"),
+        ("high", "high"),
+    }
+    assert quad.groupby(["median_level", "variance_level"]).size().max() <= 3
+    low, th = quad["median_level"] == "low", quad["median_threshold"].iloc[0]
+    assert (quad.loc[low, "median"] <= th).all() and (quad.loc[~low, "median"] > th).all()
+    assert (quad["n"] >= 5).all()
+
+
+@pytest.mark.parametrize("by", list(q.GROUPS))
+def test_pause_rates_by_group(db, rows, by):
+    con, eid, _ = db
+    r = q.pause_rates(con, eid, by, n_boot=300)
+    assert (r["ci_low"] <= r["mean"] + 1e-12).all() and (r["mean"] <= r["ci_high"] + 1e-12).all()
+    if by in ("upos", "tag"):
+        ref = rows.dropna(subset=[by]).groupby(by)["expected_pauses"].mean()
+        np.testing.assert_allclose(r.set_index(by).loc[ref.index, "mean"], ref, rtol=1e-9)
+    expected = {"number": {"Sing", "Plur"}, "word_start": {"word-initial", "continuation"}}.get(by)
+    if expected:
+        assert set(r[by]) == expected
+    if by == "contraction":
+        assert "other" in set(r[by]) and r["n"].sum() == len(rows)
+
+
+def test_contraction_groups_follow_the_model_tokens():
+    con = duckdb.connect()
+    df = pd.DataFrame(
+        {
+            "token": [" wasn", "'t", " they", "'ll", " the", "’s"],
+            "next_token": ["'t", " x", "'ll", " y", " z", " w"],
+        }
+    )
+    con.register("tokens", df)
+    got = con.execute(f"SELECT {q.GROUPS['contraction']} FROM tokens").fetchall()
+    assert [g[0] for g in got] == [
+        "stem before 't",
+        "clitic 't",
+        "stem before 's 're 've 'll 'd 'm",
+        "clitic 's 're 've 'll 'd 'm",
+        "other",
+        "clitic 's 're 've 'll 'd 'm",
+    ]
+
+
+def test_contrast_and_compare_runs(db):
+    con, eid, shifted = db
+    c = q.contrast(con, eid, "tag", "NN", "NNS", n_boot=300).iloc[0]
+    assert c["ci_low"] <= c["diff"] <= c["ci_high"] and c["diff"] == pytest.approx(
+        c["mean_b"] - c["mean_a"]
+    )
+    with pytest.raises(StoreError, match="no tokens in group 'XYZ'"):
+        q.contrast(con, eid, "tag", "NN", "XYZ")
+    cmp = q.compare_runs(con, eid, shifted, "upos", min_count=20, n_boot=300)
+    assert len(cmp) > 5
+    np.testing.assert_allclose(cmp["diff"], 0.5, rtol=1e-9)
+    assert cmp["paired"].all()  # same tokens: per-token differences, all exactly 0.5
+    np.testing.assert_allclose(cmp[["ci_low", "ci_high"]], 0.5, rtol=1e-9)
+    assert (cmp["cohens_d"] > 0).all()
+    cut = q.compare_runs(
+        con, eid, "cut:fixture/heldout.c1500:dense", "upos", min_count=20, n_boot=300
+    )
+    assert not cut["paired"].any() and ((cut["ci_low"] < 0.5) & (cut["ci_high"] > 0.5)).all()
+    assert ((cut["ci_low"] > 0.2) & (cut["diff"] > 0.45)).all()
+
+
+def average_rank(x):
+    return pd.Series(x).rank(method="average").to_numpy()
+
+
+def test_calibration_is_spearman_per_step(db, rows):
+    con, eid, _ = db
+    cal = q.calibration(con, eid)
+    assert cal["step"].tolist() == [0, 1]
+    dk, t = np.stack(rows["dk"].to_numpy()), np.stack(rows["t"].to_numpy())
+    for i in (0, 1):
+        x, y = dk[:, i], t[:, i + 1] - t[:, i]
+        ref = np.corrcoef(average_rank(x), average_rank(y))[0, 1]
+        assert cal.loc[i, "spearman"] == pytest.approx(ref, abs=1e-9)
+        assert cal.loc[i, "n"] == len(rows)
+    dens = q.calibration_density(con, eid, step=1, bins=10)
+    assert (
+        dens["n"].sum() == len(rows)
+        and dens["d"].between(0, 1).all()
+        and dens["gain"].between(-1, 1).all()
+    )
+    with pytest.raises(StoreError, match="step must be in 0..1"):
+        q.calibration_density(con, eid, step=2)
+
+
+def test_latency_distributions(db, rows):
+    con, eid, _ = db
+    h = q.pause_histogram(con, eid, "expected", bins=6)
+    assert h["n"].sum() == len(rows) and h["fraction"].sum() == pytest.approx(1)
+    assert h["lo"].min() == 0 and h["hi"].max() <= 2 + 1e-9
+    g = q.pause_histogram(con, eid, "greedy")
+    assert g.set_index("lo")["n"].to_dict() == rows["greedy_pauses"].value_counts().to_dict()
+    sd = q.step_distribution(con, eid)
+    assert sd["pauses"].tolist() == [0, 1, 2] and sd["mean_s"].sum() == pytest.approx(1)
+    np.testing.assert_allclose(sd["mean_s"], np.stack(rows["s"].to_numpy()).mean(0), rtol=1e-9)
+
+
+def test_runs_curves_and_kwic(db, rows):
+    con, eid, shifted = db
+    s = q.run_summary(con).set_index("eval_id")
+    assert set(s.index) == {eid, shifted, "cut:fixture/heldout.c1500:dense"}
+    assert s.loc[eid, "ppl"] == pytest.approx(math.exp(rows["nll"].mean()))
+    assert s.loc[shifted, "mean_expected_pauses"] == pytest.approx(
+        rows["expected_pauses"].mean() + 0.5
+    )
+    assert s.loc[eid, "accuracy"] == pytest.approx(rows["correct"].mean())
+    curves = q.training_curves(con, ["tiny-cyb"])
+    assert curves["step"].tolist() == [1, 2, 3, 4] and (curves["variant"] == "cyb-ap").all()
+    with pytest.raises(StoreError, match="unknown run id"):
+        q.training_curves(con, ["ghost"])
+    k = q.kwic(con, eid, token="the", width=15)
+    assert len(k) == (rows["token"].str.strip() == "the").sum() > 0
+    assert (k["token_text"].str.strip() == "the").all() and (
+        k["left_context"].str.len() <= 15
+    ).all()
+    first = k.iloc[0]
+    assert (
+        first["expected_pauses"]
+        == rows.set_index(["doc_id", "idx"]).loc[(first["doc_id"], first["idx"]), "expected_pauses"]
+    )
+    tid = int(rows.loc[rows["token"].str.strip() == "the", "token_id"].iloc[0])
+    assert len(q.kwic(con, eid, token_id=tid)) == (rows["token_id"] == tid).sum()
+    with pytest.raises(StoreError, match="no evaluation"):
+        q.kwic(con, "ghost:x:dense", token="the")
+
+
+def test_adaptive_measure_uses_observed_pauses(tmp_path):
+    result, tables = synthetic_tables(adaptive=True)
+    path = tmp_path / "a.duckdb"
+    eid = store.write_eval(
+        path,
+        run=RUN,
+        eval_row={"run_id": "synthetic", "dataset": "syn", "mode": "adaptive"},
+        **tables,
+    )
+    with store.reading(path) as con:
+        h = q.pause_histogram(con, eid, "observed")
+        assert h.set_index("lo")["n"].to_dict() == pd.Series(result.pauses).value_counts().to_dict()
+        assert q.step_distribution(con, eid)["mean_s"].tolist() == pytest.approx(
+            np.bincount(result.pauses, minlength=3) / len(result.pauses)
+        )
+        cal = q.calibration(con, eid)  # only the steps actually taken enter
+        assert cal.loc[0, "n"] == (result.pauses >= 1).sum()
+
+
+def test_queries_bind_values(db):
+    con, eid, _ = db
+    assert q.kwic(con, eid, token="'; DROP TABLE tokens; --").empty
+    assert con.execute("SELECT count(*) FROM tokens").fetchall()[0][0] > 0
+    with pytest.raises(StoreError, match="group by one of"):
+        q.pause_rates(con, eid, by="upos; DROP TABLE tokens")

@@ -1,0 +1,402 @@
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from test_store_support import ROOT, RUN, fixture_db, synthetic_tables
+
+from analysis import pos, store
+from analysis.evaluation import load_docs, read_text_file, resolve_target, run_eval
+from analysis.store import StoreError
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return fixture_db()
+
+
+def copy_db(db: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(db, dest / db.name)
+    return dest / db.name
+
+
+def counts(db: Path) -> dict:
+    with store.reading(db) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in store.TABLES}
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def test_schema_applied_twice_is_a_noop(fixture, tmp_path):
+    db = copy_db(fixture[0], tmp_path)
+    before = counts(db)
+    with duckdb.connect(str(db)) as con:
+        cols = con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns ORDER BY ALL"
+        ).fetchall()
+        store.apply_schema(con)
+        store.apply_schema(con)
+        assert (
+            con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns ORDER BY ALL"
+            ).fetchall()
+            == cols
+        )
+        assert con.execute("SELECT * FROM meta").fetchall() == [
+            ("schema_version", str(store.SCHEMA_VERSION))
+        ]
+    assert counts(db) == before
+    fresh = tmp_path / "fresh.duckdb"
+    with store.connect_write(fresh) as con:
+        store.apply_schema(con)
+        assert store.schema_version(con) == store.SCHEMA_VERSION
+        assert {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        } == set(store.TABLES)
+
+
+def test_other_schema_version_and_foreign_database_are_refused(fixture, tmp_path):
+    db = copy_db(fixture[0], tmp_path)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    before = counts_unchecked(db)
+    with pytest.raises(StoreError, match="schema version 999"):
+        store.connect_read(db)
+    _, tables = synthetic_tables()
+    with pytest.raises(StoreError, match="schema version 999") as e:
+        store.write_eval(
+            db, run=RUN, eval_row={"run_id": "synthetic", "dataset": "x", "mode": "dense"}, **tables
+        )
+    assert "\n" not in str(e.value)
+    assert counts_unchecked(db) == before
+    foreign = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(foreign)) as con:
+        con.execute("CREATE TABLE sales AS SELECT 1 AS x")
+    with pytest.raises(StoreError, match="not a cyb database"):
+        store.write_eval(
+            foreign,
+            run=RUN,
+            eval_row={"run_id": "synthetic", "dataset": "x", "mode": "dense"},
+            **tables,
+        )
+    with duckdb.connect(str(foreign), read_only=True) as con:
+        assert con.execute("SELECT table_name FROM information_schema.tables").fetchall() == [
+            ("sales",)
+        ]
+
+
+def counts_unchecked(db: Path) -> dict:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in store.TABLES}
+
+
+# ----------------------------------------------------------------------------- the fixture evaluation
+
+
+def test_fixture_evaluation_rows(fixture):
+    db, run, summary = fixture
+    with store.reading(db) as con:
+        ev = con.execute("SELECT * FROM evals").df()
+        tok = con.execute("SELECT * FROM tokens ORDER BY doc_id, idx").df()
+        r = con.execute("SELECT * FROM runs").df().iloc[0]
+        log = con.execute("SELECT * FROM train_log ORDER BY step").df()
+        ndocs = con.execute("SELECT count(*) FROM docs").fetchall()[0][0]
+    assert len(ev) == 1 and ev["status"][0] == "complete" and ev["eval_id"][0] == summary["eval_id"]
+    assert (
+        summary["eval_id"] == "tiny-cyb:fixture/heldout.c1500:dense"
+    )  # run dir name, root/split, truncation
+    assert ev["n_tokens"][0] == len(tok) == summary["n_tokens"] and ndocs == 5
+    s, t, dk = (np.stack(tok[c].to_numpy()) for c in ("s", "t", "dk"))
+    assert s.shape[1] == t.shape[1] == 3 and dk.shape[1] == 2
+    np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(tok["nll"], -np.log((s * t).sum(1)), rtol=1e-4)
+    assert ev["ppl"][0] == pytest.approx(math.exp(tok["nll"].mean()), rel=1e-9)
+    np.testing.assert_allclose(
+        tok["expected_pauses"], (s * np.arange(3)).sum(1), rtol=1e-5, atol=1e-6
+    )
+    assert tok["pauses"].isna().all()
+    assert (r["run_id"], r["variant"], r["w_max"], r["seed"], r["base"], r["status"]) == (
+        "tiny-cyb",
+        "cyb-ap",
+        3,
+        7,
+        "data/base",
+        "complete",
+    )
+    assert r["train_tokens"] == 4096 and json.loads(r["params"])["config"]["hparams"] == {
+        "omega": "0:0:1"
+    }
+    assert log["step"].tolist() == [1, 2, 3, 4]  # the torn last line of log.jsonl is skipped
+    # every row of a document carries its spaCy annotation; only whitespace/end-of-text rows lack one
+    eot = tok["char_start"] == tok["char_end"]
+    assert tok.loc[eot, "word"].isna().all() and tok.loc[~eot, "word"].notna().mean() > 0.95
+    assert set(tok["word_start"].dropna()) == {True, False}
+
+
+def test_reevaluation_replaces_only_on_success(fixture, tmp_path):
+    db = copy_db(fixture[0], tmp_path)
+    eid = fixture[2]["eval_id"]
+    run_id, dataset, mode = eid.split(":")
+    _, tables = synthetic_tables()
+
+    def boom():
+        raise RuntimeError("simulated failure inside the transaction")
+
+    before = counts(db)
+    with pytest.raises(RuntimeError, match="simulated"):
+        store.write_eval(
+            db,
+            run={**RUN, "run_id": run_id},
+            eval_row={"run_id": run_id, "dataset": dataset, "mode": mode},
+            before_commit=boom,
+            **tables,
+        )
+    assert counts(db) == before
+    assert not any(store.staging_dir(db).iterdir())  # the shards are gone
+    store.write_eval(
+        db,
+        run={**RUN, "run_id": run_id},
+        eval_row={"run_id": run_id, "dataset": dataset, "mode": mode},
+        **tables,
+    )
+    with store.reading(db) as con:
+        assert (
+            con.execute("SELECT n_tokens FROM evals WHERE eval_id = ?", [eid]).fetchall()[0][0]
+            == tables["tokens"].num_rows
+        )
+        assert (
+            con.execute("SELECT count(*) FROM tokens WHERE eval_id = ?", [eid]).fetchall()[0][0]
+            == tables["tokens"].num_rows
+        )
+        assert con.execute("SELECT count(*) FROM evals").fetchall()[0][0] == 1
+
+
+def test_adaptive_storage(tmp_path):
+    result, tables = synthetic_tables(adaptive=True)
+    db = tmp_path / "a.duckdb"
+    eid = store.write_eval(
+        db,
+        run=RUN,
+        eval_row={"run_id": "synthetic", "dataset": "syn", "mode": "adaptive"},
+        **tables,
+    )
+    with store.reading(db) as con:
+        tok = con.execute("SELECT * FROM tokens ORDER BY doc_id, idx").df()
+        ev = con.execute("SELECT * FROM evals").df()
+        vectors = con.execute("SELECT dk, t, s, pauses FROM tokens ORDER BY doc_id, idx").fetchall()
+    assert eid == "synthetic:syn:adaptive" and ev["mode"][0] == "adaptive"
+    assert tok["pauses"].tolist() == result.pauses.tolist()
+    # steps after the answer are NULL, s is one-hot at the answer step
+    for dk, t, s, p in vectors:
+        assert [v is None for v in t] == [i > p for i in range(3)]
+        assert [v is None for v in dk] == [i > p for i in range(2)]
+        assert s == [float(i == p) for i in range(3)]
+    assert ev["ppl"][0] == pytest.approx(math.exp(result.nll.mean()))
+
+
+def test_baseline_rows_have_w_1(tmp_path):
+    result, tables = synthetic_tables(w=1)
+    db = tmp_path / "b.duckdb"
+    store.write_eval(
+        db,
+        run={**RUN, "w_max": 1, "variant": "baseline"},
+        eval_row={"run_id": "synthetic", "dataset": "syn", "mode": "dense"},
+        **tables,
+    )
+    with store.reading(db) as con:
+        assert con.execute("SELECT DISTINCT len(dk), len(t), len(s) FROM tokens").fetchall() == [
+            (0, 1, 1)
+        ]
+
+
+# ----------------------------------------------------------------------------- concurrency and kills
+
+WRITER = """
+import sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+from analysis import store
+db, src, ready, hold = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+tables = {n: pq.read_table(src / f"{n}.parquet") for n in ("tokens", "docs", "words")}
+def hold_lock():
+    ready.touch()
+    time.sleep(hold)
+store.write_eval(db, run={"run_id": "other", "variant": "cyb-ap", "recipe": "constant", "w_max": 3},
+                 eval_row={"run_id": "other", "dataset": "syn", "mode": "dense"}, before_commit=hold_lock, **tables)
+"""
+
+
+def start_writer(db: Path, tables: dict, tmp: Path, hold: float) -> tuple[subprocess.Popen, Path]:
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("tokens", "docs", "words"):
+        pq.write_table(tables[name], src / f"{name}.parquet")
+    ready = tmp / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(src), str(ready), str(hold)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None, "the writer died before it took the lock"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return proc, ready
+
+
+def test_killed_writer_leaves_no_partial_rows_and_a_rerun_completes(fixture, tmp_path):
+    db = copy_db(fixture[0], tmp_path / "db")
+    before = counts(db)
+    _, tables = synthetic_tables()
+    proc, _ = start_writer(db, tables, tmp_path, hold=60)  # inside the transaction, rows inserted
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert counts(db) == before  # nothing of "other" is visible, the old evaluation is intact
+    with store.reading(db) as con:
+        assert (
+            con.execute("SELECT count(*) FROM tokens WHERE eval_id LIKE 'other:%'").fetchall()[0][0]
+            == 0
+        )
+    store.write_eval(
+        db,
+        run={**RUN, "run_id": "other"},
+        eval_row={"run_id": "other", "dataset": "syn", "mode": "dense"},
+        **tables,
+    )
+    assert not any(
+        store.staging_dir(db).iterdir()
+    )  # the killed writer's shards were cleaned up too
+    with store.reading(db) as con:
+        assert con.execute("SELECT count(*) FROM evals").fetchall()[0][0] == 2
+        assert (
+            con.execute("SELECT count(*) FROM tokens WHERE eval_id = 'other:syn:dense'").fetchall()[
+                0
+            ][0]
+            == tables["tokens"].num_rows
+        )
+
+
+def test_reader_waits_for_the_writer_and_sees_whole_evaluations(fixture, tmp_path):
+    db = copy_db(fixture[0], tmp_path / "db")
+    _, tables = synthetic_tables()
+    proc, ready = start_writer(db, tables, tmp_path, hold=1.5)
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="locked"):  # the lock is really held right now
+        store.connect_read(db, timeout=0.2)
+    with store.reading(db, timeout=30) as con:  # retries with backoff until the commit
+        waited = time.monotonic() - t0
+        rows = con.execute(
+            "SELECT e.eval_id, e.n_tokens, count(t.idx) FROM evals e LEFT JOIN tokens t USING (eval_id) "
+            "GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+    assert proc.wait(30) == 0
+    assert waited > 0.5
+    assert [r[0] for r in rows] == ["other:syn:dense", fixture[2]["eval_id"]]
+    assert all(n == c for _, n, c in rows)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_text_files_are_one_line_errors(tmp_path):
+    cases = {
+        "empty.txt": b"  \n\n",
+        "binary.bin": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        "latin1.txt": "caf\xe9".encode("latin-1"),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(StoreError, match="empty|binary|not UTF-8") as e:
+            read_text_file(tmp_path / name)
+        assert "\n" not in str(e.value)
+    with pytest.raises(StoreError, match="no text file"):
+        read_text_file(tmp_path / "missing.txt")
+    (tmp_path / "ok.txt").write_bytes("\ufeffIt wasn't me.\r\n".encode())
+    assert load_docs(text=tmp_path / "ok.txt") == (
+        "text/ok.txt",
+        [{"doc_id": "ok.txt", "text": "It wasn't me.\n"}],
+    )
+
+
+def test_bad_targets_and_ids(fixture, tmp_path):
+    db, run, _ = fixture
+    before = counts(db)
+    with pytest.raises(StoreError, match="no run or checkpoint"):
+        resolve_target(tmp_path / "nope")
+    with pytest.raises(StoreError, match="neither a run directory"):
+        resolve_target(tmp_path)
+    with pytest.raises(StoreError, match="':'"):
+        store.make_eval_id("a:b", "heldout", "dense")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(StoreError, match="empty"):
+        run_eval(run, text=tmp_path / "empty.txt", db=db, progress=False)
+    with store.reading(db) as con:
+        with pytest.raises(StoreError, match="no evaluation of run 'ghost'"):
+            store.find_eval(con, "ghost")
+        with pytest.raises(StoreError, match="no evaluation 'ghost:x:dense'"):
+            store.require_eval(con, "ghost:x:dense")
+    assert counts(db) == before
+    with pytest.raises(StoreError, match="no database"):
+        store.connect_read(tmp_path / "missing.duckdb")
+
+
+def test_targets_resolve_to_run_names(fixture):
+    run = fixture[1]
+    for path in (run, run / "final"):
+        t = resolve_target(path)
+        assert (t.run_id, t.checkpoint, t.status) == ("tiny-cyb", run / "final", "complete")
+    t = resolve_target(run / "final", run_id="custom")
+    assert t.run_id == "custom"
+
+
+def test_adaptive_evaluation_end_to_end(fixture, tmp_path):
+    pytest.importorskip("cyb_core.engine")
+    db = copy_db(fixture[0], tmp_path)
+    text = tmp_path / "story.txt"
+    text.write_text("The patients wasn't happy, but they won. The students didn't know. " * 2)
+    s = run_eval(fixture[1], text=text, mode="adaptive", db=db, progress=False)
+    assert s["eval_id"] == "tiny-cyb:text/story.txt:adaptive"
+    with store.reading(db) as con:
+        rows = con.execute(
+            "SELECT pauses, greedy_pauses, expected_pauses, s, t, nll FROM tokens WHERE eval_id = ?",
+            [s["eval_id"]],
+        ).fetchall()
+        assert (
+            con.execute("SELECT count(*) FROM evals").fetchall()[0][0] == 2
+        )  # next to the dense one
+    assert len(rows) == s["n_tokens"] > 20
+    for p, g, e, svec, t, nll in rows:
+        assert 0 <= p <= 2 and g == p and e == p and svec[p] == 1
+        assert [v is None for v in t] == [i > p for i in range(3)]
+        assert nll == pytest.approx(-math.log(t[p]), rel=1e-5)
+
+
+def test_no_lock_is_held_while_evaluating(fixture, tmp_path):
+    """Readers keep working during the long part of `cyb eval` (model + spaCy): the database
+    is opened only for the final load. In this process an open read-write connection would
+    make the read-only open below fail, so a successful read proves no writer is open."""
+    db = copy_db(fixture[0], tmp_path)
+    seen = []
+
+    class ReadingNLP:  # spaCy, plus a reader query each time it is asked to tag
+        def pipe(self, texts, **kw):
+            with store.reading(db, timeout=0.1) as con:
+                seen.append(con.execute("SELECT count(*) FROM evals").fetchall()[0][0])
+            return pos.load_nlp().pipe(texts, **kw)
+
+    text = tmp_path / "t.txt"
+    text.write_text("They won. " * 20)
+    run_eval(fixture[1], text=text, db=db, progress=False, nlp=ReadingNLP())
+    assert seen == [1] and counts(db)["evals"] == 2

@@ -1,0 +1,170 @@
+"""Shared builders for the store/pos/queries/export tests (no tests here).
+
+Everything expensive is built once per test process: the tiny run (a random W = 3 model
+saved as runs/<name>/final with config.json and log.jsonl), its dense evaluation on the
+truncated fixture held-out split, and the spaCy pipeline (analysis.pos.load_nlp is cached).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cyb_core.evaluate import EvalResult
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "data" / "fixture"
+MAX_CHARS = 1500  # per fixture document: ~2,000 tokens in all
+
+
+def scratch() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="cyb-store-test-"))
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
+def tiny_model(w: int = 3, variant: str = "cyb-ap"):
+    from cyb_core import model as model_lib
+    from cyb_core import tokenizer as tok_lib
+
+    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=0)
+    torch.manual_seed(0)
+    with torch.no_grad():  # random, untied-looking rows so DK and the pauses vary
+        m.model.get_input_embeddings().weight.normal_(0, 0.2)
+    return m.with_settings(w=w, variant=variant)
+
+
+def make_run(parent: Path, name: str = "tiny-cyb", w: int = 3, variant: str = "cyb-ap") -> Path:
+    """A run directory as `cyb train` leaves it: config.json, log.jsonl, final/."""
+    run = parent / name
+    tiny_model(w, variant).save(run / "final")
+    cfg = {
+        "out": str(run),
+        "init": "data/base",
+        "variant": variant,
+        "w": w,
+        "recipe": "constant",
+        "seed": 7,
+        "tokens": 4096,
+        "hparams": {"omega": "0:0:1"},
+    }
+    (run / "config.json").write_text(json.dumps(cfg))
+    log = [
+        {
+            "step": s,
+            "tokens_seen": 1024 * s,
+            "loss": 5.0 - s / 10,
+            "lr": 1e-3,
+            "mean_expected_pauses": 1.0,
+            "elapsed_s": float(s),
+        }
+        for s in range(1, 5)
+    ]
+    (run / "log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in log) + '{"step": 5, "tok'
+    )  # torn line
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def fixture_db() -> tuple[Path, Path, dict]:
+    """(db path, run dir, summary) of one dense evaluation of the tiny run on fixture/heldout."""
+    from analysis.evaluation import run_eval
+
+    tmp = scratch()
+    run = make_run(tmp)
+    db = tmp / "cyb.duckdb"
+    summary = run_eval(
+        run, split="heldout", root=FIXTURE, db=db, max_chars=MAX_CHARS, seq_len=64, progress=False
+    )
+    return db, run, summary
+
+
+def synthetic_result(
+    n_docs: int = 2, n: int = 40, w: int = 3, adaptive: bool = False, seed: int = 0
+) -> EvalResult:
+    """An EvalResult with consistent d, t, s, nll; adaptive: pauses sampled, s one-hot, NaN past the answer."""
+    rng = np.random.default_rng(seed)
+    N = n_docs * n
+    d = rng.uniform(0.05, 0.95, (N, w - 1))
+    t = rng.uniform(0.01, 0.9, (N, w))
+    dd = np.concatenate([d, np.zeros((N, 1))], 1)
+    keep = np.concatenate([np.ones((N, 1)), np.cumprod(dd[:, :-1], 1)], 1)
+    s = keep * (1 - dd)
+    pauses = None
+    if adaptive:
+        pauses = rng.integers(0, w, N)
+        s = np.eye(w)[pauses]
+        steps = np.arange(w)[None, :]
+        t = np.where(steps <= pauses[:, None], t, np.nan)
+        d = np.where(steps[:, : w - 1] <= pauses[:, None], d, np.nan)
+        nll = -np.log(t[np.arange(N), pauses])
+        expected = greedy = pauses
+    else:
+        nll = -np.log((s * t).sum(1))
+        expected = (s * np.arange(w)).sum(1)
+        greedy = np.argmax(np.concatenate([d < 0.5, np.ones((N, 1), bool)], 1), 1)
+    doc = np.repeat(np.arange(n_docs), n)
+    idx = np.tile(np.arange(n), n_docs)
+    ids = rng.integers(20, 200, N)
+    return EvalResult(
+        doc=doc,
+        idx=idx,
+        token_id=ids,
+        next_id=np.roll(ids, -1),
+        char_start=idx * 2,
+        char_end=idx * 2 + 2,
+        d=d,
+        t=t,
+        s=s,
+        expected_pauses=expected.astype(float),
+        greedy_pauses=greedy,
+        nll=nll,
+        correct=rng.random(N) < 0.3,
+        pauses=pauses,
+    )
+
+
+RUN = {  # a runs row for synthetic evaluations
+    "run_id": "synthetic",
+    "variant": "cyb-ap",
+    "recipe": "variable",
+    "w_max": 3,
+    "params": {},
+    "seed": 0,
+    "train_tokens": None,
+    "base": None,
+    "status": "checkpoint",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    from cyb_core import tokenizer as tok_lib
+
+    return tok_lib.load(ROOT / "data" / "tokenizer")
+
+
+def synthetic_tables(adaptive: bool = False, w: int = 3, seed: int = 0):
+    """(EvalResult, tables for write_eval) of a synthetic evaluation, spaCy-tagged."""
+    from analysis import pos
+    from analysis.evaluation import build_tables
+
+    docs = synthetic_docs()
+    result = synthetic_result(w=w, adaptive=adaptive, seed=seed)
+    return result, build_tables(result, docs, pos.tag_texts([d["text"] for d in docs]), tokenizer())
+
+
+def synthetic_docs(n_docs: int = 2, n: int = 40) -> list[dict]:
+    """Texts whose 2-character spans line up with synthetic_result's tokens."""
+    return [
+        {"doc_id": f"doc{j}", "text": "".join(" a" if i % 3 else "Xy" for i in range(n))}
+        for j in range(n_docs)
+    ]
