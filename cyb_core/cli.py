@@ -97,7 +97,7 @@ def cmd_train(args):
 def cmd_experiment(args):
     from . import experiment
 
-    cfg = experiment.load_config(args.config)
+    cfg = experiment.apply_overrides(experiment.load_config(args.config), args.set or [])
     if args.list:
         for job in experiment.jobs(cfg):
             print(f"{job.run_id}: {job.config.variant} w={job.config.w} tokens={job.config.tokens} "
@@ -170,6 +170,9 @@ def build_parser() -> Parser:
     x.add_argument("--db", help="DuckDB file (default: the config's db, else $CYB_DB, else data/cyb.duckdb)")
     x.add_argument("--only", help="regular expression: run only the jobs whose run id matches")
     x.add_argument("--list", action="store_true", help="print the jobs and exit")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting without editing the file, e.g. --set tokens=200000 --set w=4 "
+                   "--set init=runs/other/final --set eval.max_chars=0 --set grid.seeds=[0,1,2] (repeatable)")
     x.set_defaults(func=cmd_experiment)
 
     from analysis.cli import add_cli as add_analysis_cli

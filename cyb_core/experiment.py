@@ -65,6 +65,27 @@ def load_config(path: str | Path) -> dict:
     return cfg
 
 
+def apply_overrides(cfg: dict, assignments: list[str]) -> dict:
+    """`section.key=value` (or `key=value` for [defaults]) with TOML values: tokens=200000, eval.max_chars=0."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: a string
+        section, _, name = key.strip().rpartition(".")
+        if not section and name in ("out", "db"):
+            cfg[name] = value
+        elif section in ("", "defaults", "eval", "grid"):
+            cfg.setdefault(section or "defaults", {})[name] = value
+        else:
+            raise ValueError(f"--set {key}: use KEY (a [defaults] setting), eval.KEY, grid.KEY, out or db")
+    return cfg
+
+
 def jobs(cfg: dict) -> list[Job]:
     """Expand the grid into jobs; every TrainConfig is validated here, before anything runs."""
     out = Path(cfg.get("out", "runs/experiment"))
@@ -107,7 +128,7 @@ def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | Non
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 else None
     ev = cfg.get("eval", {})
-    split, max_docs, max_chars = ev.get("split", "heldout"), ev.get("max_docs"), ev.get("max_chars")
+    split, max_docs, max_chars = ev.get("split", "heldout"), ev.get("max_docs") or None, ev.get("max_chars") or None
     status = []
     for i, job in enumerate(jobs(cfg)):
         if i % world != rank or (only and not re.search(only, job.run_id)):

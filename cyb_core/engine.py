@@ -1,0 +1,456 @@
+"""Pause-aware inference with a KV cache: batched generation and adaptive evaluation.
+
+Recipe 1 (constant): the W-1 pauses after a real token are known in advance, so the token and
+its pauses go through the model as one block of W positions per forward call. A readout policy
+picks the answer step S from d_0..d_{W-1} and the token is read from the logits of step S.
+
+Recipe 2 (variable): every row advances one position per forward call, its input being either
+its next pause (the model asked for one: DK drawn with probability d_i, or d_i >= a threshold)
+or its next real token. Every row appends exactly one position per step, so the cache stays
+rectangular however differently the rows pause; rows that are done keep stepping, masked out,
+until all are done. The prompt is read the same way, teacher-forced, so the model chooses its
+own pauses after prompt tokens too and the history looks as it will while generating; rows
+therefore need no padding.
+
+Position ids are the real-token index, shared by a token and its pauses; the 2D attention mask
+(B, past + new) grows with the cache. Readout policies, for both recipes: "greedy" answers at
+the first step with d_i < 0.5, "threshold" at the first with d_i < dk_threshold, "sample"
+draws DK with probability d_i at each step (so S ~ s). DK, pauses and padding are never emitted.
+
+    gens = generate(model, ["The cat", "It was"], recipe="constant", max_new_tokens=20)
+    print(gens[0].render())              # The cat sat[1] on[0] ...  (pauses after each token)
+    for piece, k in stream(model, "The cat"): ...
+    res = adaptive_eval(model, docs)     # EvalResult with `pauses` filled
+
+Sampling is reproducible for a fixed seed, batch and device (one generator serves the batch).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from .evaluate import EvalResult, _windows
+
+READOUTS = ("greedy", "threshold", "sample")
+RECIPES = ("constant", "variable")
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str  # the continuation, cut before end-of-text or a stop string
+    token_ids: list[int]  # emitted tokens (through the one completing a stop string)
+    pauses: list[int]  # per emitted token: pauses taken (Recipe 2) or answer step S (Recipe 1)
+    pieces: list[str]  # decoded text of each token
+    finish_reason: str  # "eot", "stop" or "length"
+
+    def render(self, show_pauses: bool = True) -> str:
+        """The continuation, each token followed by its pause count: ` sat[1] on[0]`."""
+        if not show_pauses:
+            return self.text
+        return "".join(f"{p}[{k}]" for p, k in zip(self.pieces, self.pauses, strict=True))
+
+
+class _Context:
+    """A DynamicCache and the 2D attention mask (B, past + new) that must grow with it.
+
+    With use_cache=False the whole sequence is kept and recomputed at each call instead (the
+    slow reference); either way a call returns the float32 logits of the new positions.
+    """
+
+    def __init__(self, model, use_cache: bool = True, bf16: bool = False):
+        self.model, self.use_cache, self.bf16 = model, use_cache, bf16
+        self.cache = DynamicCache(config=model.model.config) if use_cache else None
+        self.ids = self.pos = self.mask = None
+
+    def __call__(self, ids: Tensor, pos: Tensor, valid: Tensor | None = None) -> Tensor:
+        L = ids.shape[1]
+        valid = torch.ones_like(ids) if valid is None else valid.long()
+        self.mask = valid if self.mask is None else torch.cat([self.mask, valid], 1)
+        if not self.use_cache:
+            self.ids = ids if self.ids is None else torch.cat([self.ids, ids], 1)
+            self.pos = pos if self.pos is None else torch.cat([self.pos, pos], 1)
+            ids, pos = self.ids, self.pos
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits, self.cache = self.model(ids, position_ids=pos, attention_mask=self.mask,
+                                            cache=self.cache, use_cache=self.use_cache)
+        return logits[:, -L:].float()  # (B, L, V)
+
+
+class _Out:
+    """Emitted tokens and pause counts per row, written on the device without syncing."""
+
+    def __init__(self, model, B: int, max_new: int, stop: list[str] | None, every: int):
+        dev = model.device
+        self.model, self.max_new, self.stop, self.every = model, max_new, stop or [], every
+        self.rows = torch.arange(B, device=dev)
+        self.tokens = torch.full((B, max_new + 1), model.pad_id, device=dev)  # last column: scratch
+        self.pauses = torch.zeros((B, max_new + 1), dtype=torch.long, device=dev)
+        self.count = torch.zeros(B, dtype=torch.long, device=dev)
+        self.done = torch.zeros(B, dtype=torch.bool, device=dev)
+
+    def emit(self, tok: Tensor, pauses: Tensor, mask: Tensor) -> None:
+        slot = torch.where(mask, self.count, self.max_new)
+        self.tokens[self.rows, slot] = tok
+        self.pauses[self.rows, slot] = pauses
+        self.count += mask
+        self.done |= mask & ((tok == self.model.eot_id) | (self.count >= self.max_new))
+
+    def poll(self, step: int) -> bool:
+        """Every `every` steps: mark rows that produced a stop string; True once all are done."""
+        if (step + 1) % self.every:
+            return False
+        if self.stop:
+            tokens, count, done = self.tokens.tolist(), self.count.tolist(), self.done.tolist()
+            for b in (b for b, d in enumerate(done) if not d):
+                text = self.model.tokenizer.decode(tokens[b][: count[b]], skip_special_tokens=True)
+                if any(s in text for s in self.stop):
+                    self.done[b] = True
+        return bool(self.done.all())  # CPU-GPU sync
+
+
+class _Record:
+    """Teacher-forced quantities per (row, real token[, step]); index T is a scratch slot."""
+
+    def __init__(self, B: int, T: int, W: int, dk_id: int, device):
+        nan = float("nan")
+        self.T, self.rows = T, torch.arange(B, device=device)
+        self.dk = torch.tensor([dk_id], device=device)
+        self.d = torch.full((B, T + 1, W), nan, device=device)  # column W-1 (d = 0) is dropped
+        self.t = torch.full((B, T + 1, W), nan, device=device)
+        self.pauses = torch.zeros((B, T + 1), dtype=torch.long, device=device)
+        self.nll = torch.zeros((B, T + 1), device=device)
+        self.correct = torch.zeros((B, T + 1), dtype=torch.bool, device=device)
+
+    def step(self, t, k, d, logp, target, answer, done) -> None:
+        at = torch.where(done, self.T, t)
+        no_dk = logp.index_fill(1, self.dk, -math.inf)
+        log_t = logp.gather(1, target[:, None])[:, 0] - no_dk.logsumexp(-1)  # DK renormalised away
+        self.d[self.rows, at, k] = d
+        self.t[self.rows, at, k] = log_t.exp()
+        at = torch.where(answer, t, self.T)
+        self.pauses[self.rows, at] = k
+        self.nll[self.rows, at] = -log_t
+        self.correct[self.rows, at] = no_dk.argmax(-1) == target
+
+
+def _asks(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
+    """Whether the model asks for a pause at steps with don't-know probabilities d."""
+    if policy == "sample":
+        return torch.rand(d.shape, generator=gen, device=d.device) < d
+    return d >= (0.5 if policy == "greedy" else threshold)
+
+
+def _pick(z: Tensor, banned: Tensor, gen: torch.Generator, do_sample: bool, temperature: float,
+          top_k: int | None, top_p: float | None) -> Tensor:
+    """Next real token (B,) from logits (B, V); `banned` (DK, pauses, padding) never chosen."""
+    z = z.index_fill(-1, banned, -math.inf)
+    if not do_sample or temperature <= 0:
+        return z.argmax(-1)
+    z = z / temperature
+    if top_k:
+        z = z.masked_fill(z < z.topk(min(top_k, z.shape[-1]), -1).values[:, -1:], -math.inf)
+    if top_p is not None and top_p < 1.0:
+        zs, order = z.sort(-1, descending=True)
+        p = zs.softmax(-1)
+        drop = p.cumsum(-1) - p > top_p  # keep the smallest prefix holding top_p of the mass
+        z = z.scatter(-1, order, zs.masked_fill(drop, -math.inf))
+    return torch.multinomial(z.softmax(-1), 1, generator=gen)[:, 0]
+
+
+@torch.no_grad()
+def _run_constant(model, prompts: list[list[int]], ctx: _Context, out: _Out, asks, pick):
+    """Recipe 1: each emitted token goes back in with its W-1 pauses as one (B, W) block."""
+    W, dev, B = model.settings.w, model.device, len(prompts)
+    pauses = model.pause_ids[: W - 1]
+    L = max(len(p) for p in prompts) * W
+    ids = torch.full((B, L), model.pad_id)
+    pos, valid = torch.zeros((B, L), dtype=torch.long), torch.zeros((B, L), dtype=torch.long)
+    for b, p in enumerate(prompts):  # left padding: every row's last block ends at L
+        n = len(p) * W
+        ids[b, L - n :] = torch.tensor([x for tok in p for x in (tok, *pauses)])
+        pos[b, L - n :] = torch.arange(len(p)).repeat_interleave(W)
+        valid[b, L - n :] = 1
+    logits = ctx(ids.to(dev), pos.to(dev), valid.to(dev))[:, -W:]  # (B, W, V) last prompt token
+    tail = torch.tensor(pauses, dtype=torch.long, device=dev).expand(B, W - 1)
+    n_real = torch.tensor([len(p) for p in prompts], device=dev)
+    for i in itertools.count():
+        d = (logits[..., model.dk_id] - logits.logsumexp(-1)).exp()  # (B, W)
+        answer = ~asks(d)
+        answer[:, -1] = True  # DK is not allowed at the last step
+        S = answer.int().argmax(-1)  # first step that answers
+        tok = pick(logits[out.rows, S])
+        emitted = ~out.done
+        out.emit(tok, S, emitted)
+        yield tok, S, emitted
+        if i + 1 == out.max_new or out.poll(i):  # every row has emitted max_new tokens, or all done
+            return
+        block = torch.cat([tok[:, None], tail], 1)  # (B, W)
+        logits = ctx(block, (n_real + i)[:, None].expand(B, W), ~out.done[:, None].expand(B, W))
+
+
+@torch.no_grad()
+def _run_adaptive(model, forced: list[list[int]], ctx: _Context, out: _Out, asks, pick=None,
+                  rec: _Record | None = None):
+    """Recipe 2: one position per row per step; real tokens come from `forced` while it lasts.
+
+    With `pick`, each row then generates; without, the row is done once the last forced
+    token has been answered (teacher-forced evaluation: forced[t + 1] is the target of step t).
+    """
+    W, dev, B = model.settings.w, model.device, len(forced)
+    n = torch.tensor([len(f) for f in forced], device=dev)
+    T = max(len(f) for f in forced)
+    seq = torch.full((B, T + 1), model.pad_id, dtype=torch.long)  # column T: pad, never read as a target
+    for b, f in enumerate(forced):
+        seq[b, : len(f)] = torch.tensor(f)
+    seq = seq.to(dev)
+    inputs = torch.tensor([model.pad_id, *model.pause_ids[: W - 1]], device=dev)  # input at pause k
+    rows = out.rows
+    t = torch.zeros(B, dtype=torch.long, device=dev)  # current real token (its position id)
+    k = torch.zeros_like(t)  # pauses taken after it so far
+    cur = seq[:, 0].clone()
+    for step in itertools.count():
+        z = ctx(torch.where(k > 0, inputs[k], cur)[:, None], t[:, None], ~out.done[:, None])[:, 0]  # (B, V)
+        d = (z[:, model.dk_id] - z.logsumexp(-1)).exp().masked_fill(k == W - 1, 0.0)
+        answer = ~(asks(d) & (k < W - 1)) & ~out.done
+        has_next = t + 1 < n
+        nxt = seq[rows, (t + 1).clamp_max(T)]
+        if rec is not None:
+            rec.step(t, k, d, z.log_softmax(-1), nxt, answer, out.done)
+        if pick is not None:
+            nxt = torch.where(has_next, nxt, pick(z))
+        else:
+            out.done |= answer & (t + 2 >= n)  # the last target has been answered
+        emitted = answer & ~has_next
+        out.emit(nxt, k, emitted)
+        yield nxt, k, emitted
+        cur = torch.where(answer, nxt, cur)
+        t = t + answer.long()
+        k = torch.where(answer | out.done, 0, k + 1)
+        if out.poll(step):
+            return
+
+
+def _start(model, prompts, *, recipe, max_new_tokens, readout, dk_threshold, temperature, top_k,
+           top_p, do_sample, stop, seed, bf16, use_cache):
+    """Validate the settings and return the decoding loop (a generator) and its output buffers."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+    if not 0.0 <= dk_threshold <= 1.0:
+        raise ValueError(f"dk_threshold must be in [0, 1], got {dk_threshold}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not prompts or max_new_tokens < 1:
+        raise ValueError("need at least one prompt and max_new_tokens >= 1")
+    model.eval()
+    dev = model.device
+    enc = model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    ids = [p or [model.eot_id] for p in enc]  # an empty prompt starts a new document
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    banned = torch.tensor([model.dk_id, *model.pause_ids, model.pad_id], device=dev)
+    pick = partial(_pick, banned=banned, gen=gen, do_sample=do_sample, temperature=temperature,
+                   top_k=top_k, top_p=top_p)
+    asks = partial(_asks, readout, dk_threshold, gen)
+    out = _Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
+    ctx = _Context(model, use_cache, bf16)
+    if recipe == "constant":
+        return _run_constant(model, ids, ctx, out, asks, pick), out
+    return _run_adaptive(model, ids, ctx, out, asks, pick), out
+
+
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Text of each token, decoded incrementally so multi-byte characters come out whole."""
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        pieces.append(text[len(prev) :] if text.startswith(prev) else tokenizer.decode(ids[i : i + 1]))
+        prev = text
+    return pieces
+
+
+def _finish(model, prompt: str, ids: list[int], pauses: list[int], stop) -> Generation:
+    reason = "length"
+    if model.eot_id in ids:
+        reason, cut = "eot", ids.index(model.eot_id)
+        ids, pauses = ids[:cut], pauses[:cut]
+    pieces = _pieces(model.tokenizer, ids)
+    text = "".join(pieces)
+    hits = [(i, s) for s in stop or [] if (i := text.find(s)) >= 0]
+    if hits:
+        i, s = min(hits)
+        n = next(j + 1 for j, L in enumerate(itertools.accumulate(map(len, pieces))) if L >= i + len(s))
+        reason, text, ids, pauses, pieces = "stop", text[:i], ids[:n], pauses[:n], pieces[:n]
+    return Generation(prompt, text, ids, pauses, pieces, reason)
+
+
+def generate(model, prompts: list[str], *, recipe: str = "constant", max_new_tokens: int = 64,
+             readout: str = "greedy", dk_threshold: float = 0.5, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, do_sample: bool = False,
+             stop: list[str] | None = None, seed: int = 0, bf16: bool = False,
+             use_cache: bool = True) -> list[Generation]:
+    """Continue each prompt with `model` (a CYBModel), all prompts in one batch.
+
+    recipe: "constant" (W-1 pauses after every token, Recipe 1) or "variable" (pauses when
+    the model asks, Recipe 2). readout: how the answer step is chosen (module docstring).
+    The token at that step: argmax, or with do_sample a draw at `temperature` restricted to
+    the top_k tokens / the top_p nucleus. Generation ends at end-of-text, a stop string (cut
+    from the text) or max_new_tokens. use_cache=False recomputes the whole sequence at every
+    step (the slow reference). bf16 autocasts the forward passes.
+    """
+    loop, out = _start(model, prompts, recipe=recipe, max_new_tokens=max_new_tokens, readout=readout,
+                       dk_threshold=dk_threshold, temperature=temperature, top_k=top_k, top_p=top_p,
+                       do_sample=do_sample, stop=stop, seed=seed, bf16=bf16, use_cache=use_cache)
+    for _ in loop:
+        pass
+    tokens, pauses, count = out.tokens.tolist(), out.pauses.tolist(), out.count.tolist()
+    return [_finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop)
+            for b, p in enumerate(prompts)]
+
+
+def stream(model, prompt: str, **kwargs) -> Iterator[tuple[str, int]]:
+    """Yield (text piece, pauses) per token of one prompt as it is produced.
+
+    Takes generate()'s keywords; tokens match generate()'s, but a stop string ends the stream
+    without being cut from it. Syncs with the device once per step.
+    """
+    loop, _ = _start(model, [prompt], **{**_DEFAULTS, **kwargs})
+    ids, prev = [], ""
+    for tok, k, emitted in loop:
+        if not bool(emitted[0]):  # CPU-GPU sync
+            continue
+        if int(tok[0]) == model.eot_id:
+            return
+        ids.append(int(tok[0]))
+        text = model.tokenizer.decode(ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            yield text[len(prev) :], int(k[0])
+            prev = text
+
+
+_DEFAULTS = dict(generate.__kwdefaults__)
+
+
+@torch.no_grad()
+def constant_teacher_forced(model, ids: Tensor, attention_mask: Tensor | None = None, *,
+                            bf16: bool = False, use_cache: bool = True) -> Tensor:
+    """Recipe 1 logits (B, T, W, V) of right-padded ids (B, T), one W-block per cached call."""
+    W, (B, T) = model.settings.w, ids.shape
+    ids = ids.to(model.device)
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(model.device)
+    tail = torch.tensor(model.pause_ids[: W - 1], dtype=ids.dtype, device=ids.device).expand(B, W - 1)
+    ctx = _Context(model, use_cache, bf16)
+    steps = [ctx(torch.cat([ids[:, t : t + 1], tail], 1), torch.full((B, W), t, device=ids.device),
+                 mask[:, t : t + 1].expand(B, W)) for t in range(T)]
+    return torch.stack(steps, 1)
+
+
+@torch.no_grad()
+def adaptive_eval(model, docs: list[str], *, seq_len: int = 128, batch_size: int = 16,
+                  dk_threshold: float | None = 0.5, seed: int = 0, progress: bool = True,
+                  bf16: bool = False) -> EvalResult:
+    """Teacher-forced Recipe 2 evaluation: the true next token is fed, pauses when asked.
+
+    Windows as in dense_eval. dk_threshold: pause while d_i >= it; None draws DK with
+    probability d_i (reproducible for a fixed seed and batch_size). The result is filled as
+    the EvalResult docstring says: d, t NaN at steps not taken, s one-hot at the answer step.
+    """
+    if not docs or not any(d.strip() for d in docs):
+        raise ValueError("nothing to evaluate: the text is empty")
+    if dk_threshold is not None and not 0.0 <= dk_threshold <= 1.0:
+        raise ValueError(f"dk_threshold must be in [0, 1] or None, got {dk_threshold}")
+    model.eval()
+    W, dev = model.settings.w, model.device
+    policy = "sample" if dk_threshold is None else "threshold"
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    asks = partial(_asks, policy, dk_threshold, gen)
+    windows = list(_windows(docs, model.tokenizer, seq_len))
+    parts: dict[str, list] = {f.name: [] for f in fields(EvalResult)}
+    bar = tqdm(total=sum(len(w[3]) for w in windows), disable=not progress, unit="tok", desc="adaptive eval")
+    for c in range(0, len(windows), batch_size):
+        chunk = windows[c : c + batch_size]
+        forced = [w[2] for w in chunk]
+        rec = _Record(len(chunk), max(map(len, forced)), W, model.dk_id, dev)
+        out = _Out(model, len(chunk), 0, None, every=1 if dev.type == "cpu" else 8)
+        for _ in _run_adaptive(model, forced, _Context(model, True, bf16), out, asks, rec=rec):
+            pass
+        got = {k: getattr(rec, k).cpu().numpy() for k in ("d", "t", "pauses", "nll", "correct")}
+        for r, (j, start, w_ids, offs) in enumerate(chunk):
+            n = len(w_ids) - 1
+            p = got["pauses"][r, :n]
+            row = {"doc": np.full(n, j), "idx": np.arange(start, start + n), "token_id": np.array(w_ids[:-1]),
+                   "next_id": np.array(w_ids[1:]), "char_start": np.array([o[0] for o in offs[:n]]),
+                   "char_end": np.array([o[1] for o in offs[:n]]), "d": got["d"][r, :n, : W - 1],
+                   "t": got["t"][r, :n], "s": np.eye(W)[p], "expected_pauses": p.astype(float),
+                   "greedy_pauses": p, "pauses": p, "nll": got["nll"][r, :n], "correct": got["correct"][r, :n]}
+            for key, v in row.items():
+                parts[key].append(v)
+            bar.update(n)
+    bar.close()
+    return EvalResult(**{k: np.concatenate(v) for k, v in parts.items()})
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_cli(subparsers) -> None:
+    """Register `cyb generate` on an argparse subparsers object."""
+    g = subparsers.add_parser(
+        "generate", help="generate text from a checkpoint, with pauses",
+        description="Continue prompts with a checkpoint, batched, with a KV cache. Recipe 1 (constant) feeds "
+        "W-1 pauses after every token; Recipe 2 (variable) feeds a pause only when the model asks for one.")
+    g.add_argument("checkpoint", help="checkpoint directory (written by `cyb train` or save_pretrained)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="prompt text; repeat the flag for several prompts")
+    src.add_argument("--prompts", help="file with one prompt per line")
+    g.add_argument("--recipe", choices=RECIPES, help="pauses after every token or when asked (default: the checkpoint's)")
+    g.add_argument("--w", type=int, help="override the checkpoint's steps per token (1 + pauses)")
+    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
+    g.add_argument("--readout", choices=READOUTS, default="greedy",
+                   help="answer at the first step with d < 0.5 (greedy), d < --dk-threshold, or draw DK with "
+                   "probability d (sample) (default: %(default)s)")
+    g.add_argument("--dk-threshold", type=float, default=0.5, help="threshold on d for --readout threshold (default: %(default)s)")
+    g.add_argument("--sample", action="store_true", help="sample tokens instead of taking the most likely one")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
+    g.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability mass")
+    g.add_argument("--stop", action="append", help="stop string, cut from the output; repeat for several")
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling tokens and pauses (default: %(default)s)")
+    g.add_argument("--show-pauses", action="store_true", help="print the pause count after each token, e.g. cat[2]")
+    g.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    g.add_argument("--bf16", action="store_true", help="autocast the forward passes to bfloat16")
+    g.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> None:
+    from . import model as model_lib
+    from .train import resolve_device
+
+    if args.prompts:
+        prompts = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"no prompts in {args.prompts}")
+    else:
+        prompts = args.prompt
+    model = model_lib.load(args.checkpoint, device=resolve_device(args.device),
+                           **({"w": args.w} if args.w else {}))
+    kw = dict(recipe=args.recipe or model.settings.recipe, max_new_tokens=args.max_new_tokens,
+              readout=args.readout, dk_threshold=args.dk_threshold, temperature=args.temperature,
+              top_k=args.top_k, top_p=args.top_p, do_sample=args.sample, stop=args.stop,
+              seed=args.seed, bf16=args.bf16)
+    for i in range(0, len(prompts), args.batch_size):
+        for g in generate(model, prompts[i : i + args.batch_size], **kw):
+            print(g.prompt + g.render(args.show_pauses), end="\n\n" if len(prompts) > 1 else "\n")
