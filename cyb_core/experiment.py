@@ -2,7 +2,8 @@
 
 The config is TOML:
 
-    out = "runs/demo"                 # run directories go to out/<run id>
+    out = "runs/demo"                 # run directories go to out/<name>-<regime>-s<seed>;
+                                      # the run id in the database is demo.<name>-<regime>-s<seed>
     db = "data/cyb.duckdb"            # evaluation store (CYB_DB / --db override)
 
     [defaults]                        # any cyb_core.train.TrainConfig field
@@ -109,8 +110,9 @@ def jobs(cfg: dict) -> list[Job]:
                 raise ValueError(f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}")
             budget_x, data_x = REGIMES[regime]
             for seed in grid.get("seeds", [merged.get("seed", 0)]):
-                run_id = f"{name}-{regime}-s{seed}"
-                base = TrainConfig(**{**merged, "out": str(out / run_id), "seed": seed})
+                run = f"{name}-{regime}-s{seed}"
+                run_id = f"{out.name}.{run}"  # unique across experiments sharing one database
+                base = TrainConfig(**{**merged, "out": str(out / run), "seed": seed})
                 tc = replace(base, tokens=base.tokens * budget_x, data_tokens=base.tokens * data_x)
                 result.append(Job(run_id, tc, modes))
     ids = [j.run_id for j in result]

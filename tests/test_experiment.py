@@ -62,9 +62,10 @@ def test_grid_expands_regimes_and_seeds(tmp_path):
     jobs = experiment.jobs(cfg)
     assert len(jobs) == 2 * 2 * 4
     by_id = {j.run_id: j.config for j in jobs}
-    assert by_id["ap-2x1-s1"].tokens == 2048 and by_id["ap-2x1-s1"].data_tokens == 1024
-    assert by_id["ap-1x3-s0"].tokens == 3072 and by_id["ap-1x3-s0"].data_tokens == 3072
-    assert by_id["base-1x1-s0"].w == 1 and by_id["ap-1x1-s0"].w == 3
+    assert by_id["runs.ap-2x1-s1"].tokens == 2048 and by_id["runs.ap-2x1-s1"].data_tokens == 1024
+    assert by_id["runs.ap-1x3-s0"].tokens == 3072 and by_id["runs.ap-1x3-s0"].data_tokens == 3072
+    assert by_id["runs.base-1x1-s0"].w == 1 and by_id["runs.ap-1x1-s0"].w == 3
+    assert by_id["runs.ap-1x1-s0"].out.endswith("runs/ap-1x1-s0")
 
 
 @pytest.mark.parametrize("bad,needle", [
@@ -106,6 +107,6 @@ def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
         evals = con.execute("SELECT run_id, status FROM evals ORDER BY run_id").fetchall()
         steps = con.execute("SELECT run_id, count(*), count(DISTINCT step), max(step) FROM train_log "
                             "GROUP BY run_id ORDER BY run_id").fetchall()
-    assert runs == [("ap-1x1-s0", "complete"), ("base-1x1-s0", "complete")]
-    assert evals == [("ap-1x1-s0", "complete"), ("base-1x1-s0", "complete")]
-    assert steps == [("ap-1x1-s0", 16, 16, 16), ("base-1x1-s0", 16, 16, 16)]
+    assert runs == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
+    assert evals == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
+    assert steps == [("runs.ap-1x1-s0", 16, 16, 16), ("runs.base-1x1-s0", 16, 16, 16)]
