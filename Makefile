@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench pretrain data clean-venv
+.PHONY: install demo app test test-all lint bench pretrain data clean-venv
 
 install: $(STAMP)
 
@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+DEMO_ARGS ?=
+APP_PORT ?= 8501
+
 demo: $(STAMP)
-	$(BIN)/cyb pretrain
+	$(BIN)/cyb experiment configs/demo.toml $(DEMO_ARGS)
+	$(BIN)/cyb app --db data/cyb.duckdb --port $(APP_PORT)
+
+app: $(STAMP)
+	$(BIN)/cyb app --port $(APP_PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -33,8 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check cyb_core analysis app tests
-	$(BIN)/ruff format --check cyb_core analysis app tests
+	$(BIN)/ruff check cyb_core analysis app tests benchmarks
 
 data: $(STAMP)
 	$(BIN)/cyb data build

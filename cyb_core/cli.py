@@ -176,21 +176,14 @@ def build_parser() -> Parser:
     x.set_defaults(func=cmd_experiment)
 
     from analysis.cli import add_cli as add_analysis_cli
+    from app.cli import add_cli as add_app_cli
+
+    from .engine import add_cli as add_generate_cli
 
     add_analysis_cli(sub)
-    for module in ("cyb_core.engine", "app.cli"):
-        _optional_cli(module, sub)
+    add_generate_cli(sub)
+    add_app_cli(sub)
     return parser
-
-
-def _optional_cli(module: str, sub) -> None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    mod.add_cli(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ def reference(m, text):
         d = [p[t * W + i, m.dk_id].item() for i in range(W - 1)] + [0.0]
         tt = [(p[t * W + i, ids[t + 1]] / (1 - p[t * W + i, m.dk_id])).item() for i in range(W)]
         s = [math.prod(d[:i]) * (1 - d[i]) for i in range(W)]
-        rows.append((d[:-1], tt, s, -math.log(sum(a * b for a, b in zip(s, tt)))))
+        rows.append((d[:-1], tt, s, -math.log(sum(a * b for a, b in zip(s, tt, strict=True)))))
     return ids, rows
 
 
@@ -66,7 +66,7 @@ def test_windows_and_batching_do_not_change_tokens_seen():
     b = dense_eval(m, DOCS, seq_len=7, batch_size=5, progress=False)
     np.testing.assert_allclose(a.nll, b.nll, rtol=1e-5)
     np.testing.assert_array_equal(a.greedy_pauses, b.greedy_pauses)
-    spans = [DOCS[j][s:e] for j, s, e in zip(a.doc, a.char_start, a.char_end)]
+    spans = [DOCS[j][s:e] for j, s, e in zip(a.doc, a.char_start, a.char_end, strict=True)]
     assert "".join(spans[: int((a.doc == 0).sum())]) == DOCS[0]
 
 

@@ -4,8 +4,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from cyb_core import model as model_lib
-from cyb_core.losses import apply_dk_prior
 from cyb_core import tokenizer as tok_lib
+from cyb_core.losses import apply_dk_prior
 
 TEXT = ["The patients wasn't happy, but they won. " * 20, "Alice didn't know what to say. " * 20]
 

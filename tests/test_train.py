@@ -76,7 +76,7 @@ def test_lr_schedule_warmup_then_cosine_to_one_percent(tmp_path):
     lrs = [lr_at(s, cfg) for s in range(cfg.steps)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[-1] == pytest.approx(0.01)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
 
 
 def test_bad_configs_are_rejected(tmp_path):

@@ -1,0 +1,479 @@
+"""Chart builders: pure functions DataFrame -> plotly Figure (or an HTML string for the text
+views), testable without Streamlit. They take query results as they come from
+analysis.queries; a `run` column, where present, names the evaluation a row belongs to.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+VARIANT_COLORS = {
+    "baseline": "#7f7f7f",
+    "tbys": "#1f77b4",
+    "cyb-ap": "#d62728",
+    "cyb-va": "#2ca02c",
+    "cyb-dp": "#9467bd",
+}
+STEPS_SCALE = "YlOrRd"  # processing steps 1..W, light to dark
+DIFF_SCALE = "RdBu_r"  # run B minus run A, blue (fewer) to red (more)
+LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+
+
+def _empty(title: str, note: str) -> go.Figure:
+    fig = go.Figure().update_layout(title=title, **LAYOUT)
+    fig.add_annotation(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig.update_xaxes(visible=False).update_yaxes(visible=False)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def perplexity_by_run(summary: pd.DataFrame, log_y: bool = False) -> go.Figure:
+    """Perplexity of each evaluated run, coloured by variant (the paper's Fig. 4)."""
+    title = "Perplexity per run (lower is better)"
+    if summary.empty:
+        return _empty(title, "no evaluations")
+    df = summary.sort_values("ppl")
+    fig = px.bar(
+        df,
+        x="run_id",
+        y="ppl",
+        color="variant",
+        color_discrete_map=VARIANT_COLORS,
+        hover_data=["eval_id", "w_max", "mean_expected_pauses", "n_tokens"],
+        text=df["ppl"].map(lambda v: f"{v:.4g}"),
+        log_y=log_y,
+        title=title,
+        labels={"run_id": "run", "ppl": "perplexity"},
+    )
+    return fig.update_layout(**LAYOUT).update_xaxes(
+        categoryorder="array", categoryarray=df["run_id"]
+    )
+
+
+def perplexity_vs_data(groups: pd.DataFrame) -> go.Figure:
+    """Perplexity against real training tokens for runs that differ only in data (Fig. 6)."""
+    title = "Perplexity against training data"
+    if groups.empty:
+        return _empty(title, "no runs that differ only in their training data")
+    fig = px.line(
+        groups,
+        x="train_tokens",
+        y="ppl",
+        color="group",
+        markers=True,
+        hover_data=["run_id", "regime", "dataset", "mode"],
+        title=title,
+        labels={"train_tokens": "real training tokens", "ppl": "perplexity"},
+    )
+    return fig.update_layout(**LAYOUT)
+
+
+def training_curves(curves: pd.DataFrame, y: str = "loss", x: str = "tokens_seen") -> go.Figure:
+    title = f"Training curves: {y.replace('_', ' ')}"
+    if curves.empty:
+        return _empty(title, "no training logs stored")
+    fig = px.line(
+        curves,
+        x=x,
+        y=y,
+        color="run_id",
+        hover_data=["variant", "step"],
+        title=title,
+        labels={x: x.replace("_", " "), y: y.replace("_", " ")},
+    )
+    return fig.update_layout(**LAYOUT)
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def pause_histogram(
+    hist: pd.DataFrame, layout: str = "overlay", measure: str = "expected"
+) -> go.Figure:
+    """Share of tokens by pauses per token, one colour per run (Figs. 7-9, left)."""
+    title = f"Distribution of {measure} pauses per token"
+    if hist.empty:
+        return _empty(title, "no tokens")
+    df = hist.assign(
+        x=(hist["lo"] + hist["hi"]) / 2, width=(hist["hi"] - hist["lo"]).where(lambda w: w > 0, 0.8)
+    )
+    facet = layout == "facet" and df["run"].nunique() > 1
+    fig = px.bar(
+        df,
+        x="x",
+        y="fraction",
+        color="run",
+        facet_row="run" if facet else None,
+        barmode="overlay",
+        opacity=0.9 if facet else 0.55,
+        hover_data={"lo": ":.3f", "hi": ":.3f", "n": True, "x": False},
+        title=title,
+        labels={"x": f"{measure} pauses", "fraction": "share of tokens"},
+        height=max(360, 200 * df["run"].nunique()) if facet else 420,
+    )
+    for trace, (_, g) in zip(fig.data, df.groupby("run", sort=False), strict=False):
+        trace.width = g["width"].to_numpy()
+    if facet:
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    return fig.update_layout(bargap=0, **LAYOUT)
+
+
+def step_distribution(steps: pd.DataFrame, layout: str = "overlay") -> go.Figure:
+    """Mean of s over tokens: answers given after 0..W-1 pauses (Figs. 7-9, right)."""
+    title = "Mean distribution over pauses before the answer"
+    if steps.empty:
+        return _empty(title, "no tokens")
+    facet = layout == "facet" and steps["run"].nunique() > 1
+    fig = px.bar(
+        steps,
+        x="pauses",
+        y="mean_s",
+        color="run",
+        barmode="group",
+        facet_col="run" if facet else None,
+        text=steps["mean_s"].map(lambda v: f"{v:.0%}"),
+        title=title,
+        labels={"pauses": "pauses", "mean_s": "mean s_i"},
+    )
+    if facet:
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    return fig.update_layout(**LAYOUT).update_xaxes(dtick=1).update_yaxes(tickformat=".0%")
+
+
+# ----------------------------------------------------------------------------- token types
+
+
+def token_quadrants(
+    stats: pd.DataFrame, median_threshold: float, variance_threshold: float
+) -> go.Figure:
+    """Token types by median and variance of their pause count, split at the thresholds
+    (Table 3's four quadrants)."""
+    title = "Token types: median against variance of pauses"
+    if stats.empty:
+        return _empty(title, "no token type reaches the minimum count")
+    level = lambda hi: np.where(hi, "many", "few")  # noqa: E731
+    var = lambda hi: np.where(hi, "high variance", "low variance")  # noqa: E731
+    df = stats.assign(
+        quadrant=[
+            f"{a} / {b}"
+            for a, b in zip(
+                level(stats["median"] > median_threshold),
+                var(stats["variance"] > variance_threshold),
+                strict=True,
+            )
+        ],
+        label=stats["token"].map(_show),
+    )
+    fig = px.scatter(
+        df,
+        x="median",
+        y="variance",
+        color="quadrant",
+        size=np.sqrt(df["n"]),
+        size_max=18,
+        hover_name="label",
+        hover_data={"n": True, "mean": ":.3f", "median": ":.3f", "variance": ":.4f"},
+        title=title,
+        labels={"median": "median pauses after the token", "variance": "variance"},
+        category_orders={
+            "quadrant": [
+                "few / low variance",
+                "few / high variance",
+                "many / low variance",
+                "many / high variance",
+            ]
+        },
+    )
+    fig.add_vline(x=median_threshold, line_dash="dot", line_color="#888")
+    fig.add_hline(y=variance_threshold, line_dash="dot", line_color="#888")
+    return fig.update_layout(**LAYOUT)
+
+
+def token_histogram(hist: pd.DataFrame, token: str, measure: str = "expected") -> go.Figure:
+    """One token type's pauses over all its contexts, one colour per run."""
+    title = f"Pauses after {_show(token)!r} across its contexts"
+    if hist.empty:
+        return _empty(title, f"{_show(token)!r} does not occur")
+    return pause_histogram(hist, "overlay", measure).update_layout(title=title)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def pause_rates(rates: pd.DataFrame, by: str) -> go.Figure:
+    """Mean pauses per group with 95% bootstrap intervals; grouped bars when `run` varies."""
+    title = f"Mean pauses by {by} (95% bootstrap CI)"
+    if rates.empty:
+        return _empty(title, "no group reaches the minimum count")
+    df = rates.assign(
+        err_hi=rates["ci_high"] - rates["mean"],
+        err_lo=rates["mean"] - rates["ci_low"],
+        grp=rates[by].astype(str),
+    )
+    order = df.groupby("grp")["mean"].mean().sort_values().index.tolist()
+    fig = px.bar(
+        df,
+        y="grp",
+        x="mean",
+        color="run" if "run" in df else None,
+        barmode="group",
+        orientation="h",
+        error_x="err_hi",
+        error_x_minus="err_lo",
+        hover_data={
+            "n": True,
+            "ci_low": ":.3f",
+            "ci_high": ":.3f",
+            "err_hi": False,
+            "err_lo": False,
+        },
+        title=title,
+        labels={"grp": by, "mean": "mean pauses"},
+        height=max(360, 22 * len(order) * max(1, df["run"].nunique() if "run" in df else 1) + 120),
+    )
+    return fig.update_layout(**LAYOUT).update_yaxes(categoryorder="array", categoryarray=order)
+
+
+def run_differences(diffs: pd.DataFrame, by: str) -> go.Figure:
+    """Per group, run B minus run A with the 95% CI; one colour per comparison."""
+    title = f"Difference in mean pauses by {by} (B minus A, 95% CI)"
+    if diffs.empty:
+        return _empty(title, "no group reaches the minimum count in both runs")
+    df = diffs.assign(
+        err_hi=diffs["ci_high"] - diffs["diff"],
+        err_lo=diffs["diff"] - diffs["ci_low"],
+        grp=diffs[by].astype(str),
+    )
+    fig = px.scatter(
+        df,
+        y="grp",
+        x="diff",
+        color="comparison" if "comparison" in df else None,
+        error_x="err_hi",
+        error_x_minus="err_lo",
+        hover_data={
+            "n_a": True,
+            "n_b": True,
+            "cohens_d": ":.2f",
+            "paired": True,
+            "err_hi": False,
+            "err_lo": False,
+        },
+        title=title,
+        labels={"grp": by, "diff": "difference in mean pauses"},
+        height=max(360, 22 * df["grp"].nunique() + 120),
+    )
+    fig.add_vline(x=0, line_color="#888")
+    return fig.update_layout(**LAYOUT)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibration_density(
+    density: pd.DataFrame, calib: pd.DataFrame, bins: int = 40, log: bool = True
+) -> go.Figure:
+    """Heatmaps of d_i against t_{i+1} - t_i, one per (run, step), Spearman in the titles (Fig. 10).
+
+    density: run, step, d, gain, n at the centres of `bins` x `bins` cells over d in [0, 1],
+    gain in [-1, 1] (analysis.queries.calibration_density); calib: run, step, spearman."""
+    title = "Calibration: d_i against t_{i+1} - t_i"
+    if density.empty:
+        return _empty(title, "no pause steps to calibrate")
+    runs, steps = list(dict.fromkeys(density["run"])), sorted(density["step"].unique())
+    rho = {(r, s): v for r, s, v in calib[["run", "step", "spearman"]].itertuples(index=False)}
+    fig = make_subplots(
+        rows=len(runs),
+        cols=len(steps),
+        subplot_titles=[
+            f"step {s} · Spearman {rho.get((r, s), np.nan):.3f}" for r in runs for s in steps
+        ],
+        shared_yaxes=True,
+        horizontal_spacing=0.03,
+        vertical_spacing=0.16 if len(runs) > 1 else 0.1,
+    )
+    centres = (np.arange(bins) + 0.5) / bins  # (bins,)
+    zmax = float(np.log10(density["n"].max() + 1) if log else density["n"].max())
+    for i, r in enumerate(runs, 1):
+        for j, s in enumerate(steps, 1):
+            g = density[(density["run"] == r) & (density["step"] == s)]
+            z = np.full((bins, bins), np.nan)  # (gain, d); empty cells stay blank
+            xi = np.clip(np.floor(g["d"].to_numpy() * bins), 0, bins - 1).astype(int)
+            yi = np.clip(np.floor((g["gain"].to_numpy() + 1) / 2 * bins), 0, bins - 1).astype(int)
+            z[yi, xi] = np.log10(g["n"].to_numpy() + 1) if log else g["n"].to_numpy()
+            fig.add_trace(
+                go.Heatmap(
+                    x=centres,
+                    y=centres * 2 - 1,
+                    z=z,
+                    zmin=0,
+                    zmax=zmax,
+                    coloraxis="coloraxis",
+                    name=f"{r} step {s}",
+                    hovertemplate="d=%{x:.3f}<br>gain=%{y:.3f}<br>"
+                    + ("log10(n+1)" if log else "n")
+                    + "=%{z:.2f}<extra></extra>",
+                ),
+                row=i,
+                col=j,
+            )
+            fig.update_xaxes(title_text=f"d_{s}", range=[0, 1], row=i, col=j)
+        ytitle = "t_{i+1} - t_i" if len(runs) == 1 else f"{r}<br>t_{{i+1}} - t_i"
+        fig.update_yaxes(title_text=ytitle, range=[-1, 1], row=i, col=1)
+    fig.update_layout(
+        title=title,
+        coloraxis=dict(colorscale="Viridis", colorbar=dict(title="log10(n+1)" if log else "n")),
+        height=max(380, 340 * len(runs)),
+        **LAYOUT,
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- text views
+
+
+def _show(token: str) -> str:
+    s = str(token)
+    return s.strip() or s.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "·")
+
+
+def _text_color(rgb: str) -> str:
+    r, g, b = (int(v) for v in rgb[rgb.index("(") + 1 : -1].split(",")[:3])
+    return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#fff"
+
+
+def step_colors(steps: np.ndarray, w: int) -> list[str]:
+    """Background colours for processing steps in [1, W] (NaN: none)."""
+    out = []
+    pos = np.clip((np.asarray(steps, float) - 1) / max(w - 1, 1), 0, 1)
+    cols = sample_colorscale(STEPS_SCALE, [0.0 if math.isnan(p) else float(p) for p in pos])
+    for p, c in zip(pos, cols, strict=True):
+        out.append("" if math.isnan(p) else c)
+    return out
+
+
+def diff_colors(diff: np.ndarray, span: float) -> list[str]:
+    pos = np.clip((np.asarray(diff, float) / max(span, 1e-9) + 1) / 2, 0, 1)
+    cols = sample_colorscale(DIFF_SCALE, [0.5 if math.isnan(p) else float(p) for p in pos])
+    return ["" if math.isnan(p) else c for p, c in zip(pos, cols, strict=True)]
+
+
+def _missing(x) -> bool:
+    """None, NaN or a masked entry (DuckDB lists with NULLs arrive as masked arrays)."""
+    return x is None or x is np.ma.masked or (isinstance(x, float) and math.isnan(x))
+
+
+def _vec(v) -> str:
+    if _missing(v):
+        return "-"
+    return "[" + ", ".join("-" if _missing(x) else f"{float(x):.2f}" for x in v) + "]"
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    return "-" if v is None or pd.isna(v) else format(v, fmt)
+
+
+def _spans(pieces, gaps, colors, titles) -> str:
+    out = []
+    for piece, gap, color, title in zip(pieces, gaps, colors, titles, strict=True):
+        text = html.escape(piece).replace("\n", "<br>")
+        if color:
+            style = f"background:{color};color:{_text_color(color)};border-radius:2px"
+            out.append(
+                f'<span class="tok" style="{style}" title="{html.escape(title, quote=True)}">{text}</span>'
+            )
+        else:
+            out.append(f'<span class="tok" title="{html.escape(title, quote=True)}">{text}</span>')
+        if gap:
+            out.append(html.escape(gap).replace("\n", "<br>"))
+    body = "".join(out)
+    return f'<div class="cyb-text" style="line-height:1.9;font-family:Georgia,serif;font-size:1.02rem;white-space:normal">{body}</div>'
+
+
+def text_html(rows: pd.DataFrame, w: int, colour: str = "input") -> str:
+    """The text with each token's background set by expected processing steps (1 + E[S]).
+
+    colour="input": the token that is followed by the pauses (its own row);
+    colour="predicted": the token predicted after them (the previous row's pauses).
+    The title attribute (shown on hover) holds d_i, t_i, s_i, the next token and POS."""
+    prev = colour == "predicted"
+    p = "prev_" if prev else ""
+    steps = 1 + rows[f"{p}expected_pauses"].to_numpy(float)
+    titles = []
+    for r in rows.to_dict("records"):
+        v = {
+            k: r[p + k]
+            for k in ("expected_pauses", "greedy_pauses", "pauses", "dk", "t", "s", "nll")
+        }
+        head = (
+            f"predicted {_show(r['token'])!r} after {_show(r['prev_token'])!r}"
+            if prev
+            else f"{_show(r['token'])!r}, next {_show(r['next_token'])!r}"
+        )
+        counts = f"expected pauses {_num(v['expected_pauses'])} · greedy {_num(v['greedy_pauses'], '.0f')}"
+        if not pd.isna(v["pauses"]):
+            counts += f" · taken {_num(v['pauses'], '.0f')}"
+        pos = f"POS {r['upos'] or '-'} / {r['tag'] or '-'}" + (
+            f" ({r['word']})" if r["word"] else ""
+        )
+        titles.append(
+            "\n".join(
+                [
+                    head,
+                    counts,
+                    f"d_i {_vec(v['dk'])}",
+                    f"t_i {_vec(v['t'])}",
+                    f"s_i {_vec(v['s'])}",
+                    f"-log p {_num(v['nll'])}",
+                    pos,
+                ]
+            )
+        )
+    return _spans(rows["piece"], rows["gap"], step_colors(steps, w), titles)
+
+
+def diff_html(
+    a: pd.DataFrame, b: pd.DataFrame, w: int, colour: str = "input", names=("A", "B")
+) -> str:
+    """The text coloured by run B's minus run A's processing steps (blue: B pauses less)."""
+    p = "prev_" if colour == "predicted" else ""
+    col = f"{p}expected_pauses"
+    m = a.merge(
+        b[["idx", "token_id", col]], on=["idx", "token_id"], how="left", suffixes=("", "_b")
+    )
+    diff = (m[f"{col}_b"] - m[col]).to_numpy(float)
+    titles = [
+        f"{_show(t)!r}\n{names[0]}: {_num(1 + x)} steps\n{names[1]}: {_num(1 + y)} steps\n"
+        f"difference {_num(d, '+.2f')}"
+        for t, x, y, d in zip(m["token"], m[col], m[f"{col}_b"], diff, strict=True)
+    ]
+    return _spans(m["piece"], m["gap"], diff_colors(diff, max(w - 1, 1)), titles)
+
+
+def legend_html(w: int) -> str:
+    """A colour bar for processing steps 1..W."""
+    ticks = np.linspace(1, w, max(w, 2))
+    cells = "".join(
+        f'<span style="display:inline-block;padding:2px 14px;background:{c};color:{_text_color(c)}">{t:g}</span>'
+        for t, c in zip(ticks, step_colors(ticks, w), strict=True)
+    )
+    return f'<div class="cyb-legend">expected processing steps (1 + E[pauses]): {cells}</div>'
+
+
+def diff_legend_html(w: int) -> str:
+    span = max(w - 1, 1)
+    ticks = np.linspace(-span, span, 5)
+    cells = "".join(
+        f'<span style="display:inline-block;padding:2px 12px;background:{c};color:{_text_color(c)}">{t:+g}</span>'
+        for t, c in zip(ticks, diff_colors(ticks, span), strict=True)
+    )
+    return f'<div class="cyb-legend">B minus A, processing steps: {cells}</div>'

@@ -1,0 +1,100 @@
+"""`cyb app`: serve the analysis app locally; `add_cli(subparsers)` registers it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+MAIN = Path(__file__).with_name("main.py")
+
+
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be an integer in 1..65535, got {text!r}")
+    return port
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(MAIN),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_app(args) -> int:
+    from analysis.store import default_db_path
+
+    db = Path(args.db) if args.db else default_db_path()
+    env = {**os.environ, "CYB_DB": str(db.resolve())}
+    note = "" if db.is_file() else " (no database there yet: the app explains how to create one)"
+    print(f"cyb app: {db}{note}", flush=True)
+    print(f"cyb app: open {url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"cyb app: warning: bound to {args.host}, reachable from other machines", flush=True)
+    proc = subprocess.Popen(streamlit_command(args.host, args.port), env=env)
+    # stop the server with us: on Ctrl-C (which it also receives in a terminal) or SIGTERM
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        rc = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if rc not in (0, -signal.SIGINT, -signal.SIGTERM, 130):
+        from cyb_core.cli import CLIError
+
+        raise CLIError(f"streamlit exited with status {rc}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register `app` on the `cyb` subparsers."""
+    p = subparsers.add_parser(
+        "app",
+        help="browse evaluations in a local web app",
+        description="Serve the Streamlit analysis app over the DuckDB store: runs and perplexity, the text "
+        "coloured by pauses, latency, token types (Table 3), linguistic groups, calibration and exports. "
+        "It only reads the database, so `cyb eval` can write new evaluations while it runs.",
+    )
+    p.add_argument("--db", help="DuckDB file (default: $CYB_DB, else data/cyb.duckdb)")
+    p.add_argument(
+        "--port", type=_port, default=8501, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind; 0.0.0.0 exposes the app to the network (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_app)

@@ -1,0 +1,324 @@
+"""Data access for the app: plain functions (source, parameters) -> DataFrame, cached.
+
+Every function opens a read-only connection for its query and closes it (a reader that
+stays open would block `cyb eval`). Results are cached with `st.cache_data`, keyed by the
+database's path and a version read from the file's size and modification time, so a new
+evaluation shows up on the next rerun. Aggregation happens in DuckDB through
+analysis.queries; the few queries that module lacks (documents, one page of a document)
+are here, with bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from analysis import export, queries, store
+
+TTL = "1h"
+MAX_ENTRIES = 64
+_cache = st.cache_data(ttl=TTL, max_entries=MAX_ENTRIES, show_spinner=False)
+
+
+class Source(NamedTuple):
+    """Where the data lives; `version` changes whenever the file does and keys the caches."""
+
+    path: str
+    version: tuple[int, int] | None  # (mtime_ns, size) of the file and its WAL; None: no file
+
+
+def source(path: str | Path | None = None) -> Source:
+    p = Path(path) if path else store.default_db_path()
+    p = p.resolve()
+    if not p.is_file():
+        return Source(str(p), None)
+    stats = [p.stat()] + [w.stat() for w in (p.with_name(p.name + ".wal"),) if w.is_file()]
+    return Source(str(p), (max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)))
+
+
+def _read(src: Source, fn: Callable, *args, **kwargs):
+    with store.reading(src.path) as con:
+        # long queries would otherwise draw progress bars into the server's log
+        con.execute("SET enable_progress_bar = false")
+        return fn(con, *args, **kwargs)
+
+
+def stacked(fn: Callable, src: Source, eval_ids, labels: dict, *args) -> pd.DataFrame:
+    """fn(src, eval_id, *args) for several evaluations, one frame with a `run` column."""
+    parts = [fn(src, e, *args).assign(run=labels.get(e, e)) for e in eval_ids]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@_cache
+def evals(src: Source) -> pd.DataFrame:
+    """Complete evaluations (analysis.store.list_evals); empty when there is no database."""
+    if src.version is None:
+        return pd.DataFrame(columns=["eval_id", "run_id", "dataset", "mode", "variant", "w_max"])
+    return _read(src, store.list_evals)
+
+
+# config keys that do not make two runs different models: where they were written, how often
+# they were logged, and the data (tokens, data_tokens) that the data-efficiency chart varies
+_NOT_SETTINGS = {"out", "tokens", "data_tokens", "eval_every", "ckpt_every", "device"}
+
+
+def _runs(con) -> pd.DataFrame:
+    return con.execute(
+        "SELECT run_id, params, seed, base, status AS run_status FROM runs ORDER BY run_id"
+    ).df()
+
+
+def _hyper(params: str | None) -> dict:
+    p = json.loads(params) if params else {}
+    cfg, cyb = p.get("config") or {}, p.get("cyb") or {}
+    hp = cfg.get("hparams") or cyb.get("hparams") or {}
+    settings = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_SETTINGS}
+    return {
+        "lr": cfg.get("lr"),
+        "batch_size": cfg.get("batch_size"),
+        "seq_len": cfg.get("seq_len"),
+        "psi": cyb.get("psi", cfg.get("psi")),
+        "hparams": " ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "-",
+        "budget_tokens": cfg.get("tokens"),
+        "data_tokens": cfg.get("data_tokens"),
+        "settings": json.dumps(settings, sort_keys=True) if cfg else None,
+    }
+
+
+@_cache
+def run_overview(src: Source) -> pd.DataFrame:
+    """run_summary joined with each run's hyperparameters (one row per evaluation)."""
+    summary, runs = _read(src, lambda con: (queries.run_summary(con), _runs(con)))
+    hyper = pd.DataFrame([_hyper(p) for p in runs["params"]], index=runs.index)
+    runs = pd.concat([runs.drop(columns="params"), hyper], axis=1)
+    return summary.merge(runs, on="run_id", how="left")
+
+
+def data_groups(overview: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations of runs that differ only in their training data (same settings, dataset
+    and mode), two or more per group; adds `group` (a label) and `regime`."""
+    df = overview.dropna(subset=["settings"]).copy()
+    if df.empty:
+        return df.assign(group=[], regime=[])
+    keys = ["settings", "dataset", "mode"]
+    df = df[df.groupby(keys)["run_id"].transform("nunique") >= 2].copy()
+    if df.empty:
+        return df.assign(group=[], regime=[])
+    codes = df.groupby(keys, sort=True).ngroup()
+    label = df["variant"].astype(str) + " W=" + df["w_max"].astype(str) + " " + df["hparams"]
+    df["group"] = label.where(
+        codes.groupby(label).transform("nunique") == 1, label + " #" + (codes + 1).astype(str)
+    )
+
+    def regime(r) -> str:
+        budget, data = r["budget_tokens"], r["data_tokens"]
+        if not data or pd.isna(data):
+            return "all data"
+        return (
+            f"{int(data):,} tokens x {budget / data:.3g} epochs"
+            if budget
+            else f"{int(data):,} tokens"
+        )
+
+    df["regime"] = df.apply(regime, axis=1)
+    return df.sort_values(["group", "train_tokens"]).reset_index(drop=True)
+
+
+@_cache
+def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    return _read(src, queries.training_curves, list(run_ids) if run_ids else None)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _docs(con, eval_id: str) -> pd.DataFrame:
+    store.require_eval(con, eval_id)
+    return con.execute(
+        "SELECT doc_id, count(*) AS n_tokens FROM tokens WHERE eval_id = ? GROUP BY doc_id ORDER BY doc_id",
+        [eval_id],
+    ).df()
+
+
+@_cache
+def documents(src: Source, eval_id: str) -> pd.DataFrame:
+    """doc_id and its number of token rows."""
+    return _read(src, _docs, eval_id)
+
+
+_PAGE = """
+WITH r AS (
+    SELECT t.idx, t.token_id, t.token, t.next_token, t.word, t.upos, t.tag, t.dk, t.t, t.s,
+           t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.char_start, t.char_end,
+           lead(t.char_start) OVER (ORDER BY t.idx) AS next_start,
+           lag(t.token) OVER w AS prev_token, lag(t.dk) OVER w AS prev_dk, lag(t.t) OVER w AS prev_t,
+           lag(t.s) OVER w AS prev_s, lag(t.expected_pauses) OVER w AS prev_expected_pauses,
+           lag(t.greedy_pauses) OVER w AS prev_greedy_pauses, lag(t.pauses) OVER w AS prev_pauses,
+           lag(t.nll) OVER w AS prev_nll
+    FROM tokens t
+    WHERE t.eval_id = $e AND t.doc_id = $d AND t.idx >= $start - 1 AND t.idx <= $start + $n
+    WINDOW w AS (ORDER BY t.idx))
+SELECT r.* EXCLUDE (next_start),
+       substr(d.text, r.char_start + 1, r.char_end - r.char_start) AS piece,
+       CASE WHEN r.next_start > r.char_end
+            THEN substr(d.text, r.char_end + 1, r.next_start - r.char_end) ELSE '' END AS gap
+FROM r JOIN docs d ON d.eval_id = $e AND d.doc_id = $d
+WHERE r.idx >= $start AND r.idx < $start + $n
+ORDER BY r.idx
+"""
+
+
+def _page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    return con.execute(_PAGE, {"e": eval_id, "d": doc_id, "start": start, "n": n}).df()
+
+
+@_cache
+def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Token rows idx in [start, start + n) of one document, with the text of each token
+    (`piece`, `gap` up to the next one) and the previous row's values (`prev_*`: the pauses
+    spent before predicting this token)."""
+    return _read(src, _page, eval_id, doc_id, start, n)
+
+
+# ----------------------------------------------------------------------------- token types
+
+
+@_cache
+def token_stats(src: Source, eval_id: str, measure: str, min_count: int) -> pd.DataFrame:
+    return _read(src, queries.token_stats, eval_id, measure, min_count)
+
+
+@_cache
+def token_quadrants(
+    src: Source, eval_id: str, measure: str, min_count: int, top: int = 10
+) -> pd.DataFrame:
+    return _read(src, queries.token_quadrants, eval_id, measure, min_count, top)
+
+
+@_cache
+def kwic(src: Source, eval_id: str, token: str, limit: int = 2000) -> pd.DataFrame:
+    return _read(src, queries.kwic, eval_id, token=token, limit=limit)
+
+
+def _token_hist(con, eval_id: str, token: str, measure: str, bins: int) -> pd.DataFrame:
+    info = store.require_eval(con, eval_id)
+    x = queries._measure(info, measure)  # a constant column name
+    width = max(info["w_max"] - 1, 1) / bins if measure == "expected" else 1.0
+    return con.execute(
+        f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
+                   count(*) / sum(count(*)) OVER () AS fraction
+            FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
+                  FROM tokens WHERE eval_id = $e AND trim(token) = trim($tok) AND {x} IS NOT NULL)
+            GROUP BY b ORDER BY b""",
+        {"e": eval_id, "tok": token, "wd": width, "cont": measure == "expected", "bins": bins},
+    ).df()
+
+
+@_cache
+def token_histogram(
+    src: Source, eval_id: str, token: str, measure: str, bins: int = 30
+) -> pd.DataFrame:
+    """Distribution of one token type's pauses over all its contexts (lo, hi, n, fraction)."""
+    return _read(src, _token_hist, eval_id, token, measure, bins)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+@_cache
+def pause_rates(
+    src: Source, eval_id: str, by: str, measure: str, min_count: int, n_boot: int = 1000
+) -> pd.DataFrame:
+    return _read(src, queries.pause_rates, eval_id, by, measure, min_count, n_boot)
+
+
+@_cache
+def compare_runs(
+    src: Source, eval_a: str, eval_b: str, by: str, measure: str, min_count: int
+) -> pd.DataFrame:
+    return _read(src, queries.compare_runs, eval_a, eval_b, by, measure, min_count)
+
+
+@_cache
+def contrast(src: Source, eval_id: str, by: str, a: str, b: str, measure: str) -> pd.DataFrame:
+    return _read(src, queries.contrast, eval_id, by, a, b, measure)
+
+
+def stacked_compare(
+    src: Source, eval_a: str, others, labels: dict, by: str, measure: str, min_count: int
+) -> pd.DataFrame:
+    """compare_runs of eval_a against each of `others`, with a `comparison` column (B - A)."""
+    parts = [
+        compare_runs(src, eval_a, b, by, measure, min_count).assign(
+            comparison=f"{labels.get(b, b)} - {labels.get(eval_a, eval_a)}"
+        )
+        for b in others
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- latency, calibration
+
+
+@_cache
+def pause_histogram(src: Source, eval_id: str, measure: str, bins: int = 30) -> pd.DataFrame:
+    return _read(src, queries.pause_histogram, eval_id, measure, bins)
+
+
+@_cache
+def step_distribution(src: Source, eval_id: str) -> pd.DataFrame:
+    return _read(src, queries.step_distribution, eval_id)
+
+
+@_cache
+def calibration(src: Source, eval_id: str) -> pd.DataFrame:
+    return _read(src, queries.calibration, eval_id)
+
+
+@_cache
+def calibration_density(src: Source, eval_id: str, step: int, bins: int = 40) -> pd.DataFrame:
+    return _read(src, queries.calibration_density, eval_id, step, bins)
+
+
+def stacked_density(src: Source, eval_ids, labels: dict, ws: dict, bins: int = 40) -> pd.DataFrame:
+    """calibration_density for every step of every evaluation: run, step, d, gain, n."""
+    parts = [
+        calibration_density(src, e, step, bins).assign(run=labels.get(e, e), step=step)
+        for e in eval_ids
+        for step in range(ws.get(e, 1) - 1)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- files (built on demand)
+
+
+def conllu(src: Source, eval_id: str) -> str:
+    return "\n".join(_read(src, export.conllu_lines, eval_id)) + "\n"
+
+
+@_cache
+def table3(src: Source, eval_id: str, fmt: str, measure: str, min_count: int) -> str:
+    return _read(src, export.table3, eval_id, fmt, measure, min_count)
+
+
+def raw_rows(src: Source, eval_id: str, table: str, fmt: str) -> bytes:
+    """All rows of `table` for one evaluation as a CSV/Parquet file, streamed by DuckDB."""
+    with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
+        path = _read(src, export.export_rows, eval_id, tmp, None, fmt, table)
+        return Path(path).read_bytes()
+
+
+def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
+    """A table as CSV or Parquet bytes (via analysis.export, so files match `cyb export`)."""
+    with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
+        return export.export_frame(df, tmp, "table", fmt).read_bytes()

@@ -1,0 +1,64 @@
+"""Text: the evaluated text coloured by expected processing steps (Figs. 11-13), one run or
+two side by side with their difference."""
+
+import streamlit as st
+
+from app import charts, data, state, ui
+
+f = state.current()
+st.title("Text")
+st.caption(
+    "Each token's background shows its expected processing steps, 1 + E[pauses], from 1 to W. "
+    "Hover a token for d_i, t_i, s_i, the next token and its part of speech."
+)
+
+with ui.problems():
+    docs = data.documents(f.src, f.eval_id)
+    c1, c2, c3 = st.columns([2, 2, 2])
+    doc = c1.selectbox("Document", docs["doc_id"].tolist(), key="text_doc")
+    colour = c2.radio(
+        "Colour",
+        ["input", "predicted"],
+        format_func={"input": "token followed by the pauses", "predicted": "predicted token"}.get,
+        key="text_colour",
+        help="input: x_t, after which the pauses come; predicted: x_{t+1}, coloured by the pauses spent before it",
+    )
+    others = [e for e in f.labels if e != f.eval_id]
+    side = c3.selectbox(
+        "Side by side with",
+        [None, *others],
+        index=1 + others.index(f.compare[0]) if f.compare else 0,
+        format_func=lambda e: "nothing (one run)" if e is None else f.label(e),
+    )
+    n_tokens = int(docs.loc[docs["doc_id"] == doc, "n_tokens"].iloc[0])
+    c4, c5, _ = st.columns([1, 1, 4])
+    size = c4.selectbox("Tokens a page", [200, 400, 800, 1600], index=1, key="text_size")
+    pages = max(1, -(-n_tokens // size))
+    ui.clamp("text_page", pages)
+    page = c5.number_input(
+        "Page", 1, pages, 1, key="text_page", help=f"{pages} pages of {size} tokens"
+    )
+    start = (page - 1) * size
+    st.caption(f"tokens {start + 1:,}-{min(start + size, n_tokens):,} of {n_tokens:,} in {doc}")
+
+    rows = data.doc_page(f.src, f.eval_id, doc, start, size)
+    if side is None:
+        st.html(charts.legend_html(f.w))
+        st.html(charts.text_html(rows, f.w, colour))
+    else:
+        rows_b = data.doc_page(f.src, side, doc, start, size)
+        w = max(f.w, f.ws.get(side, 1))
+        both, diff = st.tabs(["Side by side", "Difference (B minus A)"])
+        with both:
+            st.html(charts.legend_html(w))
+            left, right = st.columns(2)
+            left.markdown(f"**A: {f.label(f.eval_id)}**")
+            left.html(charts.text_html(rows, w, colour))
+            right.markdown(f"**B: {f.label(side)}**")
+            if rows_b.empty:
+                right.info(f"{doc} was not evaluated for this run")
+            else:
+                right.html(charts.text_html(rows_b, w, colour))
+        with diff:
+            st.html(charts.diff_legend_html(w))
+            st.html(charts.diff_html(rows, rows_b, w, colour, ("A", "B")))

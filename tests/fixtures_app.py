@@ -1,0 +1,111 @@
+"""The app tests' fixture database, built by the real pipeline on tiny inputs (no tests here).
+
+Three run directories as `cyb train` leaves them (config.json, log.jsonl, final/), each a
+random tiny model: a W = 4 CYB-AP run, the same settings on half the data (so the "differ
+only in data" chart has a pair), and a TBYS run with 3 pauses. Each is evaluated densely on
+two documents of the fixture held-out split (3,000 characters each) with run_eval.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "data" / "fixture"
+RUNS = {  # name: (variant, w, training tokens, data tokens, seed of the random model)
+    "ap-full": ("cyb-ap", 4, 8192, 0, 0),
+    "ap-half": ("cyb-ap", 4, 4096, 4096, 1),
+    "tbys-3": ("tbys", 4, 8192, 0, 2),
+}
+
+
+def _model(w: int, variant: str, seed: int):
+    from cyb_core import model as model_lib
+    from cyb_core import tokenizer as tok_lib
+
+    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # larger random embeddings so DK and the pauses vary across tokens
+        emb = m.model.get_input_embeddings().weight
+        emb.normal_(0, 0.3)
+        emb[m.dk_id] *= 8  # a larger DK logit spread: d_i from near 0 to near 1
+    return m.with_settings(w=w, variant=variant)
+
+
+def make_run(parent: Path, name: str) -> Path:
+    variant, w, tokens, data_tokens, seed = RUNS[name]
+    run = parent / name
+    _model(w, variant, seed).save(run / "final")
+    cfg = {
+        "out": str(run),
+        "init": "data/base",
+        "variant": variant,
+        "w": w,
+        "recipe": "constant",
+        "psi": 0.9,
+        "hparams": {"omega": "0:0:0:1"} if variant == "cyb-ap" else {},
+        "split": "finetune",
+        "data_tokens": data_tokens,
+        "seq_len": 128,
+        "batch_size": 8,
+        "tokens": tokens,
+        "lr": 1e-3,
+        "seed": 0,
+    }
+    (run / "config.json").write_text(json.dumps(cfg))
+    steps = tokens // 1024
+    log = [
+        {
+            "step": s,
+            "tokens_seen": 1024 * s,
+            "loss": 6.0 - s / steps - 0.3 * seed,
+            "lr": 1e-3,
+            "mean_expected_pauses": 1.5 - s / (2 * steps),
+            "elapsed_s": 2.0 * s,
+        }
+        for s in range(1, steps + 1)
+    ]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def build_db() -> tuple[Path, list[str]]:
+    """(database path, eval ids) of the fixture database; built once per process."""
+    from analysis.evaluation import run_eval
+
+    tmp = Path(tempfile.mkdtemp(prefix="cyb-app-test-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    db = tmp / "cyb.duckdb"
+    ids = []
+    for name in RUNS:
+        run = make_run(tmp, name)
+        summary = run_eval(
+            run,
+            split="heldout",
+            root=FIXTURE,
+            db=db,
+            max_docs=2,
+            max_chars=3000,
+            progress=False,
+        )
+        ids.append(summary["eval_id"])
+        shutil.rmtree(run / "final")  # the weights are not needed any more
+    return db, ids
+
+
+def empty_db(parent: Path) -> Path:
+    """A database with the schema and no evaluation."""
+    from analysis import store
+
+    path = parent / "empty.duckdb"
+    with store.connect_write(path):
+        pass
+    return path

@@ -1,0 +1,186 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright.
+
+Starts `streamlit run app/main.py` (the command `cyb app` runs) on a free local port over the
+fixture database, sets filters in the sidebar, visits every page through the sidebar links
+(one browser session, so the filters must persist), waits for the charts, asserts that no
+error box shows and saves a screenshot of each page under test-output/screenshots/.
+
+Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` Python package; it
+never runs `playwright install`. Skips with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install -y chromium chromium-driver)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright package is missing or broken (pip install playwright)",
+    exc_type=ImportError,
+)
+
+from fixtures_app import ROOT, build_db  # noqa: E402
+
+from app.cli import streamlit_command  # noqa: E402
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+SHOTS = ROOT / "test-output" / "screenshots"
+CHART = ".js-plotly-plot .main-svg"
+# sidebar link -> what shows that the page has rendered
+PAGES = {
+    "Runs": CHART,
+    "Text": ".cyb-text span[title]",
+    "Latency": CHART,
+    "Tokens": CHART,
+    "Linguistics": CHART,
+    "Calibration": CHART,
+    "Export": '[data-testid="stDownloadButton"]',
+}
+ERRORS = (
+    '[data-testid="stException"], [data-testid="stAlertContentError"], '
+    '[data-testid="stAlertContentWarning"]'
+)
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    db, _ = build_db()
+    port = _free_port()
+    log = open(Path(db).with_name("streamlit.log"), "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        streamlit_command("127.0.0.1", port),
+        cwd=ROOT,
+        env={**os.environ, "CYB_DB": str(db)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail("streamlit did not start:\n" + Path(log.name).read_text()[-2000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settle(page, ready: str) -> None:
+    """Wait for the page's marker, then for the script run to finish and charts to draw."""
+    page.wait_for_selector(ready, timeout=TIMEOUT_MS)
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=TIMEOUT_MS
+    )
+    page.wait_for_timeout(800)  # plotly's transitions
+
+
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to it."""
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1500, "height": min(max(height, 1000), 8000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1500, "height": 1000})
+
+
+def _errors(page) -> list[str]:
+    return [e.inner_text()[:300] for e in page.query_selector_all(ERRORS)]
+
+
+def test_every_page_in_chromium(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(server, timeout=TIMEOUT_MS)
+            _settle(page, PAGES["Runs"])
+            # filters in the sidebar: compare with the TBYS run, minimum count 20 -> 5
+            sidebar = page.get_by_test_id("stSidebar")
+            sidebar.get_by_test_id("stMultiSelect").click()
+            page.get_by_role("option", name="tbys-3").click()
+            page.keyboard.press("Escape")
+            _settle(page, PAGES["Runs"])
+            sidebar.get_by_role("slider").focus()
+            for _ in range(15):
+                page.keyboard.press("ArrowLeft")
+            _settle(page, PAGES["Runs"])
+
+            for i, (name, ready) in enumerate(PAGES.items(), 1):
+                sidebar.get_by_test_id("stSidebarNavLink").filter(has_text=name).click()
+                _settle(page, ready)
+                assert page.get_by_role("heading", name=name).first.is_visible()
+                shot = SHOTS / f"{i}-{name.lower()}.png"
+                _screenshot(page, shot)
+                assert not _errors(page), f"{name}: {_errors(page)}"
+                assert shot.stat().st_size > 10_000
+                if ready == CHART:
+                    assert page.locator(CHART).count() >= 1
+                if name == "Text":  # hover data and the second run side by side
+                    title = page.locator(".cyb-text span[title]").first.get_attribute("title")
+                    assert "d_i [" in title and "POS" in title
+                    assert page.get_by_text("B: tbys-3").first.is_visible()
+                if name == "Tokens":  # the sidebar's minimum count survived two page changes
+                    assert page.get_by_text("at least 5 occurrences").first.is_visible()
+                if name == "Export":  # a deferred download really produces a file
+                    with page.expect_download(timeout=TIMEOUT_MS) as dl:
+                        page.get_by_role("button", name="CSV").first.click()
+                    path = dl.value.path()
+                    assert Path(path).read_text().startswith("eval_id,")
+                    png = page.get_by_role("button", name="PNG")
+                    if png.count():  # kaleido is installed: a figure as PNG, made by the server
+                        with page.expect_download(timeout=TIMEOUT_MS) as dl:
+                            png.first.click()
+                        assert Path(dl.value.path()).read_bytes()[:4] == b"\x89PNG"
+
+            # a fresh session opened on a page's own URL still gets the sidebar's filters
+            page.goto(f"{server}/tokens", timeout=TIMEOUT_MS)
+            _settle(page, CHART)
+            assert page.get_by_role("heading", name="Tokens").first.is_visible()
+            assert page.get_by_test_id("stSidebar").get_by_role("slider").count() == 1
+            assert page.get_by_text("at least 20 occurrences").first.is_visible()
+            assert not _errors(page), _errors(page)
+        finally:
+            browser.close()
