@@ -105,7 +105,8 @@ def cmd_experiment(args):
         return
     for row in experiment.run(cfg, db=args.db, only=args.only):
         print(f"{row['run_id']} [{row['mode']}]: validation perplexity {row['val_ppl']:.2f}"
-              f"{' (trained now)' if row['trained_now'] else ''}{' (evaluated now)' if row['evaluated_now'] else ''}")
+              f"{' (trained now)' if row['trained_now'] else ''}{' (evaluated now)' if row['evaluated_now'] else ''}",
+              flush=True)
 
 
 def build_parser() -> Parser:

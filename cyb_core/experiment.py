@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -121,8 +122,8 @@ def jobs(cfg: dict) -> list[Job]:
     return result
 
 
-def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | None = None) -> list[dict]:
-    """Train and evaluate what is missing; returns one status row per job of this process."""
+def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | None = None) -> Iterator[dict]:
+    """Train and evaluate what is missing; yields one status row per job and mode as each finishes."""
     from analysis import store
     from analysis.evaluation import load_docs, run_eval
 
@@ -131,7 +132,6 @@ def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | Non
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 else None
     ev = cfg.get("eval", {})
     split, max_docs, max_chars = ev.get("split", "heldout"), ev.get("max_docs") or None, ev.get("max_chars") or None
-    status = []
     for i, job in enumerate(jobs(cfg)):
         if i % world != rank or (only and not re.search(only, job.run_id)):
             continue
@@ -146,9 +146,8 @@ def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | Non
                 run_eval(tc.out, split=split, mode=mode, db=db, root=root, run_id=job.run_id, max_docs=max_docs,
                          max_chars=max_chars, seq_len=tc.seq_len, device=str(resolve_device(tc.device)),
                          progress=progress)
-            status.append({"run_id": job.run_id, "mode": mode, "trained_now": not trained,
-                           "evaluated_now": not done, "val_ppl": summary["val"]["ppl"]})
-    return status
+            yield {"run_id": job.run_id, "mode": mode, "trained_now": not trained,
+                   "evaluated_now": not done, "val_ppl": summary["val"]["ppl"]}
 
 
 def _eval_complete(db: str, run_id: str, dataset: str, mode: str) -> bool:
