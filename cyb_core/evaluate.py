@@ -118,8 +118,10 @@ def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16,
         else:
             log_s, nll = q.log_s, -losses.log_p(q)
         greedy = losses.greedy_pauses(q.log_d)  # (B, T)
-        answer = logits.index_fill(-1, torch.tensor([model.dk_id], device=logits.device), -math.inf).argmax(-1)
-        correct = answer.gather(-1, greedy[..., None]).squeeze(-1) == targets
+        B, T, _, V = logits.shape
+        at_stop = logits.gather(2, greedy[:, :, None, None].expand(B, T, 1, V)).squeeze(2)  # (B, T, V), a copy
+        at_stop[..., model.dk_id] = -math.inf
+        correct = at_stop.argmax(-1) == targets
         row = {"d": q.log_d[..., :-1].exp(), "t": q.log_t.exp(), "s": log_s.exp(),
                "expected_pauses": losses.expected_pauses(log_s), "greedy_pauses": greedy, "nll": nll,
                "correct": correct, "token_id": inputs, "next_id": targets}
