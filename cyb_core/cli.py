@@ -104,7 +104,8 @@ def cmd_experiment(args):
                   f"data_tokens={job.config.data_tokens} modes={','.join(job.modes)}")
         return
     for row in experiment.run(cfg, db=args.db, only=args.only):
-        print(f"{row['run_id']} [{row['mode']}]: validation perplexity {row['val_ppl']:.2f}"
+        print(f"{row['eval_id']}: perplexity {row['ppl']:.2f}, mean expected pauses {row['mean_expected_pauses']:.3f} "
+              f"(validation slice {row['val_ppl']:.2f})"
               f"{' (trained now)' if row['trained_now'] else ''}{' (evaluated now)' if row['evaluated_now'] else ''}",
               flush=True)
 

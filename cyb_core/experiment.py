@@ -141,22 +141,23 @@ def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | Non
         root = ev.get("root", tc.data_root)
         dataset, _ = load_docs(split, None, root, max_docs, max_chars)
         for mode in job.modes:
-            done = _eval_complete(db, job.run_id, dataset, mode)
+            eval_id = store.make_eval_id(job.run_id, dataset, mode)
+            done = _stored_eval(db, eval_id) is not None
             if not done:
                 run_eval(tc.out, split=split, mode=mode, db=db, root=root, run_id=job.run_id, max_docs=max_docs,
                          max_chars=max_chars, seq_len=tc.seq_len, device=str(resolve_device(tc.device)),
                          progress=progress)
-            yield {"run_id": job.run_id, "mode": mode, "trained_now": not trained,
-                   "evaluated_now": not done, "val_ppl": summary["val"]["ppl"]}
+            yield {"run_id": job.run_id, "mode": mode, "eval_id": eval_id, "trained_now": not trained,
+                   "evaluated_now": not done, "val_ppl": summary["val"]["ppl"], **_stored_eval(db, eval_id)}
 
 
-def _eval_complete(db: str, run_id: str, dataset: str, mode: str) -> bool:
+def _stored_eval(db: str, eval_id: str) -> dict | None:
+    """The complete evaluation `eval_id` (ppl, mean expected pauses), or None."""
     from analysis import store
 
     if not Path(db).exists():
-        return False
+        return None
     with store.reading(db) as con:
-        row = con.execute("SELECT count(*) FROM evals WHERE eval_id = ? AND status = 'complete'",
-                          [store.make_eval_id(run_id, dataset, mode)]).fetchone()
-    return bool(row[0])
-
+        rows = con.execute("SELECT ppl, mean_expected_pauses FROM evals WHERE eval_id = ? AND status = 'complete'",
+                           [eval_id]).fetchall()
+    return {"ppl": rows[0][0], "mean_expected_pauses": rows[0][1]} if rows else None
