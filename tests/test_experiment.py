@@ -69,20 +69,33 @@ def test_grid_expands_regimes_and_seeds(tmp_path):
 
 
 @pytest.mark.parametrize("bad,needle", [
-    ({"runs": []}, "no \\[\\[runs\\]\\]"),
     ({"runs": [{"name": "x", "variant": "cyb-ap", "bogus": 1}]}, "unknown setting"),
     ({"runs": [{"name": "x"}, {"name": "x"}]}, "share a name"),
     ({"runs": [{"name": "x"}], "grid": {"regimes": ["9x9"]}}, "data regime"),
+    ({"runs": [{"name": "a:b"}]}, "needs a name"),
 ])
-def test_bad_configs_name_the_problem(bad, needle, tmp_path):
+def test_bad_grids_name_the_problem(bad, needle):
     with pytest.raises(ValueError, match=needle):
-        experiment.jobs(bad) if bad["runs"] else experiment.load_config(_toml(tmp_path, bad))
+        experiment.jobs(bad)
 
 
-def _toml(tmp_path, cfg):
+@pytest.mark.parametrize("text,needle", [("runs = []\n", "no \\[\\[runs\\]\\]"), ("runs = [\n", "not valid TOML")])
+def test_bad_config_files_name_the_problem(text, needle, tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text("runs = []\n")
-    return path
+    path.write_text(text)
+    with pytest.raises(ValueError, match=needle):
+        experiment.load_config(path)
+    with pytest.raises(FileNotFoundError, match="no experiment config"):
+        experiment.load_config(tmp_path / "missing.toml")
+
+
+def test_overrides_reach_defaults_eval_and_grid(tmp_path):
+    cfg = experiment.apply_overrides(experiment.load_config(write_config(tmp_path)),
+                                     ["tokens=2048", "eval.max_chars=0", "grid.seeds=[1, 2]", "out=elsewhere"])
+    assert cfg["defaults"]["tokens"] == 2048 and cfg["eval"]["max_chars"] == 0
+    assert cfg["grid"]["seeds"] == [1, 2] and cfg["out"] == "elsewhere"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        experiment.apply_overrides(cfg, ["tokens"])
 
 
 def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
