@@ -109,16 +109,18 @@ def eval_variant(variant: str, w: int) -> str:
 def evaluate_nll(model, blocks, cfg: TrainConfig, batch_size: int = 16) -> dict:
     """Mean -log p(y) and mean expected pauses over `blocks` (Recipe 1, the model's own stopping)."""
     model.eval()
-    name, nll, pauses_sum, n = eval_variant(cfg.variant, cfg.w), 0.0, 0.0, 0
+    name, n = eval_variant(cfg.variant, cfg.w), 0
+    sums = torch.zeros(2, dtype=torch.float64, device=model.device)  # nll, expected pauses
     for i in range(0, len(blocks), batch_size):
         b = blocks[i : i + batch_size].to(model.device)
         with _autocast(model.device, cfg.bf16):
             logits, _ = step_logits(model, b[:, :-1], cfg.w)
         out = losses.compute(name, logits.float(), b[:, 1:], model.dk_id)
-        nll += out.per_token.sum().item()
-        pauses_sum += out.metrics["expected_pauses"].item() * b[:, 1:].numel()
-        n += b[:, 1:].numel()
+        k = b[:, 1:].numel()
+        sums += torch.stack([out.per_token.sum(), out.metrics["expected_pauses"] * k]).double()
+        n += k
     model.train()
+    nll, pauses_sum = sums.tolist()  # one CPU-GPU sync
     return {"nll": nll / n, "ppl": math.exp(nll / n), "expected_pauses": pauses_sum / n}
 
 
@@ -208,14 +210,14 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
             group["lr"] = lr
         batch = sampler.batch(step).to(device)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # Recipe 2 pause counts
-        loss_sum, pauses_sum = 0.0, 0.0
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, expected pauses
         for mb in batch.split(micro):
             with _autocast(device, cfg.bf16):
                 logits, steps = step_logits(model, mb[:, :-1], cfg.w, cfg.recipe, cfg.pause_omega, gen)
             out_l = losses.compute(cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams)
             (out_l.loss / cfg.grad_accum).backward()
-            loss_sum += out_l.loss.item() / cfg.grad_accum  # CPU-GPU sync, once per micro-batch
-            pauses_sum += out_l.metrics["expected_pauses"].item() / cfg.grad_accum
+            sums += torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]]).double() / cfg.grad_accum
+        loss_sum, pauses_sum = sums.tolist()  # CPU-GPU sync, once per step
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
