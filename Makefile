@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo app test test-all lint bench pretrain data clean-venv
+.PHONY: install demo app test test-all lint bench pretrain data paper results clean-venv
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ data: $(STAMP)
 
 pretrain: $(STAMP)
 	$(BIN)/cyb pretrain
+
+# docs/results.md: every paper comparison (hours on a CPU; resumable), then the document
+paper: $(STAMP)
+	CYB=$(BIN)/cyb PYTHON=$(BIN)/python configs/paper/run.sh
+
+# rebuild docs/results.md and its figures from the committed data in docs/results/data
+results: $(STAMP)
+	$(BIN)/python -m analysis.results render
 
 clean-venv:
 	rm -rf $(VENV)

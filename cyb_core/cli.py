@@ -157,6 +157,7 @@ def build_parser() -> Parser:
     r.add_argument("--w", type=int, default=4, help="steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1 (default: %(default)s)")
     r.add_argument("--recipe", default="constant", choices=["constant", "variable"], help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)")
     r.add_argument("--psi", type=float, default=0.9, help="DK prior psi' (default: %(default)s)")
+    r.add_argument("--pause-init", default="keep", choices=["keep", "mean"], help="input embeddings of the pause tokens: as in --init, or the mean real-token embedding (default: %(default)s)")
     r.add_argument("--omega", help="world stop distribution, e.g. 0:0:0:1 (cyb-ap; Recipe 2 pause counts)")
     r.add_argument("--gamma", type=float, help="discount gamma_0 in [0, 1] (cyb-ap)")
     r.add_argument("--gamma-kind", choices=["exp", "linear"], help="exponential or linear discount (cyb-ap)")

@@ -25,6 +25,7 @@ The config is TOML:
     variant = "cyb-ap"
     hparams = { omega = "0:0:0:1", gamma = 1.0 }
     modes = ["dense", "adaptive"]     # optional, overrides [eval].modes
+    seeds = [0, 1, 2]                 # optional, overrides [grid].seeds (likewise regimes)
 
 A run whose final model exists is not trained again; an evaluation already complete in the
 database is not repeated; anything interrupted resumes from its last checkpoint. Several
@@ -100,17 +101,19 @@ def jobs(cfg: dict) -> list[Job]:
         if not name or not _NAME.match(name):
             raise ValueError(f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}")
         modes = tuple(spec.pop("modes", ev.get("modes", ["dense"])))
+        seeds = spec.pop("seeds", None)
+        regimes = spec.pop("regimes", grid.get("regimes", ["1x1"]))
         merged = {**defaults, **spec}
         unknown = set(merged) - known - {"out"}
         if unknown:
             raise ValueError(f"run {name}: unknown setting(s) {', '.join(sorted(unknown))}")
         if merged.get("variant", "baseline") == "baseline":
             merged["w"] = 1
-        for regime in grid.get("regimes", ["1x1"]):
+        for regime in regimes:
             if regime not in REGIMES:
                 raise ValueError(f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}")
             budget_x, data_x = REGIMES[regime]
-            for seed in grid.get("seeds", [merged.get("seed", 0)]):
+            for seed in seeds or grid.get("seeds", [merged.get("seed", 0)]):
                 run = f"{name}-{regime}-s{seed}"
                 run_id = f"{out.name}.{run}"  # unique across experiments sharing one database
                 base = TrainConfig(**{**merged, "out": str(out / run), "seed": seed})

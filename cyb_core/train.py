@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ class TrainConfig:
     recipe: str = "constant"
     psi: float = 0.9
     hparams: dict = field(default_factory=dict)
+    pause_init: str = "keep"  # input embeddings of the pause tokens: as in `init`, or "mean" of the real tokens
     data_root: str = "data/corpus"
     split: str = "finetune"
     data_tokens: int = 0  # train on only the first this many real tokens of the split (0 = all)
@@ -60,6 +61,8 @@ class TrainConfig:
             losses.parse_vector(self.pause_omega, self.w, name="omega")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.pause_init not in ("keep", "mean"):
+            raise ValueError(f"pause_init must be 'keep' or 'mean', got {self.pause_init!r}")
         if self.tokens <= 0 or self.lr <= 0 or self.data_tokens < 0:
             raise ValueError("tokens and lr must be positive and data_tokens >= 0")
 
@@ -142,8 +145,24 @@ def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
         from . import tokenizer as tok_lib
 
         m = model_lib.new_base(tok_lib.load(cfg.tokenizer), cfg.init.split(":", 1)[1], seed=cfg.seed)
-        return m.with_settings(**settings)
-    return model_lib.load(cfg.init, **settings)
+        m = m.with_settings(**settings)
+    else:
+        m = model_lib.load(cfg.init, **settings)
+    if cfg.pause_init == "mean":
+        # A pretrained model never saw its pause tokens as input; their rows hold whatever the
+        # softmax pushed onto them as (tied) outputs. Start them at the mean real-token embedding.
+        emb = m.model.get_input_embeddings().weight
+        special = set(m.pause_ids) | {m.dk_id, m.pad_id, m.eot_id}
+        real = torch.tensor([i for i in range(emb.shape[0]) if i not in special], device=emb.device)
+        with torch.no_grad():
+            emb[m.pause_ids] = emb[real].mean(0)
+    return m
+
+
+def _same_config(stored: dict, cfg: TrainConfig) -> bool:
+    """A run directory matches cfg; settings added since it was written count at their defaults."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    return all(stored.get(k, defaults.get(k)) == v for k, v in asdict(cfg).items()) and set(stored) <= set(asdict(cfg))
 
 
 def atomic_save_dir(path: Path, write) -> None:
@@ -162,7 +181,7 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != asdict(cfg):
+    if cfg_path.exists() and not _same_config(json.loads(cfg_path.read_text()), cfg):
         raise ValueError(f"{out} holds a run with a different config: choose a new --out or delete {out}")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     if (out / "final" / "summary.json").exists():

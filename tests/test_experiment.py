@@ -68,6 +68,17 @@ def test_grid_expands_regimes_and_seeds(tmp_path):
     assert by_id["runs.ap-1x1-s0"].out.endswith("runs/ap-1x1-s0")
 
 
+def test_run_level_seeds_and_regimes_override_the_grid(tmp_path):
+    cfg = experiment.load_config(write_config(tmp_path))
+    cfg["grid"] = {"seeds": [0], "regimes": ["1x1"]}
+    cfg["runs"][0]["seeds"] = [0, 1, 2]
+    cfg["runs"][1]["regimes"] = ["2x1", "1x3"]
+    ids = {j.run_id for j in experiment.jobs(cfg)}
+    first, second = cfg["runs"][0]["name"], cfg["runs"][1]["name"]
+    assert {i for i in ids if f".{first}-" in i} == {f"runs.{first}-1x1-s{s}" for s in range(3)}
+    assert {i for i in ids if f".{second}-" in i} == {f"runs.{second}-2x1-s0", f"runs.{second}-1x3-s0"}
+
+
 @pytest.mark.parametrize("bad,needle", [
     ({"runs": [{"name": "x", "variant": "cyb-ap", "bogus": 1}]}, "unknown setting"),
     ({"runs": [{"name": "x"}, {"name": "x"}]}, "share a name"),

@@ -86,3 +86,33 @@ def test_bad_configs_are_rejected(tmp_path):
         tiny_config(tmp_path, variant="cyb-va", w=4, hparams={"rho": "1:0:1:1"})
     with pytest.raises(ValueError, match="divisible"):
         tiny_config(tmp_path, batch_size=4, grad_accum=3)
+
+
+def test_run_written_before_a_new_setting_still_resumes(tiny_base, tmp_path):
+    cfg = tiny_config(tmp_path / "run", init=tiny_base, tokens=64)
+    train(cfg, progress=False)
+    path = tmp_path / "run" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["pause_init"]  # as written before the setting existed
+    path.write_text(json.dumps(stored))
+    assert "val" in train(cfg, progress=False)  # at its default: the same run
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny_config(tmp_path / "run", init=tiny_base, tokens=64, pause_init="mean"), progress=False)
+
+
+def test_pause_init_mean_sets_pause_rows_to_the_mean_real_embedding(tiny_base, tmp_path):
+    from cyb_core.train import _init_model
+
+    keep = _init_model(tiny_config(tmp_path, init=tiny_base, variant="tbys", w=4))
+    mean = _init_model(tiny_config(tmp_path, init=tiny_base, variant="tbys", w=4, pause_init="mean"))
+    e_keep, e_mean = keep.model.get_input_embeddings().weight, mean.model.get_input_embeddings().weight
+    special = set(keep.pause_ids) | {keep.dk_id, keep.pad_id, keep.eot_id}
+    real = [i for i in range(e_keep.shape[0]) if i not in special]
+    target = e_keep[real].mean(0)
+    for i in keep.pause_ids:
+        assert (e_mean[i] - target).abs().max() < 1e-6 and (e_keep[i] - target).abs().max() > 1e-3
+    others = [i for i in range(e_keep.shape[0]) if i not in keep.pause_ids]
+    assert (e_mean[others] == e_keep[others]).all()
+    with pytest.raises(ValueError, match="pause_init"):
+        tiny_config(tmp_path, pause_init="zeros")
