@@ -42,6 +42,7 @@ PAPER_TOKENS = {
     "many pauses, low variance": "devices players students projects challenges systems patients families teams",
     "context-dependent (high variance)": "won to of New World S materials images photos site code page file",
 }
+_PAPER_WORDS = {w for words in PAPER_TOKENS.values() for w in words.split()}
 VARIANTS = ("baseline", "tbys-1", "tbys-2", "tbys-3", "cyb-ap", "cyb-va", "cyb-dp")
 CURVE = ("baseline", "tbys-3", "cyb-ap")
 REGIMES = ("1x1", "2x1", "1x2", "1x3")
@@ -120,7 +121,9 @@ def collect(root: Path = Path("runs"), db: Path = Path("data/paper.duckdb"), out
             parts["hist"].append(queries.pause_histogram(con, r.eval_id, bins=30).assign(eval_id=r.eval_id))
             parts["calibration"].append(queries.calibration(con, r.eval_id).assign(eval_id=r.eval_id))
             if r.run_id.startswith("paper-variants.cyb-") or r.run_id.startswith("paper-scratch.cyb-"):
-                parts["token_stats"].append(queries.token_stats(con, r.eval_id, min_count=1).assign(eval_id=r.eval_id))
+                ts = queries.token_stats(con, r.eval_id, min_count=1)
+                keep = (ts["n"] >= min_count) | ts["token"].str.strip().isin(_PAPER_WORDS)
+                parts["token_stats"].append(ts[keep].assign(eval_id=r.eval_id))
             if r.run_id == MAIN:
                 for step in range(r.w_max - 1):
                     parts["density"].append(queries.calibration_density(con, r.eval_id, step).assign(
@@ -155,8 +158,8 @@ def _md(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _f(v, fmt=".1f"):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+def _f(v, fmt=".1f") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
 def _pm(values: pd.Series, fmt=".1f") -> str | None:
@@ -397,7 +400,7 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
       f"held-out documents (`{d.dataset}`, {int(n_tok.iloc[0]) if len(n_tok) else 0:,} scored tokens). "
       f"Validation slice for the learning-rate choice: the first 64 blocks (8,192 tokens) of the fine-tuning "
       f"split, never trained on.")
-    a(f"- **Hardware:** a 2-core CPU; {len(done)} runs, {done['train_s'].sum() / 3600:.2f} h of training "
+    a(f"- **Compute:** a 2-core CPU; {len(done)} runs, {done['train_s'].sum() / 3600:.2f} h of training; "
       + _wall(d) + ".\n")
 
     # lr sweep
@@ -409,7 +412,7 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
         rates = sorted(lr["lr"].unique())
         rows = []
         for rate in rates:
-            row = [f"{rate:g}"]
+            row = [f"{rate:.0e}"]
             for fam in fams:
                 g = lr[(lr["family"] == fam) & (lr["lr"] == rate)]
                 v = _f(g["val_ppl"].iloc[0], ".2f") if len(g) else None
@@ -428,7 +431,7 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
     a("## 2. Loss variants (paper Fig. 4)\n")
     base_mean = d.pick("paper-variants", "baseline")["ppl"].mean()
     rows = [["base model (no fine-tuning)", 1, _f(d.base_ppl), None, _pct(d.base_ppl, base_mean),
-             PAPER_PPL["base"], _pct(PAPER_PPL["base"], PAPER_PPL["baseline"]), BASE_RUN]]
+             PAPER_PPL["base"], _pct(PAPER_PPL["base"], PAPER_PPL["baseline"]), f"`{BASE_RUN}`"]]
     for v in VARIANTS:
         sel = d.pick("paper-variants", v)
         if not len(sel):
@@ -547,7 +550,8 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
         a("Mean expected pauses by Penn tag (spaCy), with 95% bootstrap intervals, tags with at least 200 "
           f"tokens, `{MAIN}`:\n")
         pick = pd.concat([g.head(6), g.tail(6)]).drop_duplicates("tag")
-        a(_md(["tag", "tokens", "mean", "95% CI"], [[r.tag, f"{r.n:,}", f"{r.mean:.3f}",
+        quotes = {"``": "`` (opening quote)", "''": "'' (closing quote)"}
+        a(_md(["tag", "tokens", "mean", "95% CI"], [[quotes.get(r.tag, r.tag), f"{r.n:,}", f"{r.mean:.3f}",
                                                        f"{r.ci_low:.3f}–{r.ci_high:.3f}"] for r in pick.itertuples()]) + "\n")
 
     # verdicts
