@@ -10,7 +10,7 @@ DB=data/paper.duckdb
 LOG=runs/paper.log
 mkdir -p runs
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(lr-sweep variants pause-init data-efficiency hparams scratch)
+[ ${#configs[@]} -gt 0 ] || configs=(lr-sweep variants pause-init data-efficiency hparams scratch hparams-extra)
 for c in "${configs[@]}"; do
     echo "START $c $(date -u +%FT%TZ)" >> "$LOG"
     "$CYB" experiment "configs/paper/$c.toml"
