@@ -435,7 +435,7 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
             rows.append(row)
         a("## 1. Learning rates (validation slice)\n")
         a("Validation perplexity at the end of each 1x1 run; bold is the rate used everywhere below "
-          "(tbys-1/2 take tbys-3's, cyb-va/cyb-dp and the sweep take cyb-ap's).\n")
+          "(tbys-1/2 take tbys-3's; cyb-va, cyb-dp and the hyperparameter runs take cyb-ap's; the from-scratch runs use 2e-3).\n")
         a(_md(["peak lr"] + fams, rows) + "\n")
         used = {f: d.one("paper-variants", f)["lr"] for f in fams if d.one("paper-variants", f)}
         if any(abs(used[f] - choice[f]) > 1e-12 for f in used):
