@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -102,6 +101,8 @@ def collect(root: Path = Path("runs"), db: Path = Path("data/paper.duckdb"), out
             min_count: int = 20) -> Path:
     """Runs, train logs, evaluations and the aggregates behind every figure, as Parquet in `out`.
     `min_count`: occurrences a token type needs for the Table-3 quadrants."""
+    from cyb_core.train import atomic_save_dir
+
     from . import queries, store
 
     runs, logs = _runs(root)
@@ -134,13 +135,12 @@ def collect(root: Path = Path("runs"), db: Path = Path("data/paper.duckdb"), out
                     eval_id=r.eval_id))
     for k, v in parts.items():
         tables[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
-    tmp = out.parent / (out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, df in tables.items():
-        df.to_parquet(tmp / f"{name}.parquet", index=False, compression="zstd")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        for name, df in tables.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False, compression="zstd")
+
+    atomic_save_dir(out, write)  # the committed data is replaced whole or not at all
     return out
 
 
@@ -603,7 +603,9 @@ def render(data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset
         rows.append([f"`{r.run_id}`", r.variant, r.w, f"{r.lr:g}", f"{r.tokens:,}", "yes" if r.complete else "no",
                      _f(r.val_ppl, ".2f"), _f(r.ppl, ".2f"), _f(r.train_s / 60 if r.train_s else None, ".1f")])
     a(_md(["run id", "variant", "W", "lr", "tokens", "complete", "val ppl", "held-out ppl", "train min"], rows) + "\n")
-    doc.write_text("\n".join(s))
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text("\n".join(s))
+    tmp.replace(doc)
     return doc
 
 
