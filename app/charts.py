@@ -15,13 +15,9 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-VARIANT_COLORS = {
-    "baseline": "#7f7f7f",
-    "tbys": "#1f77b4",
-    "cyb-ap": "#d62728",
-    "cyb-va": "#2ca02c",
-    "cyb-dp": "#9467bd",
-}
+from cyb_core import variants
+
+VARIANT_COLORS = {name: v.color for name, v in variants.VARIANTS.items()}
 STEPS_SCALE = "YlOrRd"  # processing steps 1..W, light to dark
 DIFF_SCALE = "RdBu_r"  # run B minus run A, blue (fewer) to red (more)
 LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import variants
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors that point at --help."""
@@ -49,7 +51,7 @@ def _train_config(args, **fixed):
 
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
-    values["hparams"] = {k: v for k in ("omega", "gamma", "gamma_kind", "rho", "alpha") if (v := getattr(args, k, None)) is not None}
+    values["hparams"] = {k: v for k in variants.HPARAMS if (v := getattr(args, k, None)) is not None}
     values.update(fixed)
     return TrainConfig(**values)
 
@@ -153,16 +155,15 @@ def build_parser() -> Parser:
                        "Re-running the same command resumes an interrupted run.")
     _add_train_args(r, seq_len=128, batch_size=32, tokens=300_000, lr=1e-3, warmup=0.05, every=50,
                     split="finetune", out="runs/run", init="data/base")
-    r.add_argument("--variant", default="cyb-ap", choices=["baseline", "tbys", "cyb-ap", "cyb-va", "cyb-dp"], help="loss (default: %(default)s)")
+    r.add_argument("--variant", default="cyb-ap", choices=list(variants.VARIANTS),
+                   help="loss: " + "; ".join(f"{v.name}: {v.help}" for v in variants.VARIANTS.values())
+                   + " (default: %(default)s)")
     r.add_argument("--w", type=int, default=4, help="steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1 (default: %(default)s)")
     r.add_argument("--recipe", default="constant", choices=["constant", "variable"], help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)")
     r.add_argument("--psi", type=float, default=0.9, help="DK prior psi' (default: %(default)s)")
     r.add_argument("--pause-init", default="keep", choices=["keep", "mean"], help="input embeddings of the pause tokens: as in --init, or the mean real-token embedding (default: %(default)s)")
-    r.add_argument("--omega", help="world stop distribution, e.g. 0:0:0:1 (cyb-ap; Recipe 2 pause counts)")
-    r.add_argument("--gamma", type=float, help="discount gamma_0 in [0, 1] (cyb-ap)")
-    r.add_argument("--gamma-kind", choices=["exp", "linear"], help="exponential or linear discount (cyb-ap)")
-    r.add_argument("--rho", help="target halting distribution, e.g. 1:1:1:1 (cyb-va, cyb-dp)")
-    r.add_argument("--alpha", type=float, help="weight of the distributional penalty (cyb-dp)")
+    for name, (kind, text) in variants.HPARAMS.items():
+        r.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     r.set_defaults(func=cmd_train)
 
     x = sub.add_parser("experiment", help="run a grid of trainings and evaluations from a TOML config",
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "variant", None) == "baseline":
-        args.w = 1
+    if getattr(args, "variant", None) is not None and hasattr(args, "w"):
+        args.w = variants.resolve_w(args.variant, args.w)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -496,8 +496,27 @@ def build(out_dir: Path = Path("data/corpus"), fixture_dir: Path | None = Path("
 # ----------------------------------------------------------------------------- reading
 
 def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
-    """Read one split (or heldout_brown_pos) back as a list of dicts."""
-    path = Path(root) / f"{name}.jsonl.gz"
+    """Read one split (or heldout_brown_pos) back as a list of dicts.
+
+    A root holding mix.json is a mixed corpus (cyb_core.synthetic): the natural split it names,
+    with the synthetic documents of the same split spread between its documents.
+    """
+    root = Path(root)
+    if (root / "mix.json").is_file():
+        from .synthetic import mix_docs
+
+        try:
+            natural = root / json.loads((root / "mix.json").read_text())["natural"]
+        except (ValueError, KeyError, TypeError):
+            raise CorpusError(f"{root / 'mix.json'} is not a mixed-corpus manifest; rerun `cyb data mix`") from None
+        docs = load_split(name, natural)
+        if name == POS_FILE or not (root / f"{name}.jsonl.gz").exists():
+            return docs
+        return mix_docs(docs, _read_jsonl(root / f"{name}.jsonl.gz"))
+    return _read_jsonl(root / f"{name}.jsonl.gz")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         raise CorpusError(f"{path} not found; run `cyb data build` to create the corpus")
     with gzip.open(path, "rt", encoding="utf-8") as f:

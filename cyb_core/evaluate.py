@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import losses, pauses
+from . import losses, pauses, variants
 
 
 @dataclass
@@ -92,7 +92,8 @@ def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16,
     if not docs or not any(d.strip() for d in docs):
         raise ValueError("nothing to evaluate: the text is empty")
     model.eval()
-    W, variant, pad = model.settings.w, model.settings.variant, model.pad_id
+    W, pad = model.settings.w, model.pad_id
+    readout = variants.get(model.settings.variant).readout
     windows = list(_windows(docs, model.tokenizer, seq_len))
     parts: dict[str, list] = {f.name: [] for f in fields(EvalResult) if f.name != "pauses"}
     bar = tqdm(total=sum(len(w[2]) - 1 for w in windows), disable=not progress, unit="tok", desc="dense eval")
@@ -111,13 +112,10 @@ def dense_eval(model, docs: list[str], seq_len: int = 128, batch_size: int = 16,
             logits, _ = model(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
         logits = ex.to_steps(logits).float()  # (B, T, W, V)
         q = losses.step_quantities(logits, targets, model.dk_id)
-        if variant == "tbys":  # reads out at the last pause whatever d says
-            log_s = torch.full_like(q.log_s, -math.inf)
-            log_s[..., -1] = 0.0
-            nll = -q.log_t[..., -1]
-        else:
-            log_s, nll = q.log_s, -losses.log_p(q)
-        greedy = losses.greedy_pauses(q.log_d)  # (B, T)
+        policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
+        log_s, nll = policy.log_s, -losses.log_p(policy)
+        # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
+        greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
         B, T, _, V = logits.shape
         at_stop = logits.gather(2, greedy[:, :, None, None].expand(B, T, 1, V)).squeeze(2)  # (B, T, V), a copy
         at_stop[..., model.dk_id] = -math.inf

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from . import variants
 from .train import TrainConfig, resolve_device, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
@@ -107,8 +108,7 @@ def jobs(cfg: dict) -> list[Job]:
         unknown = set(merged) - known - {"out"}
         if unknown:
             raise ValueError(f"run {name}: unknown setting(s) {', '.join(sorted(unknown))}")
-        if merged.get("variant", "baseline") == "baseline":
-            merged["w"] = 1
+        merged["w"] = variants.resolve_w(merged.get("variant", "baseline"), merged.get("w", 1))
         for regime in regimes:
             if regime not in REGIMES:
                 raise ValueError(f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}")

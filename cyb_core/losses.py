@@ -14,12 +14,13 @@ W = steps[t] and that truncated vector gives.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from . import variants
 
 IGNORE_INDEX = -100
 LSE_CHUNK_BYTES = 16 * 2**20  # fp32 bytes of logits upcast at a time in the vocabulary logsumexp
@@ -223,33 +224,48 @@ def apply_dk_prior(logits: Tensor, dk_id: int, psi: float = 0.9) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- variants
-# Each takes the quantities under omega one-hot last and returns the (B, T) loss and the
-# quantities that describe the variant's own answer policy (for metrics).
+# Each loss takes the quantities under omega one-hot last and returns the (B, T) loss; the
+# registry (cyb_core.variants) names the function and the read-out that describes the
+# variant's own answer policy (for metrics and evaluation).
 
 
-def _baseline(q: StepQuantities) -> tuple[Tensor, StepQuantities]:
+def readout(q: StepQuantities, how: str) -> StepQuantities:
+    """q with log_s replaced by the answer policy of a read-out: own, last or first step."""
+    if how not in variants.READOUTS:
+        raise ValueError(f"unknown read-out {how!r}; valid: {', '.join(variants.READOUTS)}")
+    if how == "own":
+        return q
+    i = torch.arange(q.log_s.shape[-1], device=q.steps.device)
+    at = (q.steps - 1)[..., None] if how == "last" else torch.zeros_like(q.steps)[..., None]
+    return replace(q, log_s=torch.where(i == at, 0.0, NEG_INF).to(q.log_t.dtype))
+
+
+def baseline_loss(q: StepQuantities) -> Tensor:
     if q.log_t.shape[-1] != 1:
         raise ValueError(
             f"baseline takes logits without pauses (W = 1), got W = {q.log_t.shape[-1]}"
         )
-    return -q.log_t[..., 0], q
+    return -q.log_t[..., 0]
 
 
-def _tbys(q: StepQuantities) -> tuple[Tensor, StepQuantities]:
-    # Eq. 3 with d = 1 before the last available step: s is one-hot there.
-    last = (q.steps - 1)[..., None]
-    log_s = torch.where(torch.arange(q.log_s.shape[-1], device=last.device) == last, 0.0, NEG_INF)
-    q = replace(q, log_s=log_s.to(q.log_t.dtype))
-    return -log_p(q), q
+def last_step_loss(q: StepQuantities) -> Tensor:
+    # TBYS, eq. 3 with d = 1 before the last available step: s is one-hot there.
+    return -log_p(readout(q, "last"))
 
 
-def _cyb_ap(
+def first_step_loss(q: StepQuantities) -> Tensor:
+    # The control: the same expanded input, scored at the real token's own step only, so the
+    # pauses are context but never a chance to wait.
+    return -q.log_t[..., 0]
+
+
+def cyb_ap_loss(
     q: StepQuantities, omega: VectorSpec | None = None, gamma: float = 1.0, gamma_kind: str = "exp"
-) -> tuple[Tensor, StepQuantities]:
+) -> Tensor:
     W = q.log_t.shape[-1]
     log_g = discount(gamma, W, gamma_kind).to(q.log_t).log()  # -inf where gamma_i = 0; gamma_0 = 1
     qw = q if omega is None else q.with_omega(omega)
-    return -torch.logsumexp(qw.log_s + log_g + q.log_t, dim=-1), q
+    return -torch.logsumexp(qw.log_s + log_g + q.log_t, dim=-1)
 
 
 def _rho(rho: VectorSpec | None, q: StepQuantities, allow_zeros: bool) -> Tensor:
@@ -261,43 +277,29 @@ def _rho(rho: VectorSpec | None, q: StepQuantities, allow_zeros: bool) -> Tensor
     )
 
 
-def _cyb_va(q: StepQuantities, rho: VectorSpec | None = None) -> tuple[Tensor, StepQuantities]:
+def cyb_va_loss(q: StepQuantities, rho: VectorSpec | None = None) -> Tensor:
     rho = _rho(rho, q, allow_zeros=False)
     live = q.log_s > NEG_INF  # exactly the available steps, where rho > 0
     ls, lr = torch.where(live, q.log_s, 0.0), torch.where(live, rho.log(), 0.0)
     # -sum s log t + KL(s || rho); s = 0 exactly where not live, so those terms vanish.
-    return (q.log_s.exp() * (ls - lr - q.log_t)).sum(-1), q
+    return (q.log_s.exp() * (ls - lr - q.log_t)).sum(-1)
 
 
-def _cyb_dp(
-    q: StepQuantities, rho: VectorSpec | None = None, alpha: float = 0.01
-) -> tuple[Tensor, StepQuantities]:
+def cyb_dp_loss(q: StepQuantities, rho: VectorSpec | None = None, alpha: float = 0.01) -> Tensor:
     if not alpha >= 0.0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     rho = _rho(rho, q, allow_zeros=True)
     pos = rho > 0  # only available steps, where log s is finite
     kl = torch.xlogy(rho, rho) - rho * torch.where(pos, q.log_s, 0.0)  # KL(rho || s) terms
-    return -log_p(q) + alpha * kl.sum(-1), q
-
-
-class _Variant(NamedTuple):
-    fn: Callable[..., tuple[Tensor, StepQuantities]]
-    hparams: tuple[str, ...]
-
-
-VARIANTS: dict[str, _Variant] = {
-    "baseline": _Variant(_baseline, ()),
-    "tbys": _Variant(_tbys, ()),
-    "cyb-ap": _Variant(_cyb_ap, ("omega", "gamma", "gamma_kind")),
-    "cyb-va": _Variant(_cyb_va, ("rho",)),
-    "cyb-dp": _Variant(_cyb_dp, ("rho", "alpha")),
-}
+    return -log_p(q) + alpha * kl.sum(-1)
 
 
 def check(variant: str, W: int, **hparams) -> None:
     """Raise the ValueError compute() would raise for these settings, before any data is seen."""
     if W < 1:
         raise ValueError(f"W must be >= 1, got {W}")
+    if W < variants.get(variant).min_w:
+        raise ValueError(f"{variant} needs pauses: W must be >= {variants.get(variant).min_w}, got {W}")
     compute(variant, torch.zeros(1, 1, W, 2), torch.zeros(1, 1, dtype=torch.long), 1, **hparams)
 
 
@@ -316,13 +318,11 @@ def compute(
     Metrics (detached, means over kept tokens): expected_pauses and nll (-log p(y) under the
     variant's own answer policy, method.md section 5).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown loss variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    fn, allowed = VARIANTS[variant]
-    unknown = sorted(set(hparams) - set(allowed))
+    spec = variants.get(variant)
+    unknown = sorted(set(hparams) - set(spec.hparams))
     if unknown:
         raise ValueError(
-            f"{variant} does not take {', '.join(unknown)}; it takes: {', '.join(allowed) or 'nothing'}"
+            f"{variant} does not take {', '.join(unknown)}; it takes: {', '.join(spec.hparams) or 'nothing'}"
         )
     if logits.dim() != 4 or targets.shape != logits.shape[:2]:
         raise ValueError(
@@ -334,7 +334,8 @@ def compute(
     if steps is not None and (steps.shape != targets.shape or steps.min() < 1 or steps.max() > W):
         raise ValueError(f"steps must be (B, T) with values in 1..{W}")
     q = step_quantities(logits, targets, dk_id, steps)
-    per_token, policy = fn(q, **hparams)
+    per_token = globals()[spec.loss](q, **hparams)
+    policy = readout(q, spec.readout)
     keep = targets != IGNORE_INDEX
     if mask is not None:
         keep = keep & mask.bool()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import losses, pauses
+from . import losses, pauses, variants
 from . import model as model_lib
 from .data import BlockSampler, split_blocks
 
@@ -103,24 +103,19 @@ def step_logits(model, inputs, w, recipe="constant", omega=None, generator=None)
     return ex.to_steps(logits), (None if ex.constant else ex.steps)
 
 
-def eval_variant(variant: str, w: int) -> str:
-    """The loss whose value is -log p(y) as method.md section 5 defines it for this variant."""
-    return variant if variant in ("baseline", "tbys") else ("baseline" if w == 1 else "cyb-ap")
-
-
 @torch.no_grad()
 def evaluate_nll(model, blocks, cfg: TrainConfig, batch_size: int = 16) -> dict:
     """Mean -log p(y) and mean expected pauses over `blocks` (Recipe 1, the model's own stopping)."""
     model.eval()
-    name, n = eval_variant(cfg.variant, cfg.w), 0
+    how, n = variants.get(cfg.variant).readout, 0
     sums = torch.zeros(2, dtype=torch.float64, device=model.device)  # nll, expected pauses
     for i in range(0, len(blocks), batch_size):
         b = blocks[i : i + batch_size].to(model.device)
         with _autocast(model.device, cfg.bf16):
             logits, _ = step_logits(model, b[:, :-1], cfg.w)
-        out = losses.compute(name, logits.float(), b[:, 1:], model.dk_id)
+        policy = losses.readout(losses.step_quantities(logits.float(), b[:, 1:], model.dk_id), how)
         k = b[:, 1:].numel()
-        sums += torch.stack([out.per_token.sum(), out.metrics["expected_pauses"] * k]).double()
+        sums += torch.stack([-losses.log_p(policy).sum(), losses.expected_pauses(policy.log_s).sum()]).double()
         n += k
     model.train()
     nll, pauses_sum = sums.tolist()  # one CPU-GPU sync

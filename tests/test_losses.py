@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cyb_core import losses
+from cyb_core import losses, variants
 from cyb_core.losses import (
     apply_dk_prior,
     compute,
@@ -132,7 +132,7 @@ def test_w1_every_variant_is_cross_entropy_without_dk():
     y = targets.clone()
     y[y > DK] -= 1
     ce = F.cross_entropy(logits[:, :, 0, keep].reshape(-1, V - 1), y.flatten())
-    for variant in losses.VARIANTS:
+    for variant in variants.VARIANTS:
         out = compute(variant, logits, targets, DK)
         torch.testing.assert_close(out.loss, ce, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(compute("cyb-va", logits, targets, DK, rho=[1.0]).loss, ce)
@@ -312,7 +312,7 @@ def test_ratio_strings_are_normalised():
         ("tbys", {"rho": "1:1:1:1"}, "does not take rho"),
         ("cyb-va", {"omega": "0:0:0:1"}, "does not take omega"),
         ("baseline", {}, "W = 1"),
-        ("cyb-xx", {}, "valid: baseline, tbys, cyb-ap, cyb-va, cyb-dp"),
+        ("cyb-xx", {}, "valid: baseline, control, tbys, cyb-ap, cyb-va, cyb-dp"),
     ],
 )
 def test_invalid_inputs_raise(variant, hp, match):
