@@ -67,6 +67,13 @@ def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.
     ).df()
 
 
+def run_rows(con) -> pd.DataFrame:
+    """Every stored run: run_id, params (its settings as JSON), seed, base and run_status."""
+    return con.execute(
+        "SELECT run_id, params, seed, base, status AS run_status FROM runs ORDER BY run_id"
+    ).df()
+
+
 def training_curves(con, run_ids: list[str] | None = None) -> pd.DataFrame:
     """train_log rows (step, tokens_seen, loss, lr, mean_expected_pauses, elapsed_s) with the variant."""
     if run_ids:
@@ -83,6 +90,45 @@ def training_curves(con, run_ids: list[str] | None = None) -> pd.DataFrame:
            FROM train_log l LEFT JOIN runs r USING (run_id)
            WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], l.run_id) ORDER BY l.run_id, l.step""",
         [list(run_ids) if run_ids else None] * 2,
+    ).df()
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def documents(con, eval_id: str) -> pd.DataFrame:
+    """The documents of one evaluation: doc_id and its number of token rows."""
+    require_eval(con, eval_id)
+    return con.execute(
+        "SELECT doc_id, count(*) AS n_tokens FROM tokens WHERE eval_id = ? GROUP BY doc_id ORDER BY doc_id",
+        [eval_id],
+    ).df()
+
+
+def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Token rows idx in [start, start + n) of one document, with the text of each token
+    (`piece`, and `gap` up to the next one) and the previous row's values (`prev_*`: the
+    pauses spent before predicting this token)."""
+    return con.execute(
+        """WITH r AS (
+               SELECT t.idx, t.token_id, t.token, t.next_token, t.word, t.upos, t.tag, t.dk, t.t, t.s,
+                      t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.char_start, t.char_end,
+                      lead(t.char_start) OVER (ORDER BY t.idx) AS next_start,
+                      lag(t.token) OVER w AS prev_token, lag(t.dk) OVER w AS prev_dk, lag(t.t) OVER w AS prev_t,
+                      lag(t.s) OVER w AS prev_s, lag(t.expected_pauses) OVER w AS prev_expected_pauses,
+                      lag(t.greedy_pauses) OVER w AS prev_greedy_pauses, lag(t.pauses) OVER w AS prev_pauses,
+                      lag(t.nll) OVER w AS prev_nll
+               FROM tokens t
+               WHERE t.eval_id = $e AND t.doc_id = $d AND t.idx >= $start - 1 AND t.idx <= $start + $n
+               WINDOW w AS (ORDER BY t.idx))
+           SELECT r.* EXCLUDE (next_start),
+                  substr(d.text, r.char_start + 1, r.char_end - r.char_start) AS piece,
+                  CASE WHEN r.next_start > r.char_end
+                       THEN substr(d.text, r.char_end + 1, r.next_start - r.char_end) ELSE '' END AS gap
+           FROM r JOIN docs d ON d.eval_id = $e AND d.doc_id = $d
+           WHERE r.idx >= $start AND r.idx < $start + $n
+           ORDER BY r.idx""",
+        {"e": eval_id, "d": doc_id, "start": start, "n": n},
     ).df()
 
 
@@ -388,9 +434,12 @@ def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.
     ).df()
 
 
-def pause_histogram(con, eval_id: str, measure: str = "expected", bins: int = 30) -> pd.DataFrame:
+def pause_histogram(
+    con, eval_id: str, measure: str = "expected", bins: int = 30, token: str | None = None
+) -> pd.DataFrame:
     """Distribution of pauses per token: `bins` equal bins over [0, W-1] for expected pauses,
-    one row per count for greedy/observed. Columns lo, hi, n, fraction."""
+    one row per count for greedy/observed. Columns lo, hi, n, fraction. With `token`, only
+    that input-token type, in all its contexts (surrounding spaces ignored, as in `kwic`)."""
     info = require_eval(con, eval_id)
     x = _measure(info, measure)
     width = max(info["w_max"] - 1, 1) / bins if measure == "expected" else 1.0
@@ -398,9 +447,10 @@ def pause_histogram(con, eval_id: str, measure: str = "expected", bins: int = 30
         f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
                    count(*) / sum(count(*)) OVER () AS fraction
             FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
-                  FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL)
+                  FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL
+                    AND ($tok::VARCHAR IS NULL OR trim(token) = trim($tok::VARCHAR)))
             GROUP BY b ORDER BY b""",
-        {"e": eval_id, "wd": width, "cont": measure == "expected", "bins": bins},
+        {"e": eval_id, "wd": width, "cont": measure == "expected", "bins": bins, "tok": token},
     ).df()
 
 

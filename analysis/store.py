@@ -351,3 +351,15 @@ def find_eval(con, run_id: str, dataset: str | None = None, mode: str | None = N
             "choose one with --dataset/--mode"
         )
     return rows[0][0]
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@contextmanager
+def reading_quietly(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
+    """`reading` without DuckDB's progress bar, which long queries would draw into the log
+    of a server (the app)."""
+    with reading(path, timeout) as con:
+        con.execute("SET enable_progress_bar = false")
+        yield con

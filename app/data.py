@@ -3,9 +3,8 @@
 Every function opens a read-only connection for its query and closes it (a reader that
 stays open would block `cyb eval`). Results are cached with `st.cache_data`, keyed by the
 database's path and a version read from the file's size and modification time, so a new
-evaluation shows up on the next rerun. Aggregation happens in DuckDB through
-analysis.queries; the few queries that module lacks (documents, one page of a document)
-are here, with bound parameters.
+evaluation shows up on the next rerun. Every query is a function of analysis.queries (or
+analysis.store, analysis.export); this module only picks, caches and combines them.
 """
 
 from __future__ import annotations
@@ -43,9 +42,7 @@ def source(path: str | Path | None = None) -> Source:
 
 
 def _read(src: Source, fn: Callable, *args, **kwargs):
-    with store.reading(src.path) as con:
-        # long queries would otherwise draw progress bars into the server's log
-        con.execute("SET enable_progress_bar = false")
+    with store.reading_quietly(src.path) as con:
         return fn(con, *args, **kwargs)
 
 
@@ -71,12 +68,6 @@ def evals(src: Source) -> pd.DataFrame:
 _NOT_SETTINGS = {"out", "tokens", "data_tokens", "eval_every", "ckpt_every", "device"}
 
 
-def _runs(con) -> pd.DataFrame:
-    return con.execute(
-        "SELECT run_id, params, seed, base, status AS run_status FROM runs ORDER BY run_id"
-    ).df()
-
-
 def _hyper(params: str | None) -> dict:
     p = json.loads(params) if params else {}
     cfg, cyb = p.get("config") or {}, p.get("cyb") or {}
@@ -97,7 +88,7 @@ def _hyper(params: str | None) -> dict:
 @_cache
 def run_overview(src: Source) -> pd.DataFrame:
     """run_summary joined with each run's hyperparameters (one row per evaluation)."""
-    summary, runs = _read(src, lambda con: (queries.run_summary(con), _runs(con)))
+    summary, runs = _read(src, lambda con: (queries.run_summary(con), queries.run_rows(con)))
     hyper = pd.DataFrame([_hyper(p) for p in runs["params"]], index=runs.index)
     runs = pd.concat([runs.drop(columns="params"), hyper], axis=1)
     return summary.merge(runs, on="run_id", how="left")
@@ -141,52 +132,16 @@ def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.D
 # ----------------------------------------------------------------------------- text
 
 
-def _docs(con, eval_id: str) -> pd.DataFrame:
-    store.require_eval(con, eval_id)
-    return con.execute(
-        "SELECT doc_id, count(*) AS n_tokens FROM tokens WHERE eval_id = ? GROUP BY doc_id ORDER BY doc_id",
-        [eval_id],
-    ).df()
-
-
 @_cache
 def documents(src: Source, eval_id: str) -> pd.DataFrame:
     """doc_id and its number of token rows."""
-    return _read(src, _docs, eval_id)
-
-
-_PAGE = """
-WITH r AS (
-    SELECT t.idx, t.token_id, t.token, t.next_token, t.word, t.upos, t.tag, t.dk, t.t, t.s,
-           t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.char_start, t.char_end,
-           lead(t.char_start) OVER (ORDER BY t.idx) AS next_start,
-           lag(t.token) OVER w AS prev_token, lag(t.dk) OVER w AS prev_dk, lag(t.t) OVER w AS prev_t,
-           lag(t.s) OVER w AS prev_s, lag(t.expected_pauses) OVER w AS prev_expected_pauses,
-           lag(t.greedy_pauses) OVER w AS prev_greedy_pauses, lag(t.pauses) OVER w AS prev_pauses,
-           lag(t.nll) OVER w AS prev_nll
-    FROM tokens t
-    WHERE t.eval_id = $e AND t.doc_id = $d AND t.idx >= $start - 1 AND t.idx <= $start + $n
-    WINDOW w AS (ORDER BY t.idx))
-SELECT r.* EXCLUDE (next_start),
-       substr(d.text, r.char_start + 1, r.char_end - r.char_start) AS piece,
-       CASE WHEN r.next_start > r.char_end
-            THEN substr(d.text, r.char_end + 1, r.next_start - r.char_end) ELSE '' END AS gap
-FROM r JOIN docs d ON d.eval_id = $e AND d.doc_id = $d
-WHERE r.idx >= $start AND r.idx < $start + $n
-ORDER BY r.idx
-"""
-
-
-def _page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    return con.execute(_PAGE, {"e": eval_id, "d": doc_id, "start": start, "n": n}).df()
+    return _read(src, queries.documents, eval_id)
 
 
 @_cache
 def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Token rows idx in [start, start + n) of one document, with the text of each token
-    (`piece`, `gap` up to the next one) and the previous row's values (`prev_*`: the pauses
-    spent before predicting this token)."""
-    return _read(src, _page, eval_id, doc_id, start, n)
+    """Token rows idx in [start, start + n) of one document (analysis.queries.doc_page)."""
+    return _read(src, queries.doc_page, eval_id, doc_id, start, n)
 
 
 # ----------------------------------------------------------------------------- token types
@@ -209,26 +164,12 @@ def kwic(src: Source, eval_id: str, token: str, limit: int = 2000) -> pd.DataFra
     return _read(src, queries.kwic, eval_id, token=token, limit=limit)
 
 
-def _token_hist(con, eval_id: str, token: str, measure: str, bins: int) -> pd.DataFrame:
-    info = store.require_eval(con, eval_id)
-    x = queries._measure(info, measure)  # a constant column name
-    width = max(info["w_max"] - 1, 1) / bins if measure == "expected" else 1.0
-    return con.execute(
-        f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
-                   count(*) / sum(count(*)) OVER () AS fraction
-            FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
-                  FROM tokens WHERE eval_id = $e AND trim(token) = trim($tok) AND {x} IS NOT NULL)
-            GROUP BY b ORDER BY b""",
-        {"e": eval_id, "tok": token, "wd": width, "cont": measure == "expected", "bins": bins},
-    ).df()
-
-
 @_cache
 def token_histogram(
     src: Source, eval_id: str, token: str, measure: str, bins: int = 30
 ) -> pd.DataFrame:
     """Distribution of one token type's pauses over all its contexts (lo, hi, n, fraction)."""
-    return _read(src, _token_hist, eval_id, token, measure, bins)
+    return _read(src, queries.pause_histogram, eval_id, measure, bins, token=token)
 
 
 # ----------------------------------------------------------------------------- groups
@@ -316,9 +257,3 @@ def raw_rows(src: Source, eval_id: str, table: str, fmt: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
         path = _read(src, export.export_rows, eval_id, tmp, None, fmt, table)
         return Path(path).read_bytes()
-
-
-def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
-    """A table as CSV or Parquet bytes (via analysis.export, so files match `cyb export`)."""
-    with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
-        return export.export_frame(df, tmp, "table", fmt).read_bytes()

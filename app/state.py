@@ -31,7 +31,6 @@ class Filters:
     run: str
     eval_id: str
     w: int
-    variant: str
     compare: tuple[str, ...]  # other evaluations of the same dataset and mode
     measure: str
     min_count: int
@@ -120,7 +119,6 @@ def sidebar(src: data.Source, evals: pd.DataFrame) -> Filters:
         run=run,
         eval_id=row["eval_id"],
         w=ws[row["eval_id"]],
-        variant=str(row["variant"]),
         compare=tuple(by_run[r] for r in compare),
         measure=measure,
         min_count=int(min_count),

@@ -14,7 +14,7 @@ import pytest
 from fixtures_app import ROOT, build_db, empty_db
 from streamlit.testing.v1 import AppTest
 
-from app import charts, data, exports
+from app import charts, data, downloads, token_html
 from app import cli as app_cli
 from app.state import Filters
 
@@ -228,7 +228,7 @@ def test_unreadable_database_is_explained(tmp_path, monkeypatch):
     assert "unavailable" in at.title[0].value and "not a cyb database" in at.warning[0].value
 
 
-# ----------------------------------------------------------------------------- exports, charts
+# ----------------------------------------------------------------------------- downloads, charts
 
 
 def test_export_callables_build_files(db):
@@ -242,26 +242,25 @@ def test_export_callables_build_files(db):
         run="ap-full",
         eval_id=ids[0],
         w=4,
-        variant="cyb-ap",
         compare=(ids[2],),
         measure="expected",
         min_count=5,
         labels=labels,
         ws=dict.fromkeys(ids, 4),
     )
-    opts = exports.Options(by="tag", token="the")
-    for name, make in exports.tables(f, opts).items():
+    opts = downloads.Options(by="tag", token="the")
+    for name, make in downloads.tables(f, opts).items():
         df = make()
         assert isinstance(df, pd.DataFrame) and len(df), name
-        assert data.frame_bytes(df, "parquet")[:4] == b"PAR1"
-    for name, make in exports.figures(f, opts).items():
+        assert downloads.frame_bytes(df, "parquet")[:4] == b"PAR1"
+    for name, make in downloads.figures(f, opts).items():
         fig = make()
         assert fig.data, name
-        assert b"plotly" in exports.figure_bytes(fig, "html")[:5000].lower()
+        assert b"plotly" in downloads.figure_bytes(fig, "html")[:5000].lower()
     assert data.conllu(src, ids[0]).startswith(f"# cyb_eval = {ids[0]}")
     assert "\\begin{tabular}" in data.table3(src, ids[0], "latex", "expected", 5)
     assert data.raw_rows(src, ids[0], "tokens", "parquet")[:4] == b"PAR1"
-    page = exports.text_page(f, data.documents(src, ids[0])["doc_id"].iloc[0], "predicted")
+    page = downloads.text_page(f, data.documents(src, ids[0])["doc_id"].iloc[0], "predicted")
     assert page.startswith(b"<!doctype html>") and page.count(b'class="tok"') > 100
 
 
@@ -293,11 +292,11 @@ def test_text_html_escapes_and_colours():
             },
         }
     )
-    out = charts.text_html(rows, 4)
+    out = token_html.text_html(rows, 4)
     assert "<b>" not in out.replace('<span class="tok"', "") and "&lt;b&gt;" in out
-    first, last = charts.step_colors([1, 4], 4)
+    first, last = token_html.step_colors([1, 4], 4)
     assert first != last and out.count("background:") == 2
-    assert charts.text_html(rows, 4, "predicted").count("predicted ") == 2
+    assert token_html.text_html(rows, 4, "predicted").count("predicted ") == 2
 
 
 def test_chart_builders_handle_empty_frames():

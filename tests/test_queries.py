@@ -1,3 +1,4 @@
+import json
 import math
 import shutil
 
@@ -211,6 +212,59 @@ def test_runs_curves_and_kwic(db, rows):
     assert len(q.kwic(con, eid, token_id=tid)) == (rows["token_id"] == tid).sum()
     with pytest.raises(StoreError, match="no evaluation"):
         q.kwic(con, "ghost:x:dense", token="the")
+
+
+def test_token_histogram_is_the_pause_histogram_of_one_type(db, rows):
+    con, eid, _ = db
+    the = rows[rows["token"].str.strip() == "the"]
+    g = q.pause_histogram(con, eid, "greedy", token=" the ")  # surrounding spaces ignored
+    assert g.set_index("lo")["n"].to_dict() == the["greedy_pauses"].value_counts().to_dict()
+    h = q.pause_histogram(con, eid, "expected", bins=6, token="the")
+    assert h["n"].sum() == len(the) > 0 and h["fraction"].sum() == pytest.approx(1)
+    ref = np.minimum(np.floor(the["expected_pauses"] / (2 / 6)), 5).value_counts()
+    assert dict(zip(np.round(h["lo"] / (2 / 6)), h["n"], strict=True)) == ref.to_dict()
+    assert q.pause_histogram(con, eid, "greedy", token="'; DROP TABLE tokens; --").empty
+
+
+def test_documents_and_doc_page(db, rows):
+    con, eid, _ = db
+    docs = q.documents(con, eid)
+    ref = rows.groupby("doc_id").size()
+    assert docs["doc_id"].tolist() == sorted(ref.index)
+    assert docs.set_index("doc_id")["n_tokens"].to_dict() == ref.to_dict()
+    doc = docs["doc_id"].iloc[0]
+    text = con.execute(
+        "SELECT text FROM docs WHERE eval_id = ? AND doc_id = ?", [eid, doc]
+    ).fetchall()[0][0]
+    r = rows[rows["doc_id"] == doc].sort_values("idx").reset_index(drop=True)
+    nxt = r["char_start"].shift(-1)
+    gap = [
+        text[e:n] if n > e else ""
+        for e, n in zip(r["char_end"], nxt.fillna(-1).astype(int), strict=True)
+    ]
+    for start, n in ((0, 5), (7, 4), (len(r) - 2, 10)):
+        page = q.doc_page(con, eid, doc, start, n)
+        want = r.iloc[start : start + n]
+        assert page["idx"].tolist() == want["idx"].tolist()
+        assert page["piece"].tolist() == [
+            text[a:b] for a, b in zip(want["char_start"], want["char_end"], strict=True)
+        ]
+        assert page["gap"].tolist() == gap[start : start + n]
+        prev = r["expected_pauses"].shift(1).iloc[start : start + n]
+        np.testing.assert_allclose(page["prev_expected_pauses"].astype(float), prev, rtol=1e-12)
+        prev_token = r["token"].shift(1).iloc[start : start + n]
+        assert page["prev_token"].tolist()[1:] == prev_token.tolist()[1:]
+    assert q.doc_page(con, eid, doc, 0, 5)["prev_token"].isna().iloc[0]
+    with pytest.raises(StoreError, match="no evaluation"):
+        q.documents(con, "ghost:x:dense")
+
+
+def test_run_rows(db):
+    con, _, _ = db
+    runs = q.run_rows(con).set_index("run_id")
+    assert sorted(runs.index) == sorted(q.run_summary(con)["run_id"])
+    assert runs.loc["shifted", "run_status"] == "checkpoint"
+    assert json.loads(runs.loc["shifted", "params"]) == {}
 
 
 def test_adaptive_measure_uses_observed_pauses(tmp_path):

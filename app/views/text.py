@@ -3,7 +3,7 @@ two side by side with their difference."""
 
 import streamlit as st
 
-from app import charts, data, state, ui
+from app import data, state, token_html, ui
 
 f = state.current()
 st.title("Text")
@@ -43,22 +43,22 @@ with ui.problems():
 
     rows = data.doc_page(f.src, f.eval_id, doc, start, size)
     if side is None:
-        st.html(charts.legend_html(f.w))
-        st.html(charts.text_html(rows, f.w, colour))
+        st.html(token_html.legend_html(f.w))
+        st.html(token_html.text_html(rows, f.w, colour))
     else:
         rows_b = data.doc_page(f.src, side, doc, start, size)
         w = max(f.w, f.ws.get(side, 1))
         both, diff = st.tabs(["Side by side", "Difference (B minus A)"])
         with both:
-            st.html(charts.legend_html(w))
+            st.html(token_html.legend_html(w))
             left, right = st.columns(2)
             left.markdown(f"**A: {f.label(f.eval_id)}**")
-            left.html(charts.text_html(rows, w, colour))
+            left.html(token_html.text_html(rows, w, colour))
             right.markdown(f"**B: {f.label(side)}**")
             if rows_b.empty:
                 right.info(f"{doc} was not evaluated for this run")
             else:
-                right.html(charts.text_html(rows_b, w, colour))
+                right.html(token_html.text_html(rows_b, w, colour))
         with diff:
-            st.html(charts.diff_legend_html(w))
-            st.html(charts.diff_html(rows, rows_b, w, colour, ("A", "B")))
+            st.html(token_html.diff_legend_html(w))
+            st.html(token_html.diff_html(rows, rows_b, w, colour, ("A", "B")))

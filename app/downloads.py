@@ -1,9 +1,11 @@
-"""What the Export page offers: every table and figure of the pages for the current filters,
-as zero-argument callables, so nothing is computed until its download button is clicked."""
+"""The files of the Export page's download buttons: every table and figure of the pages for the
+current filters as zero-argument callables, so nothing is computed until its button is clicked,
+and the bytes of each file format."""
 
 from __future__ import annotations
 
 import html
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from analysis.export import safe_name
+from analysis.export import export_frame, safe_name
 
-from . import charts, data
+from . import charts, data, token_html
 from .state import Filters
 
 
@@ -100,7 +102,7 @@ def text_page(f: Filters, doc: str, colour: str = "input") -> bytes:
     """The first TEXT_TOKENS tokens of a document coloured by processing steps, as a
     standalone HTML page (hover titles included), the Text page's view for a paper's figure."""
     rows = data.doc_page(f.src, f.eval_id, doc, 0, TEXT_TOKENS)
-    body = charts.legend_html(f.w) + charts.text_html(rows, f.w, colour)
+    body = token_html.legend_html(f.w) + token_html.text_html(rows, f.w, colour)
     title = html.escape(f"{f.eval_id} · {doc} · colour: {colour} token")
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
@@ -118,3 +120,9 @@ def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
         return fig.to_html(include_plotlyjs=True, full_html=True).encode()
     height = fig.layout.height or 500
     return pio.to_image(fig, format=fmt, width=1100, height=height, scale=2 if fmt == "png" else 1)
+
+
+def frame_bytes(df: pd.DataFrame, fmt: str) -> bytes:
+    """A table as CSV or Parquet bytes (via analysis.export, so files match `cyb export`)."""
+    with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
+        return export_frame(df, tmp, "table", fmt).read_bytes()
