@@ -59,7 +59,8 @@ def built(tmp_path_factory):
     cfg_path.write_text(CONFIG.format(out=tmp / "runs" / "paper-variants", db=db, root=ROOT))
     list(experiment.run(experiment.load_config(cfg_path), progress=False))
     (tmp / "runs" / "paper.log").write_text(
-        "START variants 2026-01-01T00:00:00Z\nEND variants 2026-01-01T00:30:00Z\n")
+        "START variants 2026-01-01T00:00:00Z\nEND variants 2026-01-01T00:30:00Z\n"
+    )
     data = results.collect(tmp / "runs", db, tmp / "data", min_count=3)
     doc = results.render(data, tmp / "results.md", figures=False, dataset=DATASET)
     return tmp, db, data, doc.read_text()
@@ -68,14 +69,18 @@ def built(tmp_path_factory):
 def test_collect_writes_compact_tables_of_every_run(built):
     tmp, db, data, _ = built
     runs = pd.read_parquet(data / "runs.parquet")
-    assert sorted(runs["run_id"]) == ["paper-variants.baseline-1x1-s0", "paper-variants.baseline-1x1-s1",
-                                      "paper-variants.cyb-ap-1x1-s0"]
+    assert sorted(runs["run_id"]) == [
+        "paper-variants.baseline-1x1-s0",
+        "paper-variants.baseline-1x1-s1",
+        "paper-variants.cyb-ap-1x1-s0",
+    ]
     assert runs["complete"].all() and (runs["steps"] == 8).all()
     log = pd.read_parquet(data / "train_log.parquet")
     assert log.groupby("run_id")["step"].max().eq(8).all() and log["val_ppl"].notna().any()
     steps = pd.read_parquet(data / "steps.parquet")
-    assert steps.groupby("eval_id")["mean_s"].sum().round(6).eq(1).all()  # a distribution over 0..W-1
-    assert len(pd.read_parquet(data / "density.parquet")) and len(pd.read_parquet(data / "table3.parquet"))
+    assert steps.groupby("eval_id")["mean_s"].sum().round(6).eq(1).all()  # over 0..W-1
+    assert len(pd.read_parquet(data / "density.parquet"))
+    assert len(pd.read_parquet(data / "table3.parquet"))
     assert not (tmp / "data.tmp").exists()
 
 
@@ -95,8 +100,9 @@ def test_render_carries_the_database_numbers(built):
 
 def test_figures_build_for_every_section(built):
     tmp, db, data, _ = built
-    figs = results._figures(results.Data(data, DATASET), None)
-    assert {"fig-variants.png", "fig-data.png", "fig-latency.png", "fig-calibration.png"} <= set(figs)
+    figs = results.build_figures(results.Data(data, DATASET), None)
+    expected = {"fig-variants.png", "fig-data.png", "fig-latency.png", "fig-calibration.png"}
+    assert expected <= set(figs)
 
 
 def test_crossing_interpolates_between_points():

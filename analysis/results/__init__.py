@@ -1,0 +1,13 @@
+"""docs/results.md and its figures from the paper-comparison runs; `python -m analysis.results`
+(cli.py) collects the runs into compact Parquet (collect.py) and renders the document from it
+(document.py: one function per section in overview.py, perplexity.py, pauses.py, verdicts.py;
+figures in figures.py)."""
+
+from .cli import main
+from .collect import collect
+from .data import Data, ResultsError
+from .document import render
+from .efficiency import crossing
+from .figures import build_figures
+
+__all__ = ["Data", "ResultsError", "build_figures", "collect", "crossing", "main", "render"]

@@ -1,0 +1,52 @@
+"""docs/results.md from the paper-comparison runs (configs/paper/*.toml).
+
+    python -m analysis.results collect   # run directories + DuckDB -> compact Parquet in docs/results/data
+    python -m analysis.results render    # Parquet -> docs/results.md and docs/results/fig-*.png
+    python -m analysis.results           # both
+
+`collect` needs the runs and the evaluation database; `render` needs only the committed Parquet
+files, so the document and its figures can be rebuilt from a clean clone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .collect import collect
+from .data import DATA_DIR, DOC, ResultsError
+from .document import render
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.results",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", nargs="?", choices=["collect", "render", "all"], default="all")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs"),
+        help="root of the run directories (default: runs)",
+    )
+    p.add_argument("--db", type=Path, default=Path("data/paper.duckdb"), help="evaluation database")
+    p.add_argument(
+        "--data", type=Path, default=DATA_DIR, help="compact results data (default: %(default)s)"
+    )
+    p.add_argument("--doc", type=Path, default=DOC, help="document to write (default: %(default)s)")
+    p.add_argument(
+        "--no-figures", action="store_true", help="skip the PNG figures (they need Chromium)"
+    )
+    args = p.parse_args(argv)
+    try:
+        if args.action in ("collect", "all"):
+            print(f"collected {collect(args.runs, args.db, args.data)}")
+        if args.action in ("render", "all"):
+            print(f"wrote {render(args.data, args.doc, figures=not args.no_figures)}")
+    except (ResultsError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,37 @@
+"""`render`: the compact results data -> docs/results.md and its figures, section by section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import overview, pauses, perplexity, verdicts
+from .data import DATA_DIR, DATASET, DOC, Data
+from .figures import build_figures
+
+
+def render(
+    data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset: str = DATASET
+) -> Path:
+    d = Data(data, dataset)
+    fig_dir = doc.parent / "results"
+    build_figures(d, fig_dir if figures else None)
+    notes = fig_dir / "notes.md"  # the hand-written reading of the numbers
+    sections = (
+        overview.header(notes.read_text() if notes.exists() else ""),
+        overview.setup(d),
+        perplexity.learning_rates(d),
+        perplexity.variants(d),
+        perplexity.hyperparameters(d),
+        perplexity.pause_init(d),
+        perplexity.data_efficiency(d),
+        perplexity.scratch(d),
+        pauses.latency(d),
+        pauses.calibration(d),
+        pauses.tokens(d),
+        verdicts.what_reproduced(d),
+        overview.runs(d),
+    )
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text("\n".join(part for section in sections for part in section))
+    tmp.replace(doc)
+    return doc
