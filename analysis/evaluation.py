@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from cyb_core import synthetic
+
 from . import pos, store
 from .store import StoreError
 
@@ -211,6 +213,11 @@ def build_tables(
         sel = np.flatnonzero(result.doc == j)
         for k, v in pos.align(text, result.char_start[sel], result.char_end[sel], words[j]).items():
             ann[k][sel] = v
+    classes = np.zeros(len(result.nll), dtype=np.int8)  # of the next (predicted) token
+    for j, text in enumerate(texts):
+        sel = np.flatnonzero(result.doc == j)  # rows of a document are in token order
+        cls = synthetic.token_classes(text, result.char_start[sel], result.char_end[sel])
+        classes[sel[:-1]] = cls[1:]  # the last row predicts end-of-text: natural
     vocab = decode_table(tokenizer, np.concatenate([result.token_id, result.next_id]))
     doc_ids = np.array([d["doc_id"] for d in docs], dtype=object)
     pauses = result.pauses
@@ -236,6 +243,7 @@ def build_tables(
             ),
             "nll": pa.array(result.nll, type=pa.float64()),
             "correct": pa.array(result.correct, type=pa.bool_()),
+            "token_class": pa.array(np.array(synthetic.CLASSES)[classes], type=pa.string()),
         }
     )
     docs_t = pa.table({"doc_id": pa.array(doc_ids.tolist(), type=pa.string()), "text": texts})

@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS meta (
 -- One row per evaluated model: a training run directory or any compatible checkpoint.
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,       -- run directory name (or checkpoint directory name)
-    variant VARCHAR,                  -- baseline | tbys | cyb-ap | cyb-va | cyb-dp
+    variant VARCHAR,                  -- a name of cyb_core.variants.VARIANTS
     recipe VARCHAR,                   -- constant (Recipe 1) | variable (Recipe 2)
     w_max INTEGER,                    -- steps per real token W (1 = no pauses)
     params JSON,                      -- {"cyb": CYB settings, "config": run config.json, "checkpoint": path}
@@ -88,5 +88,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     greedy_pauses INTEGER,
     pauses INTEGER,                   -- pauses actually taken (adaptive); NULL in dense mode
     nll DOUBLE,                       -- -log p(next token)
-    correct BOOLEAN
+    correct BOOLEAN,
+    token_class VARCHAR               -- class of the *next* token (the one predicted): natural |
+                                      -- synthetic (a synthetic line) | answer (its answer);
+                                      -- cyb_core.synthetic.classify. Added in schema version 2.
 );

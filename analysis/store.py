@@ -28,7 +28,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Each older version -> statements that bring it one version up (applied by writers only).
+MIGRATIONS = {1: ("ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_class VARCHAR",)}
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 DEFAULT_DB = Path("data/cyb.duckdb")
 TABLES = ("meta", "runs", "train_log", "evals", "docs", "words", "tokens")
@@ -85,18 +87,29 @@ def schema_version(con) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def _check_version(con, path) -> None:
+def _check_version(con, path, upgradable: bool = False) -> None:
     found = schema_version(con)
-    if found is not None and found != SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; "
-            "use another --db (or move that file away)"
-        )
+    if found is None or found == SCHEMA_VERSION or (upgradable and found in MIGRATIONS):
+        return
+    hint = (
+        "write one evaluation into it (`cyb eval ... --db` upgrades it) or use another --db"
+        if found in MIGRATIONS
+        else "use another --db (or move that file away)"
+    )
+    raise StoreError(f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; {hint}")
 
 
 def apply_schema(con) -> None:
-    """Create what is missing; a no-op on a current database; refuses another version."""
-    _check_version(con, "the database")
+    """Create what is missing and upgrade an older version; refuses an unknown version."""
+    _check_version(con, "the database", upgradable=True)
+    found = schema_version(con)
+    while found is not None and found < SCHEMA_VERSION:
+        con.begin()
+        for statement in MIGRATIONS[found]:
+            con.execute(statement)
+        found += 1
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(found)])
+        con.commit()
     con.execute(SCHEMA_FILE.read_text())
     con.execute(
         "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",

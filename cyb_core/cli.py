@@ -31,6 +31,17 @@ def cmd_data_build(args):
     prov = build(Path(args.out), None if args.no_fixture else Path(args.fixture), Path(args.cache), seed=args.seed)
     for name, info in prov["outputs"].items():
         print(f"{name}: {json.dumps(info)}")
+    if not args.no_mixed:
+        args.natural = args.out
+        cmd_data_mix(args)
+
+
+def cmd_data_mix(args):
+    from .synthetic import write_mixed
+
+    manifest = write_mixed(args.mixed, args.natural, share=args.share, seed=args.seed)
+    for split, info in manifest["files"].items():
+        print(f"{args.mixed}/{split}: {info['docs']} synthetic documents, {info['chars']} characters")
 
 
 def cmd_tokenizer(args):
@@ -129,7 +140,21 @@ def build_parser() -> Parser:
     b.add_argument("--no-fixture", action="store_true", help="do not rewrite the test fixture")
     b.add_argument("--cache", default="data/raw", help="where fetched packages are kept (default: %(default)s)")
     b.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    b.add_argument("--mixed", default="data/mixed", help="where the mixed corpus (natural + synthetic lines) goes (default: %(default)s)")
+    b.add_argument("--share", type=float, default=0.25, help="synthetic share of the characters of each mixed split (default: %(default)s)")
+    b.add_argument("--no-mixed", action="store_true", help="do not rewrite the mixed corpus")
     b.set_defaults(func=cmd_data_build)
+
+    mx = data_sub.add_parser("mix", help="write the mixed corpus: natural text plus compute-hungry synthetic lines",
+                             description="Generate seeded synthetic lines (sums `a + b = c` with 1-3 digit operands, "
+                             "three-operand sums, counting; see cyb_core/synthetic.py) for each split of --natural at "
+                             "--share of its characters, and write them with a mix.json to --mixed. Train or evaluate "
+                             "on it with --data-root data/mixed; its answer tokens are tagged in every evaluation.")
+    mx.add_argument("--natural", default="data/corpus", help="the natural corpus to mix into (default: %(default)s)")
+    mx.add_argument("--mixed", default="data/mixed", help="output directory (default: %(default)s)")
+    mx.add_argument("--share", type=float, default=0.25, help="synthetic share of the characters of each split, in (0, 1) (default: %(default)s)")
+    mx.add_argument("--seed", type=int, default=0, help="seed of the generator (default: %(default)s)")
+    mx.set_defaults(func=cmd_data_mix)
 
     t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer",
                        description="Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
@@ -162,6 +187,8 @@ def build_parser() -> Parser:
     r.add_argument("--recipe", default="constant", choices=["constant", "variable"], help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)")
     r.add_argument("--psi", type=float, default=0.9, help="DK prior psi' (default: %(default)s)")
     r.add_argument("--pause-init", default="keep", choices=["keep", "mean"], help="input embeddings of the pause tokens: as in --init, or the mean real-token embedding (default: %(default)s)")
+    r.add_argument("--mask-pauses", action="store_true", help="pause tokens are input only: their logits are -inf, so "
+                   "the output softmax never pushes their rows (tied to the input embeddings in the shipped models)")
     for name, (kind, text) in variants.HPARAMS.items():
         r.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     r.set_defaults(func=cmd_train)

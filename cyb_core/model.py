@@ -48,6 +48,9 @@ class CYBSettings:
     variant: str = "baseline"
     recipe: str = "constant"  # "constant" (Recipe 1) or "variable" (Recipe 2)
     hparams: dict = field(default_factory=dict)  # omega, gamma, rho, alpha, ...
+    # Pause tokens are input only: with their logits at -inf the output softmax never pushes
+    # their rows, which the output head shares with the input embeddings when tied.
+    mask_pauses: bool = False
 
     def __post_init__(self):
         if not 1 <= self.w <= tok_lib.MAX_PAUSES + 1:
@@ -92,7 +95,11 @@ class CYBModel(torch.nn.Module):
             cache=cache,
             use_cache=use_cache,
         )
-        return apply_dk_prior(out.logits, self.dk_id, self.settings.psi), out.past_key_values
+        logits = out.logits
+        if self.settings.mask_pauses:
+            pauses = torch.tensor(self.pause_ids, device=logits.device)
+            logits = logits.index_fill(-1, pauses, float("-inf"))
+        return apply_dk_prior(logits, self.dk_id, self.settings.psi), out.past_key_values
 
     def with_settings(self, **changes) -> CYBModel:
         self.settings = replace(self.settings, **changes)

@@ -34,6 +34,7 @@ class TrainConfig:
     recipe: str = "constant"
     psi: float = 0.9
     hparams: dict = field(default_factory=dict)
+    mask_pauses: bool = False  # pause logits at -inf: pauses are input only (model.CYBSettings)
     pause_init: str = "keep"  # input embeddings of the pause tokens: as in `init`, or "mean" of the real tokens
     data_root: str = "data/corpus"
     split: str = "finetune"
@@ -135,7 +136,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
-    settings = dict(w=cfg.w, psi=cfg.psi, variant=cfg.variant, recipe=cfg.recipe, hparams=cfg.hparams)
+    settings = dict(w=cfg.w, psi=cfg.psi, variant=cfg.variant, recipe=cfg.recipe, hparams=cfg.hparams,
+                    mask_pauses=cfg.mask_pauses)
     if cfg.init.startswith("scratch:"):
         from . import tokenizer as tok_lib
 

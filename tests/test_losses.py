@@ -79,6 +79,8 @@ def reference(
             g = [gamma**i if gamma_kind == "exp" else 1 - i * (1 - gamma) for i in range(n)]
             if variant in ("baseline", "tbys"):
                 loss = -_log(tt[n - 1])
+            elif variant == "control":
+                loss = -_log(tt[0])
             elif variant == "cyb-ap":
                 loss = -_log(sum(s[i] * g[i] * tt[i] for i in range(n)))
             else:
@@ -98,6 +100,7 @@ def reference(
 
 CASES = [
     ("tbys", {}),
+    ("control", {}),
     ("cyb-ap", {}),
     ("cyb-ap", {"omega": "4:1:1:4", "gamma": 0.9}),
     ("cyb-ap", {"omega": "1:0:0:1", "gamma": 0.8, "gamma_kind": "linear"}),
@@ -363,3 +366,27 @@ def test_bf16_logits_keep_their_dtype_and_match_fp32():
     assert g.dtype == torch.bfloat16
     ref = compute("cyb-ap", low.detach().float().requires_grad_(), targets, DK)
     torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-5)
+
+
+def test_control_scores_only_the_real_tokens_own_step():
+    logits, targets = _random(seed=21)
+    out = compute("control", logits, targets, DK)
+    keep = [v for v in range(V) if v != DK]
+    y = targets.clone()
+    y[y > DK] -= 1
+    ce = F.cross_entropy(logits[:, :, 0, keep].reshape(-1, V - 1), y.flatten())
+    torch.testing.assert_close(out.loss, ce, rtol=1e-12, atol=1e-12)
+    (g,) = torch.autograd.grad(out.loss, logits)
+    assert g[:, :, 1:].abs().max() == 0  # the pause steps are context, never scored
+    assert out.metrics["expected_pauses"] == 0  # it answers at step 0
+    with pytest.raises(ValueError, match="needs pauses"):
+        losses.check("control", 1)
+
+
+def test_every_variant_has_a_loss_and_a_known_readout():
+    for v in variants.VARIANTS.values():
+        assert callable(getattr(losses, v.loss)) and v.readout in variants.READOUTS
+        assert set(v.hparams) <= set(variants.HPARAMS)
+    assert variants.color("tbys-3") == variants.VARIANTS["tbys"].color
+    assert variants.color("cyb-ap-time") == variants.VARIANTS["cyb-ap"].color
+    assert variants.resolve_w("baseline", 4) == 1 and variants.resolve_w("control", 4) == 4
