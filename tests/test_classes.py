@@ -1,0 +1,118 @@
+"""analysis.classes against plain numpy/pandas on a stored synthetic evaluation with sums in it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_store_support import RUN, synthetic_result, tokenizer
+
+from analysis import classes, pos, store
+from analysis.evaluation import build_tables
+from cyb_core import synthetic
+
+N = 40  # tokens per document, 2 characters each
+TEXTS = [
+    "ab" * 8 + "\n12 + 7 = 19\n" + "cd" * 3 + "How many x in x o x? 2." + "e" * 17,
+    "ab" * 20 + "\n905 + 87 = 992\n" + "f" * 24,
+]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    docs = [{"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)]
+    assert all(len(d["text"]) == 2 * N for d in docs)
+    result = synthetic_result(w=3, seed=4)
+    tables = build_tables(result, docs, pos.tag_texts([d["text"] for d in docs]), tokenizer())
+    db = tmp_path_factory.mktemp("classes") / "c.duckdb"
+    eid = store.write_eval(db, run=RUN, eval_row={"run_id": "synthetic", "dataset": "sums", "mode": "dense"},
+                           **tables)
+    # the reference: class of the next token from the characters, as the docstring defines it
+    cls = []
+    for d in docs:
+        c = synthetic.token_classes(d["text"], np.arange(N) * 2, np.arange(N) * 2 + 2)
+        cls.append(np.append(c[1:], 0))
+    frame = pd.DataFrame({"cls": np.array(synthetic.CLASSES)[np.concatenate(cls)], "nll": result.nll,
+                          "correct": result.correct, "pauses": result.expected_pauses,
+                          "greedy": result.greedy_pauses})
+    return db, eid, result, frame
+
+
+def test_every_class_is_present_and_counted(stored):
+    db, eid, _, frame = stored
+    with store.reading(db) as con:
+        got = classes.class_summary(con, eid).set_index("token_class")
+    assert set(got.index) == {"answer", "synthetic", "natural"}
+    want = frame.groupby("cls").agg(n=("nll", "size"), nll=("nll", "mean"), acc=("correct", "mean"),
+                                    pauses=("pauses", "mean"), rate=("greedy", lambda g: (g > 0).mean()))
+    for c in got.index:
+        assert got.loc[c, "n"] == want.loc[c, "n"]
+        assert got.loc[c, "nll"] == pytest.approx(want.loc[c, "nll"])
+        assert got.loc[c, "accuracy"] == pytest.approx(want.loc[c, "acc"])
+        assert got.loc[c, "expected_pauses"] == pytest.approx(want.loc[c, "pauses"])
+        assert got.loc[c, "pause_rate"] == pytest.approx(want.loc[c, "rate"])
+
+
+def _partial(x, y, z):
+    r = pd.DataFrame({"x": x, "y": y, "z": z}).rank().corr().to_numpy()
+    rxy, rxz, ryz = r[0, 1], r[0, 2], r[1, 2]
+    den = (1 - rxz**2) * (1 - ryz**2)
+    return rxy, (rxy - rxz * ryz) / np.sqrt(den) if den > 1e-9 else np.nan
+
+
+def test_partial_spearman_matches_pandas(stored):
+    db, eid, result, frame = stored
+    with store.reading(db) as con:
+        got = classes.class_calibration(con, eid)
+    assert set(got["step"]) == {0, 1} and got["partial_spearman"].notna().sum() >= 4
+    for row in got.itertuples():
+        sel = (frame["cls"] == row.token_class).to_numpy()
+        i = row.step
+        x, y, z = result.d[sel, i], result.t[sel, i + 1] - result.t[sel, i], result.t[sel, i]
+        plain, partial = _partial(x, y, z)
+        assert row.n == sel.sum()
+        assert row.spearman == pytest.approx(plain, abs=1e-9)
+        assert row.partial_spearman == pytest.approx(partial, abs=1e-9, nan_ok=True)
+        assert row.mean_gain == pytest.approx(y.mean())
+
+
+def test_evaluations_without_classes_are_refused(stored, tmp_path):
+    db, eid, _, _ = stored
+    import shutil
+
+    import duckdb
+
+    copy = tmp_path / "old.duckdb"
+    shutil.copy(db, copy)
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE tokens SET token_class = NULL")
+    with store.reading(copy) as con, pytest.raises(store.StoreError, match="evaluate it again"):
+        classes.class_summary(con, eid)
+
+
+def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stored, tmp_path):
+    import shutil
+
+    import duckdb
+
+    db, eid, _, _ = stored
+    old = tmp_path / "v1.duckdb"
+    shutil.copy(db, old)
+    with duckdb.connect(str(old)) as con:
+        con.execute("ALTER TABLE tokens DROP COLUMN token_class")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(store.StoreError, match="upgrades it"):
+        store.connect_read(old)
+    _, tables = build_tables_again()
+    store.write_eval(old, run=RUN, eval_row={"run_id": "synthetic", "dataset": "again", "mode": "dense"},
+                     **tables)
+    with store.reading(old) as con:
+        assert store.schema_version(con) == store.SCHEMA_VERSION
+        rows = con.execute(
+            "SELECT eval_id, count(token_class) FROM tokens GROUP BY eval_id ORDER BY eval_id"
+        ).fetchall()
+    assert rows[0] == ("synthetic:again:dense", 2 * N) and rows[1] == (eid, 0)  # old rows kept
+
+
+def build_tables_again():
+    docs = [{"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)]
+    result = synthetic_result(w=3, seed=5)
+    return result, build_tables(result, docs, pos.tag_texts([d["text"] for d in docs]), tokenizer())
