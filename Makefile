@@ -39,8 +39,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_generate.py
 
+LINT := cyb cyb_core analysis app tests benchmarks
+
 lint: $(STAMP)
-	$(BIN)/ruff check cyb_core analysis app tests benchmarks
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 
 data: $(STAMP)
 	$(BIN)/cyb data build

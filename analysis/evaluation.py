@@ -312,14 +312,12 @@ def run_eval(
         ) from e
     texts = [d["text"] for d in docs]
     if mode == "dense":
-        from cyb_core.evaluate import dense_eval
+        from cyb_core.dense import dense_eval
 
         result = dense_eval(model, texts, seq_len=seq_len, batch_size=batch_size, progress=progress)
     else:
-        try:
-            from cyb_core.engine import adaptive_eval
-        except ImportError as e:
-            raise StoreError(f"adaptive evaluation is not available ({e}); use --mode dense") from e
+        from cyb_core.adaptive import adaptive_eval
+
         result = adaptive_eval(
             model,
             texts,
@@ -329,8 +327,6 @@ def run_eval(
             seed=seed,
             progress=progress,
         )
-        if result.pauses is None:
-            raise StoreError("adaptive evaluation returned no observed pause counts")
     words = pos.tag_texts(texts, nlp, progress=progress)
     tables = build_tables(result, docs, words, model.tokenizer)
     log = read_train_log(tgt.log_path)
@@ -345,7 +341,7 @@ def run_eval(
     )
     return {
         "eval_id": eval_id,
-        "db": str(db or store.default_db_path()),
+        "db": str(store.default_db_path(db)),
         **result.summary(),
         "eval_s": t_eval - t0,
         "write_s": time.perf_counter() - t_eval,

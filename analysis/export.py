@@ -7,15 +7,14 @@ renamed, so an interrupted export never leaves a truncated file under the final 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+
+from cyb_core.atomic import atomic_write
 
 from . import pos, queries
 from .store import StoreError, require_eval
@@ -57,19 +56,6 @@ def safe_path(out_dir: str | Path, name: str) -> Path:
     return path
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
     if fmt not in allowed:
         raise StoreError(f"format must be one of {', '.join(allowed)} here, got {fmt!r}")
@@ -81,8 +67,8 @@ def export_frame(df: pd.DataFrame, out_dir: str | Path, name: str, fmt: str = "c
     _check_name(name)
     path = safe_path(out_dir, name if name.endswith(SUFFIX[fmt]) else name + SUFFIX[fmt])
     if fmt == "csv":
-        return _atomic(path, lambda p: df.to_csv(p, index=False))
-    return _atomic(path, lambda p: df.to_parquet(p, index=False))
+        return atomic_write(path, lambda p: df.to_csv(p, index=False))
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
 def export_rows(
@@ -118,7 +104,7 @@ def export_rows(
                 for batch in reader:
                     w.write_batch(batch)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 # ----------------------------------------------------------------------------- CoNLL-U
@@ -237,7 +223,7 @@ def _doc_lines(
 def export_conllu(con, eval_id: str, out_dir: str | Path, name: str | None = None) -> Path:
     path = safe_path(out_dir, name or f"{safe_name(eval_id)}.conllu")
     lines = conllu_lines(con, eval_id)
-    return _atomic(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    return atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------- Table 3
@@ -269,12 +255,15 @@ def table3(
     measure: str = "expected",
     min_count: int = 20,
     top: int = 10,
+    token_class: str | None = None,
 ) -> str:
-    """The four-quadrant token table (paper's Table 3) as Markdown or LaTeX."""
+    """The four-quadrant token table (paper's Table 3) as Markdown or LaTeX; with `token_class`,
+    only the rows that predict a token of that class (analysis.classes.CLASSES)."""
     _check_format(fmt, TABLE3_FORMATS)
-    q = queries.token_quadrants(con, eval_id, measure, min_count, top)
+    q = queries.token_quadrants(con, eval_id, measure, min_count, top, token_class)
+    rows_of = f"{eval_id} (rows predicting {token_class} tokens)" if token_class else eval_id
     if q.empty:
-        raise StoreError(f"no token type occurs {min_count} times in {eval_id}; lower --min-count")
+        raise StoreError(f"no token type occurs {min_count} times in {rows_of}; lower --min-count")
     mt, vt = q["median_threshold"].iloc[0], q["variance_threshold"].iloc[0]
     esc = (
         (lambda s: "".join(_LATEX.get(c, c) for c in s))
@@ -299,7 +288,7 @@ def table3(
         ],
     ]
     caption = (
-        f"Token types of {eval_id} with at least {min_count} occurrences, split at the median over "
+        f"Token types of {rows_of} with at least {min_count} occurrences, split at the median over "
         f"types of the per-type median and variance of {measure} pauses; top {top} per quadrant."
     )
     if fmt == "markdown":
@@ -327,4 +316,4 @@ def export_table3(
 ) -> Path:
     text = table3(con, eval_id, fmt, **kwargs)
     path = safe_path(out_dir, name or f"table3-{safe_name(eval_id)}{SUFFIX[fmt]}")
-    return _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -4,6 +4,10 @@ Aggregation happens in DuckDB; values are bound parameters and SQL identifiers o
 expressions come only from the constant maps below. Bootstrap intervals resample in numpy
 from compact per-group histograms (value bins of 0.01 pauses, each bin at the mean of its
 values, so the point estimate is exact); tokens are treated as independent draws.
+
+The per-token queries take an optional `token_class` (analysis.classes.CLASSES: the class of
+the predicted token) and then count only its rows; None counts every row. The queries over
+whole runs and evaluations live in analysis.runs and are importable from here as well.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .classes import CLASSES
+from .runs import eval_classes as eval_classes
+from .runs import run_rows as run_rows
+from .runs import run_summary as run_summary
+from .runs import training_curves as training_curves
 from .store import StoreError, require_eval
 
 MEASURES = {"expected": "expected_pauses", "greedy": "greedy_pauses", "observed": "pauses"}
@@ -31,6 +40,8 @@ GROUPS = {
         ELSE 'other' END""",
 }
 BIN = 100  # histogram bins per pause for the bootstrap
+# the one token-class condition of every per-token query; $cls is bound (None: all rows)
+CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 
 
 def _measure(info: dict, measure: str) -> str:
@@ -43,54 +54,16 @@ def _measure(info: dict, measure: str) -> str:
     return MEASURES[measure]
 
 
+def _class(token_class: str | None) -> str | None:
+    if token_class is not None and token_class not in CLASSES:
+        raise StoreError(f"token class must be one of {', '.join(CLASSES)}, got {token_class!r}")
+    return token_class
+
+
 def _group(by: str) -> str:
     if by not in GROUPS:
         raise StoreError(f"group by one of {', '.join(GROUPS)}, got {by!r}")
     return GROUPS[by]
-
-
-# ----------------------------------------------------------------------------- runs
-
-
-def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.DataFrame:
-    """Perplexity and pause use per complete evaluation, with the run's settings."""
-    return con.execute(
-        """SELECT e.eval_id, e.run_id, r.variant, r.recipe, r.w_max, r.train_tokens, e.dataset, e.mode,
-                  e.n_tokens, e.ppl, e.mean_expected_pauses, a.mean_greedy_pauses, a.mean_observed_pauses,
-                  a.accuracy, e.created_at
-           FROM evals e LEFT JOIN runs r USING (run_id)
-           LEFT JOIN (SELECT eval_id, avg(greedy_pauses) AS mean_greedy_pauses, avg(pauses) AS mean_observed_pauses,
-                             avg(correct::DOUBLE) AS accuracy FROM tokens GROUP BY eval_id) a USING (eval_id)
-           WHERE e.status = 'complete' AND (?::VARCHAR IS NULL OR e.dataset = ?) AND (?::VARCHAR IS NULL OR e.mode = ?)
-           ORDER BY e.dataset, e.mode, e.ppl""",
-        [dataset, dataset, mode, mode],
-    ).df()
-
-
-def run_rows(con) -> pd.DataFrame:
-    """Every stored run: run_id, params (its settings as JSON), seed, base and run_status."""
-    return con.execute(
-        "SELECT run_id, params, seed, base, status AS run_status FROM runs ORDER BY run_id"
-    ).df()
-
-
-def training_curves(con, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """train_log rows (step, tokens_seen, loss, lr, mean_expected_pauses, elapsed_s) with the variant."""
-    if run_ids:
-        known = {
-            r[0]
-            for r in con.execute(
-                "SELECT run_id FROM runs WHERE list_contains(?, run_id)", [list(run_ids)]
-            ).fetchall()
-        }
-        if missing := [r for r in run_ids if r not in known]:
-            raise StoreError(f"unknown run id(s): {', '.join(missing)}")
-    return con.execute(
-        """SELECT l.run_id, r.variant, r.w_max, l.step, l.tokens_seen, l.loss, l.lr, l.mean_expected_pauses, l.elapsed_s
-           FROM train_log l LEFT JOIN runs r USING (run_id)
-           WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], l.run_id) ORDER BY l.run_id, l.step""",
-        [list(run_ids) if run_ids else None] * 2,
-    ).df()
 
 
 # ----------------------------------------------------------------------------- text
@@ -135,20 +108,31 @@ def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame
 # ----------------------------------------------------------------------------- token types
 
 
-def token_stats(con, eval_id: str, measure: str = "expected", min_count: int = 20) -> pd.DataFrame:
+def token_stats(
+    con,
+    eval_id: str,
+    measure: str = "expected",
+    min_count: int = 20,
+    token_class: str | None = None,
+) -> pd.DataFrame:
     """Per input-token type: count, mean, median and variance of the pause count."""
     x = _measure(require_eval(con, eval_id), measure)
     return con.execute(
         f"""SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                    var_samp({x}) AS variance
-            FROM tokens WHERE eval_id = ? AND {x} IS NOT NULL GROUP BY token_id HAVING count(*) >= ?
+            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS} GROUP BY token_id HAVING count(*) >= $min
             ORDER BY n DESC, token_id""",
-        [eval_id, min_count],
+        {"e": eval_id, "min": min_count, "cls": _class(token_class)},
     ).df()
 
 
 def token_quadrants(
-    con, eval_id: str, measure: str = "expected", min_count: int = 20, top: int = 10
+    con,
+    eval_id: str,
+    measure: str = "expected",
+    min_count: int = 20,
+    top: int = 10,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """The paper's Table 3 as four quadrants: low/high median x low/high variance.
 
@@ -161,7 +145,8 @@ def token_quadrants(
         f"""WITH st AS (
                 SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                        coalesce(var_samp({x}), 0) AS variance
-                FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL GROUP BY token_id HAVING count(*) >= $min),
+                FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                GROUP BY token_id HAVING count(*) >= $min),
             th AS (SELECT median(median) AS median_threshold, median(variance) AS variance_threshold FROM st),
             q AS (
                 SELECT st.*, th.*,
@@ -175,7 +160,7 @@ def token_quadrants(
             FROM q WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, token_id)
             QUALIFY rank <= $top
             ORDER BY median_level DESC, variance_level DESC, rank""",
-        {"e": eval_id, "min": min_count, "top": top},
+        {"e": eval_id, "min": min_count, "top": top, "cls": _class(token_class)},
     ).df()
 
 
@@ -187,6 +172,7 @@ def kwic(
     width: int = 40,
     limit: int = 500,
     exact: bool = False,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Every occurrence of a token type with its context and pause counts.
 
@@ -197,7 +183,7 @@ def kwic(
     if (token is None) == (token_id is None):
         raise StoreError("give a token or a token id")
     return con.execute(
-        """SELECT t.doc_id, t.idx, t.token, t.next_token,
+        f"""SELECT t.doc_id, t.idx, t.token, t.next_token,
                   regexp_replace(substr(d.text, greatest(t.char_start - $w, 0) + 1,
                                         t.char_start - greatest(t.char_start - $w, 0)), '\\s+', ' ', 'g') AS left_context,
                   substr(d.text, t.char_start + 1, t.char_end - t.char_start) AS token_text,
@@ -206,29 +192,37 @@ def kwic(
            FROM tokens t JOIN docs d ON d.eval_id = t.eval_id AND d.doc_id = t.doc_id
            WHERE t.eval_id = $e AND CASE WHEN $id::INTEGER IS NOT NULL THEN t.token_id = $id::INTEGER
                                          WHEN $exact THEN t.token = $tok::VARCHAR
-                                         ELSE trim(t.token) = trim($tok::VARCHAR) END
+                                         ELSE trim(t.token) = trim($tok::VARCHAR) END AND {CLASS}
            ORDER BY t.doc_id, t.idx LIMIT $limit""",
-        {"e": eval_id, "w": width, "id": token_id, "tok": token, "exact": exact, "limit": limit},
+        {
+            "e": eval_id,
+            "w": width,
+            "id": token_id,
+            "tok": token,
+            "exact": exact,
+            "limit": limit,
+            "cls": _class(token_class),
+        },
     ).df()
 
 
 # ----------------------------------------------------------------------------- groups, CIs, effect sizes
 
 
-def _group_hist(con, eval_id: str, g: str, x: str) -> pd.DataFrame:
+def _group_hist(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
     return con.execute(
         f"""SELECT {g} AS grp, round({x} * {BIN}) AS bin, count(*) AS n, avg({x}) AS v
-            FROM tokens WHERE eval_id = ? AND {x} IS NOT NULL AND ({g}) IS NOT NULL GROUP BY ALL""",
-        [eval_id],
+            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+        {"e": eval_id, "cls": cls},
     ).df()
 
 
-def _group_stats(con, eval_id: str, g: str, x: str) -> pd.DataFrame:
+def _group_stats(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
     return con.execute(
         f"""SELECT {g} AS grp, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                    coalesce(var_samp({x}), 0) AS variance
-            FROM tokens WHERE eval_id = ? AND {x} IS NOT NULL AND ({g}) IS NOT NULL GROUP BY ALL""",
-        [eval_id],
+            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+        {"e": eval_id, "cls": cls},
     ).df()
 
 
@@ -261,12 +255,13 @@ def pause_rates(
     min_count: int = 1,
     n_boot: int = 1000,
     seed: int = 0,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Mean pause count per group with a 95% bootstrap interval; `by` is one of GROUPS."""
-    x, g = _measure(require_eval(con, eval_id), measure), _group(by)
-    stats = _group_stats(con, eval_id, g, x)
+    x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
+    stats = _group_stats(con, eval_id, g, x, c)
     stats = stats[stats["n"] >= min_count].sort_values("mean").reset_index(drop=True)
-    boots = _boot_means(_group_hist(con, eval_id, g, x), n_boot, np.random.default_rng(seed))
+    boots = _boot_means(_group_hist(con, eval_id, g, x, c), n_boot, np.random.default_rng(seed))
     ci = np.array([np.percentile(boots[k], [2.5, 97.5]) for k in stats["grp"]]).reshape(-1, 2)
     return stats.rename(columns={"grp": by}).assign(ci_low=ci[:, 0], ci_high=ci[:, 1])
 
@@ -280,16 +275,17 @@ def contrast(
     measure: str = "expected",
     n_boot: int = 1000,
     seed: int = 0,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Two groups of one evaluation (NNS vs NN, Plur vs Sing): difference b - a, 95% CI, Cohen's d."""
-    x, g = _measure(require_eval(con, eval_id), measure), _group(by)
-    stats = _group_stats(con, eval_id, g, x).set_index("grp")
+    x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
+    stats = _group_stats(con, eval_id, g, x, c).set_index("grp")
     for k in (a, b):
         if k not in stats.index:
             raise StoreError(
                 f"no tokens in group {k!r} of {by}; groups: {', '.join(map(str, stats.index[:20]))}"
             )
-    boots = _boot_means(_group_hist(con, eval_id, g, x), n_boot, np.random.default_rng(seed))
+    boots = _boot_means(_group_hist(con, eval_id, g, x, c), n_boot, np.random.default_rng(seed))
     diff = boots[b] - boots[a]
     sa, sb = stats.loc[a], stats.loc[b]
     return pd.DataFrame(
@@ -311,15 +307,17 @@ def contrast(
     )
 
 
-def _paired_hist(con, eval_a: str, eval_b: str, g: str, xa: str, xb: str) -> pd.DataFrame:
-    """Histogram of per-token differences b - a, grouped by run A's annotation."""
+def _paired_hist(
+    con, eval_a: str, eval_b: str, g: str, xa: str, xb: str, cls: str | None
+) -> pd.DataFrame:
+    """Histogram of per-token differences b - a, grouped by run A's annotation (and class)."""
     return con.execute(
         f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v
             FROM (SELECT a.*, b.{xb} - a.{xa} AS diff FROM tokens a JOIN tokens b
                     ON a.doc_id = b.doc_id AND a.idx = b.idx AND a.token_id = b.token_id
-                  WHERE a.eval_id = ? AND b.eval_id = ?)
-            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL GROUP BY ALL""",
-        [eval_a, eval_b],
+                  WHERE a.eval_id = $a AND b.eval_id = $b)
+            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+        {"a": eval_a, "b": eval_b, "cls": cls},
     ).df()
 
 
@@ -343,6 +341,7 @@ def compare_runs(
     min_count: int = 20,
     n_boot: int = 1000,
     seed: int = 0,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Per group, run B minus run A: difference of mean pauses with a 95% CI and Cohen's d.
 
@@ -351,15 +350,15 @@ def compare_runs(
     resampled independently. Cohen's d uses the pooled standard deviation either way.
     """
     ia, ib = require_eval(con, eval_a), require_eval(con, eval_b)
-    xa, xb, g = _measure(ia, measure), _measure(ib, measure), _group(by)
+    xa, xb, g, c = _measure(ia, measure), _measure(ib, measure), _group(by), _class(token_class)
     rng = np.random.default_rng(seed)
-    sa, sb = _group_stats(con, eval_a, g, xa), _group_stats(con, eval_b, g, xb)
+    sa, sb = _group_stats(con, eval_a, g, xa, c), _group_stats(con, eval_b, g, xb, c)
     paired = _same_tokens(con, eval_a, eval_b, ia["n_tokens"], ib["n_tokens"])
     if paired:
-        boot_diff = _boot_means(_paired_hist(con, eval_a, eval_b, g, xa, xb), n_boot, rng)
+        boot_diff = _boot_means(_paired_hist(con, eval_a, eval_b, g, xa, xb, c), n_boot, rng)
     else:
-        ba = _boot_means(_group_hist(con, eval_a, g, xa), n_boot, rng)
-        bb = _boot_means(_group_hist(con, eval_b, g, xb), n_boot, rng)
+        ba = _boot_means(_group_hist(con, eval_a, g, xa, c), n_boot, rng)
+        bb = _boot_means(_group_hist(con, eval_b, g, xb, c), n_boot, rng)
         boot_diff = {k: bb[k] - ba[k] for k in ba.keys() & bb.keys()}
     m = sa.merge(sb, on="grp", suffixes=("_a", "_b"))
     m = m[(m["n_a"] >= min_count) & (m["n_b"] >= min_count) & m["grp"].isin(list(boot_diff))]
@@ -435,7 +434,12 @@ def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.
 
 
 def pause_histogram(
-    con, eval_id: str, measure: str = "expected", bins: int = 30, token: str | None = None
+    con,
+    eval_id: str,
+    measure: str = "expected",
+    bins: int = 30,
+    token: str | None = None,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Distribution of pauses per token: `bins` equal bins over [0, W-1] for expected pauses,
     one row per count for greedy/observed. Columns lo, hi, n, fraction. With `token`, only
@@ -448,19 +452,27 @@ def pause_histogram(
                    count(*) / sum(count(*)) OVER () AS fraction
             FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
                   FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL
-                    AND ($tok::VARCHAR IS NULL OR trim(token) = trim($tok::VARCHAR)))
+                    AND ($tok::VARCHAR IS NULL OR trim(token) = trim($tok::VARCHAR)) AND {CLASS})
             GROUP BY b ORDER BY b""",
-        {"e": eval_id, "wd": width, "cont": measure == "expected", "bins": bins, "tok": token},
+        {
+            "e": eval_id,
+            "wd": width,
+            "cont": measure == "expected",
+            "bins": bins,
+            "tok": token,
+            "cls": _class(token_class),
+        },
     ).df()
 
 
-def step_distribution(con, eval_id: str) -> pd.DataFrame:
+def step_distribution(con, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
     """Mean of s over tokens: the share of answers given after 0..W-1 pauses."""
     require_eval(con, eval_id)
     return con.execute(
-        """SELECT i AS pauses, avg(s[i + 1]) AS mean_s
-           FROM (SELECT unnest(range(len(s))) AS i, s FROM tokens WHERE eval_id = ?) GROUP BY i ORDER BY i""",
-        [eval_id],
+        f"""SELECT i AS pauses, avg(s[i + 1]) AS mean_s
+            FROM (SELECT unnest(range(len(s))) AS i, s FROM tokens WHERE eval_id = $e AND {CLASS})
+            GROUP BY i ORDER BY i""",
+        {"e": eval_id, "cls": _class(token_class)},
     ).df()
 
 

@@ -54,9 +54,10 @@ class StoreError(ValueError):
     """A problem with the store or its input, explained in one line; nothing was written."""
 
 
-def default_db_path() -> Path:
-    """`CYB_DB` if set, else data/cyb.duckdb (git-ignored)."""
-    return Path(os.environ.get("CYB_DB") or DEFAULT_DB)
+def default_db_path(db: str | Path | None = None, config_db: str | Path | None = None) -> Path:
+    """The database every command uses: `db` (an explicit --db), else $CYB_DB, else
+    `config_db` (the db of an experiment config), else data/cyb.duckdb (git-ignored)."""
+    return Path(db or os.environ.get("CYB_DB") or config_db or DEFAULT_DB)
 
 
 def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
@@ -376,3 +377,16 @@ def reading_quietly(path: str | Path | None = None, timeout: float = 5.0) -> Ite
     with reading(path, timeout) as con:
         con.execute("SET enable_progress_bar = false")
         yield con
+
+
+def eval_summary(db_path: str | Path, eval_id: str) -> dict | None:
+    """Perplexity and mean expected pauses of the complete evaluation `eval_id`; None when it
+    is not there (or there is no database yet)."""
+    if not Path(db_path).exists():
+        return None
+    with reading(db_path) as con:
+        rows = con.execute(
+            "SELECT ppl, mean_expected_pauses FROM evals WHERE eval_id = ? AND status = 'complete'",
+            [eval_id],
+        ).fetchall()
+    return {"ppl": rows[0][0], "mean_expected_pauses": rows[0][1]} if rows else None

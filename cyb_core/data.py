@@ -28,13 +28,17 @@ def pack(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
     """
     n = len(stream) // (seq_len + 1)
     if n == 0:
-        raise ValueError(f"text too short: {len(stream)} tokens cannot fill one block of {seq_len + 1}")
+        raise ValueError(
+            f"text too short: {len(stream)} tokens cannot fill one block of {seq_len + 1}"
+        )
     return stream[: n * (seq_len + 1)].view(n, seq_len + 1)
 
 
 def split_blocks(split: str, tokenizer, seq_len: int, root: str | Path) -> torch.Tensor:
     """Packed blocks of a corpus split (pretrain, finetune or heldout)."""
-    return pack(token_stream([d["text"] for d in load_split(split, Path(root))], tokenizer), seq_len)
+    return pack(
+        token_stream([d["text"] for d in load_split(split, Path(root))], tokenizer), seq_len
+    )
 
 
 class BlockSampler:
@@ -46,7 +50,9 @@ class BlockSampler:
 
     def __init__(self, blocks: torch.Tensor, batch_size: int, seed: int):
         if len(blocks) < batch_size:
-            raise ValueError(f"only {len(blocks)} blocks of data for a batch of {batch_size}: lower --batch-size or --seq-len")
+            raise ValueError(
+                f"only {len(blocks)} blocks of data for a batch of {batch_size}: lower --batch-size or --seq-len"
+            )
         self.blocks, self.batch_size, self.seed = blocks, batch_size, seed
         self.per_epoch = len(blocks) // batch_size
         self._perm_epoch, self._perm = -1, None
@@ -55,5 +61,8 @@ class BlockSampler:
         epoch, i = divmod(k, self.per_epoch)
         if epoch != self._perm_epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            self._perm, self._perm_epoch = torch.from_numpy(rng.permutation(len(self.blocks))), epoch
+            self._perm, self._perm_epoch = (
+                torch.from_numpy(rng.permutation(len(self.blocks))),
+                epoch,
+            )
         return self.blocks[self._perm[i * self.batch_size : (i + 1) * self.batch_size]]

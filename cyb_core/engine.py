@@ -1,4 +1,4 @@
-"""Pause-aware inference with a KV cache: batched generation and adaptive evaluation.
+"""Pause-aware generation with a KV cache, batched; the decoding loops of both recipes.
 
 Recipe 1 (constant): the W-1 pauses after a real token are known in advance, so the token and
 its pauses go through the model as one block of W positions per forward call. A readout policy
@@ -20,7 +20,8 @@ draws DK with probability d_i at each step (so S ~ s). DK, pauses and padding ar
     gens = generate(model, ["The cat", "It was"], recipe="constant", max_new_tokens=20)
     print(gens[0].render())              # The cat sat[1] on[0] ...  (pauses after each token)
     for piece, k in stream(model, "The cat"): ...
-    res = adaptive_eval(model, docs)     # EvalResult with `pauses` filled
+
+Adaptive evaluation (cyb_core.adaptive) runs the Recipe 2 loop here, teacher-forced.
 
 Sampling is reproducible for a fixed seed, batch and device (one generator serves the batch).
 """
@@ -30,17 +31,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from .evaluate import EvalResult, _windows
+from .precision import autocast
 
 READOUTS = ("greedy", "threshold", "sample")
 RECIPES = ("constant", "variable")
@@ -62,7 +60,7 @@ class Generation:
         return "".join(f"{p}[{k}]" for p, k in zip(self.pieces, self.pauses, strict=True))
 
 
-class _Context:
+class Context:
     """A DynamicCache and the 2D attention mask (B, past + new) that must grow with it.
 
     With use_cache=False the whole sequence is kept and recomputed at each call instead (the
@@ -82,13 +80,18 @@ class _Context:
             self.ids = ids if self.ids is None else torch.cat([self.ids, ids], 1)
             self.pos = pos if self.pos is None else torch.cat([self.pos, pos], 1)
             ids, pos = self.ids, self.pos
-        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, self.cache = self.model(ids, position_ids=pos, attention_mask=self.mask,
-                                            cache=self.cache, use_cache=self.use_cache)
+        with autocast(self.model.device, self.bf16):
+            logits, self.cache = self.model(
+                ids,
+                position_ids=pos,
+                attention_mask=self.mask,
+                cache=self.cache,
+                use_cache=self.use_cache,
+            )
         return logits[:, -L:].float()  # (B, L, V)
 
 
-class _Out:
+class Out:
     """Emitted tokens and pause counts per row, written on the device without syncing."""
 
     def __init__(self, model, B: int, max_new: int, stop: list[str] | None, every: int):
@@ -120,40 +123,22 @@ class _Out:
         return bool(self.done.all())  # CPU-GPU sync
 
 
-class _Record:
-    """Teacher-forced quantities per (row, real token[, step]); index T is a scratch slot."""
-
-    def __init__(self, B: int, T: int, W: int, dk_id: int, device):
-        nan = float("nan")
-        self.T, self.rows = T, torch.arange(B, device=device)
-        self.dk = torch.tensor([dk_id], device=device)
-        self.d = torch.full((B, T + 1, W), nan, device=device)  # column W-1 (d = 0) is dropped
-        self.t = torch.full((B, T + 1, W), nan, device=device)
-        self.pauses = torch.zeros((B, T + 1), dtype=torch.long, device=device)
-        self.nll = torch.zeros((B, T + 1), device=device)
-        self.correct = torch.zeros((B, T + 1), dtype=torch.bool, device=device)
-
-    def step(self, t, k, d, logp, target, answer, done) -> None:
-        at = torch.where(done, self.T, t)
-        no_dk = logp.index_fill(1, self.dk, -math.inf)
-        log_t = logp.gather(1, target[:, None])[:, 0] - no_dk.logsumexp(-1)  # DK renormalised away
-        self.d[self.rows, at, k] = d
-        self.t[self.rows, at, k] = log_t.exp()
-        at = torch.where(answer, t, self.T)
-        self.pauses[self.rows, at] = k
-        self.nll[self.rows, at] = -log_t
-        self.correct[self.rows, at] = no_dk.argmax(-1) == target
-
-
-def _asks(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
+def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
     """Whether the model asks for a pause at steps with don't-know probabilities d."""
     if policy == "sample":
         return torch.rand(d.shape, generator=gen, device=d.device) < d
     return d >= (0.5 if policy == "greedy" else threshold)
 
 
-def _pick(z: Tensor, banned: Tensor, gen: torch.Generator, do_sample: bool, temperature: float,
-          top_k: int | None, top_p: float | None) -> Tensor:
+def _pick(
+    z: Tensor,
+    banned: Tensor,
+    gen: torch.Generator,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+) -> Tensor:
     """Next real token (B,) from logits (B, V); `banned` (DK, pauses, padding) never chosen."""
     z = z.index_fill(-1, banned, -math.inf)
     if not do_sample or temperature <= 0:
@@ -170,7 +155,7 @@ def _pick(z: Tensor, banned: Tensor, gen: torch.Generator, do_sample: bool, temp
 
 
 @torch.no_grad()
-def _run_constant(model, prompts: list[list[int]], ctx: _Context, out: _Out, asks, pick):
+def _run_constant(model, prompts: list[list[int]], ctx: Context, out: Out, asks, pick):
     """Recipe 1: each emitted token goes back in with its W-1 pauses as one (B, W) block."""
     W, dev, B = model.settings.w, model.device, len(prompts)
     pauses = model.pause_ids[: W - 1]
@@ -201,17 +186,19 @@ def _run_constant(model, prompts: list[list[int]], ctx: _Context, out: _Out, ask
 
 
 @torch.no_grad()
-def _run_adaptive(model, forced: list[list[int]], ctx: _Context, out: _Out, asks, pick=None,
-                  rec: _Record | None = None):
+def run_adaptive(model, forced: list[list[int]], ctx: Context, out: Out, asks, pick=None, rec=None):
     """Recipe 2: one position per row per step; real tokens come from `forced` while it lasts.
 
     With `pick`, each row then generates; without, the row is done once the last forced
     token has been answered (teacher-forced evaluation: forced[t + 1] is the target of step t).
+    `rec` (cyb_core.adaptive's recorder) is told every step's quantities.
     """
     W, dev, B = model.settings.w, model.device, len(forced)
     n = torch.tensor([len(f) for f in forced], device=dev)
     T = max(len(f) for f in forced)
-    seq = torch.full((B, T + 1), model.pad_id, dtype=torch.long)  # column T: pad, never read as a target
+    seq = torch.full(
+        (B, T + 1), model.pad_id, dtype=torch.long
+    )  # column T: pad, never read as a target
     for b, f in enumerate(forced):
         seq[b, : len(f)] = torch.tensor(f)
     seq = seq.to(dev)
@@ -221,7 +208,9 @@ def _run_adaptive(model, forced: list[list[int]], ctx: _Context, out: _Out, asks
     k = torch.zeros_like(t)  # pauses taken after it so far
     cur = seq[:, 0].clone()
     for step in itertools.count():
-        z = ctx(torch.where(k > 0, inputs[k], cur)[:, None], t[:, None], ~out.done[:, None])[:, 0]  # (B, V)
+        z = ctx(torch.where(k > 0, inputs[k], cur)[:, None], t[:, None], ~out.done[:, None])[
+            :, 0
+        ]  # (B, V)
         d = (z[:, model.dk_id] - z.logsumexp(-1)).exp().masked_fill(k == W - 1, 0.0)
         answer = ~(asks(d) & (k < W - 1)) & ~out.done
         has_next = t + 1 < n
@@ -242,8 +231,23 @@ def _run_adaptive(model, forced: list[list[int]], ctx: _Context, out: _Out, asks
             return
 
 
-def _start(model, prompts, *, recipe, max_new_tokens, readout, dk_threshold, temperature, top_k,
-           top_p, do_sample, stop, seed, bf16, use_cache):
+def _start(
+    model,
+    prompts,
+    *,
+    recipe,
+    max_new_tokens,
+    readout,
+    dk_threshold,
+    temperature,
+    top_k,
+    top_p,
+    do_sample,
+    stop,
+    seed,
+    bf16,
+    use_cache,
+):
     """Validate the settings and return the decoding loop (a generator) and its output buffers."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
@@ -261,14 +265,21 @@ def _start(model, prompts, *, recipe, max_new_tokens, readout, dk_threshold, tem
     ids = [p or [model.eot_id] for p in enc]  # an empty prompt starts a new document
     gen = torch.Generator(device=dev).manual_seed(seed)
     banned = torch.tensor([model.dk_id, *model.pause_ids, model.pad_id], device=dev)
-    pick = partial(_pick, banned=banned, gen=gen, do_sample=do_sample, temperature=temperature,
-                   top_k=top_k, top_p=top_p)
-    asks = partial(_asks, readout, dk_threshold, gen)
-    out = _Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
-    ctx = _Context(model, use_cache, bf16)
+    pick = partial(
+        _pick,
+        banned=banned,
+        gen=gen,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    asks = partial(wants_pause, readout, dk_threshold, gen)
+    out = Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
+    ctx = Context(model, use_cache, bf16)
     if recipe == "constant":
         return _run_constant(model, ids, ctx, out, asks, pick), out
-    return _run_adaptive(model, ids, ctx, out, asks, pick), out
+    return run_adaptive(model, ids, ctx, out, asks, pick), out
 
 
 def _pieces(tokenizer, ids: list[int]) -> list[str]:
@@ -276,7 +287,9 @@ def _pieces(tokenizer, ids: list[int]) -> list[str]:
     pieces, prev = [], ""
     for i in range(len(ids)):
         text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
-        pieces.append(text[len(prev) :] if text.startswith(prev) else tokenizer.decode(ids[i : i + 1]))
+        pieces.append(
+            text[len(prev) :] if text.startswith(prev) else tokenizer.decode(ids[i : i + 1])
+        )
         prev = text
     return pieces
 
@@ -291,16 +304,30 @@ def _finish(model, prompt: str, ids: list[int], pauses: list[int], stop) -> Gene
     hits = [(i, s) for s in stop or [] if (i := text.find(s)) >= 0]
     if hits:
         i, s = min(hits)
-        n = next(j + 1 for j, L in enumerate(itertools.accumulate(map(len, pieces))) if L >= i + len(s))
+        n = next(
+            j + 1 for j, L in enumerate(itertools.accumulate(map(len, pieces))) if L >= i + len(s)
+        )
         reason, text, ids, pauses, pieces = "stop", text[:i], ids[:n], pauses[:n], pieces[:n]
     return Generation(prompt, text, ids, pauses, pieces, reason)
 
 
-def generate(model, prompts: list[str], *, recipe: str = "constant", max_new_tokens: int = 64,
-             readout: str = "greedy", dk_threshold: float = 0.5, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, do_sample: bool = False,
-             stop: list[str] | None = None, seed: int = 0, bf16: bool = False,
-             use_cache: bool = True) -> list[Generation]:
+def generate(
+    model,
+    prompts: list[str],
+    *,
+    recipe: str = "constant",
+    max_new_tokens: int = 64,
+    readout: str = "greedy",
+    dk_threshold: float = 0.5,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    do_sample: bool = False,
+    stop: list[str] | None = None,
+    seed: int = 0,
+    bf16: bool = False,
+    use_cache: bool = True,
+) -> list[Generation]:
     """Continue each prompt with `model` (a CYBModel), all prompts in one batch.
 
     recipe: "constant" (W-1 pauses after every token, Recipe 1) or "variable" (pauses when
@@ -310,14 +337,29 @@ def generate(model, prompts: list[str], *, recipe: str = "constant", max_new_tok
     from the text) or max_new_tokens. use_cache=False recomputes the whole sequence at every
     step (the slow reference). bf16 autocasts the forward passes.
     """
-    loop, out = _start(model, prompts, recipe=recipe, max_new_tokens=max_new_tokens, readout=readout,
-                       dk_threshold=dk_threshold, temperature=temperature, top_k=top_k, top_p=top_p,
-                       do_sample=do_sample, stop=stop, seed=seed, bf16=bf16, use_cache=use_cache)
+    loop, out = _start(
+        model,
+        prompts,
+        recipe=recipe,
+        max_new_tokens=max_new_tokens,
+        readout=readout,
+        dk_threshold=dk_threshold,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        do_sample=do_sample,
+        stop=stop,
+        seed=seed,
+        bf16=bf16,
+        use_cache=use_cache,
+    )
     for _ in loop:
         pass
     tokens, pauses, count = out.tokens.tolist(), out.pauses.tolist(), out.count.tolist()
-    return [_finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop)
-            for b, p in enumerate(prompts)]
+    return [
+        _finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop)
+        for b, p in enumerate(prompts)
+    ]
 
 
 def stream(model, prompt: str, **kwargs) -> Iterator[tuple[str, int]]:
@@ -344,113 +386,28 @@ _DEFAULTS = dict(generate.__kwdefaults__)
 
 
 @torch.no_grad()
-def constant_teacher_forced(model, ids: Tensor, attention_mask: Tensor | None = None, *,
-                            bf16: bool = False, use_cache: bool = True) -> Tensor:
+def constant_teacher_forced(
+    model,
+    ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    bf16: bool = False,
+    use_cache: bool = True,
+) -> Tensor:
     """Recipe 1 logits (B, T, W, V) of right-padded ids (B, T), one W-block per cached call."""
     W, (B, T) = model.settings.w, ids.shape
     ids = ids.to(model.device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(model.device)
-    tail = torch.tensor(model.pause_ids[: W - 1], dtype=ids.dtype, device=ids.device).expand(B, W - 1)
-    ctx = _Context(model, use_cache, bf16)
-    steps = [ctx(torch.cat([ids[:, t : t + 1], tail], 1), torch.full((B, W), t, device=ids.device),
-                 mask[:, t : t + 1].expand(B, W)) for t in range(T)]
+    tail = torch.tensor(model.pause_ids[: W - 1], dtype=ids.dtype, device=ids.device).expand(
+        B, W - 1
+    )
+    ctx = Context(model, use_cache, bf16)
+    steps = [
+        ctx(
+            torch.cat([ids[:, t : t + 1], tail], 1),
+            torch.full((B, W), t, device=ids.device),
+            mask[:, t : t + 1].expand(B, W),
+        )
+        for t in range(T)
+    ]
     return torch.stack(steps, 1)
-
-
-@torch.no_grad()
-def adaptive_eval(model, docs: list[str], *, seq_len: int = 128, batch_size: int = 16,
-                  dk_threshold: float | None = 0.5, seed: int = 0, progress: bool = True,
-                  bf16: bool = False) -> EvalResult:
-    """Teacher-forced Recipe 2 evaluation: the true next token is fed, pauses when asked.
-
-    Windows as in dense_eval. dk_threshold: pause while d_i >= it; None draws DK with
-    probability d_i (reproducible for a fixed seed and batch_size). The result is filled as
-    the EvalResult docstring says: d, t NaN at steps not taken, s one-hot at the answer step.
-    """
-    if not docs or not any(d.strip() for d in docs):
-        raise ValueError("nothing to evaluate: the text is empty")
-    if dk_threshold is not None and not 0.0 <= dk_threshold <= 1.0:
-        raise ValueError(f"dk_threshold must be in [0, 1] or None, got {dk_threshold}")
-    model.eval()
-    W, dev = model.settings.w, model.device
-    policy = "sample" if dk_threshold is None else "threshold"
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    asks = partial(_asks, policy, dk_threshold, gen)
-    windows = list(_windows(docs, model.tokenizer, seq_len))
-    parts: dict[str, list] = {f.name: [] for f in fields(EvalResult)}
-    bar = tqdm(total=sum(len(w[3]) for w in windows), disable=not progress, unit="tok", desc="adaptive eval")
-    for c in range(0, len(windows), batch_size):
-        chunk = windows[c : c + batch_size]
-        forced = [w[2] for w in chunk]
-        rec = _Record(len(chunk), max(map(len, forced)), W, model.dk_id, dev)
-        out = _Out(model, len(chunk), 0, None, every=1 if dev.type == "cpu" else 8)
-        for _ in _run_adaptive(model, forced, _Context(model, True, bf16), out, asks, rec=rec):
-            pass
-        got = {k: getattr(rec, k).cpu().numpy() for k in ("d", "t", "pauses", "nll", "correct")}
-        for r, (j, start, w_ids, offs) in enumerate(chunk):
-            n = len(w_ids) - 1
-            p = got["pauses"][r, :n]
-            row = {"doc": np.full(n, j), "idx": np.arange(start, start + n), "token_id": np.array(w_ids[:-1]),
-                   "next_id": np.array(w_ids[1:]), "char_start": np.array([o[0] for o in offs[:n]]),
-                   "char_end": np.array([o[1] for o in offs[:n]]), "d": got["d"][r, :n, : W - 1],
-                   "t": got["t"][r, :n], "s": np.eye(W)[p], "expected_pauses": p.astype(float),
-                   "greedy_pauses": p, "pauses": p, "nll": got["nll"][r, :n], "correct": got["correct"][r, :n]}
-            for key, v in row.items():
-                parts[key].append(v)
-            bar.update(n)
-    bar.close()
-    return EvalResult(**{k: np.concatenate(v) for k, v in parts.items()})
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_cli(subparsers) -> None:
-    """Register `cyb generate` on an argparse subparsers object."""
-    g = subparsers.add_parser(
-        "generate", help="generate text from a checkpoint, with pauses",
-        description="Continue prompts with a checkpoint, batched, with a KV cache. Recipe 1 (constant) feeds "
-        "W-1 pauses after every token; Recipe 2 (variable) feeds a pause only when the model asks for one.")
-    g.add_argument("checkpoint", help="checkpoint directory (written by `cyb train` or save_pretrained)")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", action="append", help="prompt text; repeat the flag for several prompts")
-    src.add_argument("--prompts", help="file with one prompt per line")
-    g.add_argument("--recipe", choices=RECIPES, help="pauses after every token or when asked (default: the checkpoint's)")
-    g.add_argument("--w", type=int, help="override the checkpoint's steps per token (1 + pauses)")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--readout", choices=READOUTS, default="greedy",
-                   help="answer at the first step with d < 0.5 (greedy), d < --dk-threshold, or draw DK with "
-                   "probability d (sample) (default: %(default)s)")
-    g.add_argument("--dk-threshold", type=float, default=0.5, help="threshold on d for --readout threshold (default: %(default)s)")
-    g.add_argument("--sample", action="store_true", help="sample tokens instead of taking the most likely one")
-    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
-    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
-    g.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability mass")
-    g.add_argument("--stop", action="append", help="stop string, cut from the output; repeat for several")
-    g.add_argument("--seed", type=int, default=0, help="seed for sampling tokens and pauses (default: %(default)s)")
-    g.add_argument("--show-pauses", action="store_true", help="print the pause count after each token, e.g. cat[2]")
-    g.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    g.add_argument("--bf16", action="store_true", help="autocast the forward passes to bfloat16")
-    g.set_defaults(func=cmd_generate)
-
-
-def cmd_generate(args) -> None:
-    from . import model as model_lib
-    from .train import resolve_device
-
-    if args.prompts:
-        prompts = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"no prompts in {args.prompts}")
-    else:
-        prompts = args.prompt
-    model = model_lib.load(args.checkpoint, device=resolve_device(args.device),
-                           **({"w": args.w} if args.w else {}))
-    kw = dict(recipe=args.recipe or model.settings.recipe, max_new_tokens=args.max_new_tokens,
-              readout=args.readout, dk_threshold=args.dk_threshold, temperature=args.temperature,
-              top_k=args.top_k, top_p=args.top_p, do_sample=args.sample, stop=args.stop,
-              seed=args.seed, bf16=args.bf16)
-    for i in range(0, len(prompts), args.batch_size):
-        for g in generate(model, prompts[i : i + args.batch_size], **kw):
-            print(g.prompt + g.render(args.show_pauses), end="\n\n" if len(prompts) > 1 else "\n")

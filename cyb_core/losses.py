@@ -299,7 +299,9 @@ def check(variant: str, W: int, **hparams) -> None:
     if W < 1:
         raise ValueError(f"W must be >= 1, got {W}")
     if W < variants.get(variant).min_w:
-        raise ValueError(f"{variant} needs pauses: W must be >= {variants.get(variant).min_w}, got {W}")
+        raise ValueError(
+            f"{variant} needs pauses: W must be >= {variants.get(variant).min_w}, got {W}"
+        )
     compute(variant, torch.zeros(1, 1, W, 2), torch.zeros(1, 1, dtype=torch.long), 1, **hparams)
 
 

@@ -34,8 +34,17 @@ BASE_DIR = Path("data/base")
 # Llama-style RoPE decoders small enough to pretrain on a 2-core CPU.
 PRESETS = {
     "tiny": dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=2),
-    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4),
-    "medium": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6),
+    # as narrow as tiny but three times as deep: depth costs little next to the 8192-way head,
+    # and a pause step must spend a layer reading its real token before it can compute
+    "tiny-deep": dict(
+        hidden_size=64, intermediate_size=176, num_hidden_layers=6, num_attention_heads=2
+    ),
+    "small": dict(
+        hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4
+    ),
+    "medium": dict(
+        hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6
+    ),
 }
 
 
@@ -82,7 +91,9 @@ class CYBModel(torch.nn.Module):
     def vocab_size(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 
-    def forward(self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False):
+    def forward(
+        self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False
+    ):
         """Logits (B, L, V) with the DK prior applied, and the updated cache."""
         if attention_mask is None:
             # Never leave the mask out: without one, transformers reads repeated position ids
@@ -142,12 +153,17 @@ def _load_tokenizer(path: Path):
     """
     cfg = path / "tokenizer_config.json"
     saved_as = json.loads(cfg.read_text()).get("tokenizer_class") if cfg.is_file() else None
-    if saved_as in (None, "TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").is_file():
+    if (
+        saved_as in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+        and (path / "tokenizer.json").is_file()
+    ):
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     return AutoTokenizer.from_pretrained(path)
 
 
-def new_base(tokenizer, preset: str = "small", max_positions: int = 2048, seed: int = 0) -> CYBModel:
+def new_base(
+    tokenizer, preset: str = "small", max_positions: int = 2048, seed: int = 0
+) -> CYBModel:
     """A freshly initialised Llama-style decoder sized by `preset`, with tied embeddings."""
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from {', '.join(PRESETS)}")

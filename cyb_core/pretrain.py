@@ -8,11 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import model as model_lib
+from .atomic import atomic_save_dir
 from .data import split_blocks
-from .train import TrainConfig, atomic_save_dir, evaluate_nll, resolve_device, train
+from .train import TrainConfig, evaluate_nll, resolve_device, train
 
 
-def pretrain(cfg: TrainConfig, base_dir: str | Path = model_lib.BASE_DIR, progress: bool = True) -> dict:
+def pretrain(
+    cfg: TrainConfig, base_dir: str | Path = model_lib.BASE_DIR, progress: bool = True
+) -> dict:
     """Run (or resume) `cfg`, measure held-out perplexity, copy the result to `base_dir`."""
     summary = train(cfg, progress=progress)
     run = Path(cfg.out)
@@ -33,4 +36,3 @@ def pretrain(cfg: TrainConfig, base_dir: str | Path = model_lib.BASE_DIR, progre
 
     atomic_save_dir(Path(base_dir), write)
     return result
-

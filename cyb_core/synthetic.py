@@ -34,7 +34,9 @@ CLASSES = ("natural", "synthetic", "answer")  # token classes, in the order of t
 SOURCE = "synthetic"
 DOC_CHARS = (2000, 4000)  # like the natural chunks
 SPLIT_SEEDS = {"pretrain": 1, "finetune": 2, "heldout": 3}
-DEFAULT_SHARE = 0.25  # of characters in each split of the mixed corpus
+DEFAULT_SHARE = (
+    0.5  # of characters in each split of the mixed corpus: half, so small budgets learn sums
+)
 
 _NAMES = ("Ann", "Ben", "Cora", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivy", "Jon")
 _THINGS = ("apples", "coins", "stamps", "books", "shells", "marbles", "cards", "pens")
@@ -95,8 +97,14 @@ def documents(split: str, n_chars: int, seed: int = 0) -> list[dict]:
     docs, size = [], 0
     while size < n_chars:
         text = document(rng, rng.randint(*DOC_CHARS))
-        docs.append({"doc_id": f"{SOURCE}/{split}-{len(docs):05d}", "source": SOURCE,
-                     "title": f"Synthetic {split} {len(docs)}", "text": text})
+        docs.append(
+            {
+                "doc_id": f"{SOURCE}/{split}-{len(docs):05d}",
+                "source": SOURCE,
+                "title": f"Synthetic {split} {len(docs)}",
+                "text": text,
+            }
+        )
         size += len(text)
     return docs
 
@@ -148,10 +156,16 @@ def mix_docs(natural: list[dict], synthetic: list[dict]) -> list[dict]:
     return out
 
 
-def write_mixed(out_dir: str | Path, natural_root: str | Path, share: float = DEFAULT_SHARE,
-                seed: int = 0, splits=("pretrain", "finetune", "heldout")) -> dict:
+def write_mixed(
+    out_dir: str | Path,
+    natural_root: str | Path,
+    share: float = DEFAULT_SHARE,
+    seed: int = 0,
+    splits=("pretrain", "finetune", "heldout"),
+) -> dict:
     """Write the synthetic splits and mix.json to out_dir; returns the manifest."""
-    from .corpus import _atomic_write, _gz_jsonl, load_split
+    from .atomic import atomic_write
+    from .corpus import _gz_jsonl, load_split
 
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
@@ -163,12 +177,20 @@ def write_mixed(out_dir: str | Path, natural_root: str | Path, share: float = DE
         natural_ref = str(Path("..") / rel)
     except ValueError:
         natural_ref = str(rel)
-    manifest = {"natural": natural_ref, "share": share, "seed": seed, "kinds": list(KINDS),
-                "weights": list(WEIGHTS), "files": {}}
+    manifest = {
+        "natural": natural_ref,
+        "share": share,
+        "seed": seed,
+        "kinds": list(KINDS),
+        "weights": list(WEIGHTS),
+        "files": {},
+    }
     for split in splits:
         chars = sum(len(d["text"]) for d in load_split(split, natural_root))
         docs = documents(split, round(chars * share / (1 - share)), seed)
-        _atomic_write(out_dir / f"{split}.jsonl.gz", _gz_jsonl(docs, f"{split}.jsonl"))
+        data = _gz_jsonl(docs, f"{split}.jsonl")
+        atomic_write(out_dir / f"{split}.jsonl.gz", lambda p, data=data: p.write_bytes(data))
         manifest["files"][split] = {"docs": len(docs), "chars": sum(len(d["text"]) for d in docs)}
-    _atomic_write(out_dir / "mix.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write(out_dir / "mix.json", lambda p: p.write_text(text))
     return manifest

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,7 +19,9 @@ from tqdm.auto import tqdm
 
 from . import losses, pauses, variants
 from . import model as model_lib
+from .atomic import atomic_save_dir, atomic_write
 from .data import BlockSampler, split_blocks
+from .precision import autocast
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class TrainConfig:
     psi: float = 0.9
     hparams: dict = field(default_factory=dict)
     mask_pauses: bool = False  # pause logits at -inf: pauses are input only (model.CYBSettings)
-    pause_init: str = "keep"  # input embeddings of the pause tokens: as in `init`, or "mean" of the real tokens
+    pause_init: str = (
+        "keep"  # input embeddings of the pause tokens: as in `init`, or "mean" of the real tokens
+    )
     data_root: str = "data/corpus"
     split: str = "finetune"
     data_tokens: int = 0  # train on only the first this many real tokens of the split (0 = all)
@@ -61,7 +63,9 @@ class TrainConfig:
         if self.recipe == "variable":
             losses.parse_vector(self.pause_omega, self.w, name="omega")
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
         if self.pause_init not in ("keep", "mean"):
             raise ValueError(f"pause_init must be 'keep' or 'mean', got {self.pause_init!r}")
         if self.tokens <= 0 or self.lr <= 0 or self.data_tokens < 0:
@@ -91,13 +95,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < warm:
         return cfg.lr * (step + 1) / warm
     progress = (step - warm) / max(1, cfg.steps - 1 - warm)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 def step_logits(model, inputs, w, recipe="constant", omega=None, generator=None):
     """Expand (B, T) real tokens with pauses and run the model: logits (B, T, W, V), steps (B, T) or None."""
     if recipe == "variable" and w > 1:
-        ex = pauses.expand_variable(inputs, w, model.pause_ids, omega, generator=generator, pad_id=model.pad_id)
+        ex = pauses.expand_variable(
+            inputs, w, model.pause_ids, omega, generator=generator, pad_id=model.pad_id
+        )
     else:
         ex = pauses.expand_constant(inputs, w, model.pause_ids)
     logits, _ = model(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
@@ -112,21 +120,17 @@ def evaluate_nll(model, blocks, cfg: TrainConfig, batch_size: int = 16) -> dict:
     sums = torch.zeros(2, dtype=torch.float64, device=model.device)  # nll, expected pauses
     for i in range(0, len(blocks), batch_size):
         b = blocks[i : i + batch_size].to(model.device)
-        with _autocast(model.device, cfg.bf16):
+        with autocast(model.device, cfg.bf16 and model.device.type == "cuda"):
             logits, _ = step_logits(model, b[:, :-1], cfg.w)
         policy = losses.readout(losses.step_quantities(logits.float(), b[:, 1:], model.dk_id), how)
         k = b[:, 1:].numel()
-        sums += torch.stack([-losses.log_p(policy).sum(), losses.expected_pauses(policy.log_s).sum()]).double()
+        sums += torch.stack(
+            [-losses.log_p(policy).sum(), losses.expected_pauses(policy.log_s).sum()]
+        ).double()
         n += k
     model.train()
     nll, pauses_sum = sums.tolist()  # one CPU-GPU sync
     return {"nll": nll / n, "ppl": math.exp(nll / n), "expected_pauses": pauses_sum / n}
-
-
-def _autocast(device: torch.device, bf16: bool):
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,12 +140,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
-    settings = dict(w=cfg.w, psi=cfg.psi, variant=cfg.variant, recipe=cfg.recipe, hparams=cfg.hparams,
-                    mask_pauses=cfg.mask_pauses)
+    settings = dict(
+        w=cfg.w,
+        psi=cfg.psi,
+        variant=cfg.variant,
+        recipe=cfg.recipe,
+        hparams=cfg.hparams,
+        mask_pauses=cfg.mask_pauses,
+    )
     if cfg.init.startswith("scratch:"):
         from . import tokenizer as tok_lib
 
-        m = model_lib.new_base(tok_lib.load(cfg.tokenizer), cfg.init.split(":", 1)[1], seed=cfg.seed)
+        m = model_lib.new_base(
+            tok_lib.load(cfg.tokenizer), cfg.init.split(":", 1)[1], seed=cfg.seed
+        )
         m = m.with_settings(**settings)
     else:
         m = model_lib.load(cfg.init, **settings)
@@ -159,18 +171,9 @@ def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
 def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     """A run directory matches cfg; settings added since it was written count at their defaults."""
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return all(stored.get(k, defaults.get(k)) == v for k, v in asdict(cfg).items()) and set(stored) <= set(asdict(cfg))
-
-
-def atomic_save_dir(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    return all(stored.get(k, defaults.get(k)) == v for k, v in asdict(cfg).items()) and set(
+        stored
+    ) <= set(asdict(cfg))
 
 
 def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
@@ -179,7 +182,9 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     if cfg_path.exists() and not _same_config(json.loads(cfg_path.read_text()), cfg):
-        raise ValueError(f"{out} holds a run with a different config: choose a new --out or delete {out}")
+        raise ValueError(
+            f"{out} holds a run with a different config: choose a new --out or delete {out}"
+        )
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     if (out / "final" / "summary.json").exists():
         return json.loads((out / "final" / "summary.json").read_text())
@@ -198,15 +203,22 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     if cfg.data_tokens:
         need = math.ceil(cfg.data_tokens / cfg.seq_len)
         if need > len(blocks):
-            raise ValueError(f"data_tokens={cfg.data_tokens} exceeds the {len(blocks) * cfg.seq_len} tokens of split {cfg.split!r}")
+            raise ValueError(
+                f"data_tokens={cfg.data_tokens} exceeds the {len(blocks) * cfg.seq_len} tokens of split {cfg.split!r}"
+            )
         blocks = blocks[:need]
     sampler = BlockSampler(blocks, cfg.batch_size, cfg.seed)
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
     )
     start, elapsed = 0, 0.0
     if ckpt.exists():
@@ -217,8 +229,15 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
     _truncate_log(log_path, start)
 
     micro = cfg.batch_size // cfg.grad_accum
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
-               desc=f"{cfg.variant} w={cfg.w}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        disable=not progress,
+        desc=f"{cfg.variant} w={cfg.w}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     t0 = time.perf_counter() - elapsed
     for step in bar:
         lr = lr_at(step, cfg)
@@ -228,19 +247,32 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # Recipe 2 pause counts
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, expected pauses
         for mb in batch.split(micro):
-            with _autocast(device, cfg.bf16):
-                logits, steps = step_logits(model, mb[:, :-1], cfg.w, cfg.recipe, cfg.pause_omega, gen)
-            out_l = losses.compute(cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams)
+            with autocast(device, cfg.bf16 and device.type == "cuda"):
+                logits, steps = step_logits(
+                    model, mb[:, :-1], cfg.w, cfg.recipe, cfg.pause_omega, gen
+                )
+            out_l = losses.compute(
+                cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams
+            )
             (out_l.loss / cfg.grad_accum).backward()
-            sums += torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]]).double() / cfg.grad_accum
+            sums += (
+                torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]]).double()
+                / cfg.grad_accum
+            )
         loss_sum, pauses_sum = sums.tolist()  # CPU-GPU sync, once per step
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
         done = step + 1
-        record = {"step": done, "tokens_seen": done * cfg.batch_size * cfg.seq_len, "loss": loss_sum,
-                  "lr": lr, "mean_expected_pauses": pauses_sum, "elapsed_s": time.perf_counter() - t0}
+        record = {
+            "step": done,
+            "tokens_seen": done * cfg.batch_size * cfg.seq_len,
+            "loss": loss_sum,
+            "lr": lr,
+            "mean_expected_pauses": pauses_sum,
+            "elapsed_s": time.perf_counter() - t0,
+        }
         if done % cfg.eval_every == 0 or done == cfg.steps:
             record.update({f"val_{k}": v for k, v in evaluate_nll(model, val, cfg).items()})
         with log_path.open("a") as f:
@@ -252,8 +284,13 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
             return {"stopped_at": done}
 
     last = json.loads(log_path.read_text().splitlines()[-1])
-    summary = {"steps": cfg.steps, "tokens_seen": last["tokens_seen"], "final_loss": last["loss"],
-               "val": evaluate_nll(model, val, cfg), "elapsed_s": time.perf_counter() - t0}
+    summary = {
+        "steps": cfg.steps,
+        "tokens_seen": last["tokens_seen"],
+        "final_loss": last["loss"],
+        "val": evaluate_nll(model, val, cfg),
+        "elapsed_s": time.perf_counter() - t0,
+    }
 
     def write_final(tmp: Path):
         model.save(tmp)
@@ -276,7 +313,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint we resume from, so the log has each step once."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step
+    ]
+    atomic_write(path, lambda p: p.write_text("".join(k + "\n" for k in keep)))

@@ -41,15 +41,55 @@ HPARAMS = {  # name -> (type, help); the CLI turns each into --name
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("baseline", "baseline_loss", "own", "#7f7f7f", "cross-entropy, no pauses (W = 1)", fixed_w=1),
-        Variant("control", "first_step_loss", "first", "#8c564b",
-                "pauses in context, cross-entropy at the real token's own step: the value of "
-                "extra positions without waiting", min_w=2),
-        Variant("tbys", "last_step_loss", "last", "#1f77b4", "cross-entropy at the last pause (W - 1 pauses)", min_w=2),
-        Variant("cyb-ap", "cyb_ap_loss", "own", "#d62728", "CYB-AP: expected likelihood under the model's stopping",
-                ("omega", "gamma", "gamma_kind")),
-        Variant("cyb-va", "cyb_va_loss", "own", "#2ca02c", "CYB-VA: variational bound with a halting prior", ("rho",)),
-        Variant("cyb-dp", "cyb_dp_loss", "own", "#9467bd", "CYB-DP: likelihood plus a penalty towards rho", ("rho", "alpha")),
+        Variant(
+            "baseline",
+            "baseline_loss",
+            "own",
+            "#7f7f7f",
+            "cross-entropy, no pauses (W = 1)",
+            fixed_w=1,
+        ),
+        Variant(
+            "control",
+            "first_step_loss",
+            "first",
+            "#8c564b",
+            "pauses in context, cross-entropy at the real token's own step: the value of "
+            "extra positions without waiting",
+            min_w=2,
+        ),
+        Variant(
+            "tbys",
+            "last_step_loss",
+            "last",
+            "#1f77b4",
+            "cross-entropy at the last pause (W - 1 pauses)",
+            min_w=2,
+        ),
+        Variant(
+            "cyb-ap",
+            "cyb_ap_loss",
+            "own",
+            "#d62728",
+            "CYB-AP: expected likelihood under the model's stopping",
+            ("omega", "gamma", "gamma_kind"),
+        ),
+        Variant(
+            "cyb-va",
+            "cyb_va_loss",
+            "own",
+            "#2ca02c",
+            "CYB-VA: variational bound with a halting prior",
+            ("rho",),
+        ),
+        Variant(
+            "cyb-dp",
+            "cyb_dp_loss",
+            "own",
+            "#9467bd",
+            "CYB-DP: likelihood plus a penalty towards rho",
+            ("rho", "alpha"),
+        ),
     )
 }
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import tomllib
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from fixtures_app import ROOT, build_db, empty_db
+from fixtures_app import MIXED, NATURAL, ROOT, build_db, empty_db
 from streamlit.testing.v1 import AppTest
 
-from app import charts, data, downloads, token_html
+from analysis import classes, queries, store
+from app import charts, data, downloads, state, token_html
 from app import cli as app_cli
 from app.state import Filters
 
@@ -28,11 +30,14 @@ def db():
 
 @pytest.fixture
 def app(db, monkeypatch):
-    """An AppTest of the entry script over the fixture database, run once on the first page."""
+    """An AppTest of the entry script over the fixture database, run once on the first page,
+    then on `dataset` (None: the one the app opens on by itself, MIXED) and page `name`."""
     monkeypatch.setenv("CYB_DB", str(db[0]))
 
-    def open_page(name: str | None = None) -> AppTest:
+    def open_page(name: str | None = None, dataset: str | None = NATURAL) -> AppTest:
         at = AppTest.from_file(MAIN, default_timeout=60).run()
+        if dataset and at.selectbox(key="f_dataset").value != dataset:
+            at.selectbox(key="f_dataset").set_value(dataset).run()
         if name:
             at.switch_page(f"views/{name}.py").run()
         _ok(at)
@@ -78,6 +83,14 @@ def html(at: AppTest) -> list[str]:
     return [h.proto.body for h in at.get("html")]
 
 
+def token_rows(db, eval_id: str) -> pd.DataFrame:
+    with store.reading(db[0]) as con:
+        return queries.token_rows(con, eval_id)
+
+
+AP_MIXED = f"ap-full:{MIXED}:dense"
+
+
 # ----------------------------------------------------------------------------- pages
 
 
@@ -91,12 +104,12 @@ def test_runs_page(app, db):
     # the two CYB-AP runs differ only in their data: one line through both
     assert [sorted(x) for x in traces(figs["ppl_vs_data"])] == [[4096, 8192]]
     assert {t["name"] for t in figs["training_curves"]["data"]} == {"ap-full"}
-    assert len(at.dataframe[0].value) == 3
+    assert len(at.dataframe[0].value) == 6  # every evaluation, both datasets
     at.selectbox(key="f_run").set_value("tbys-3")
     figs = figures(_rerun(at))
     assert {t["name"] for t in figs["training_curves"]["data"]} == {"tbys-3"}
     at.radio(key="curves_runs").set_value("all")
-    assert len(figures(_rerun(at))["training_curves"]["data"]) == 3
+    assert len(figures(_rerun(at))["training_curves"]["data"]) == 4  # every run
 
 
 def test_text_page(app):
@@ -135,6 +148,7 @@ def test_latency_page(app):
     assert tbys[-1] == pytest.approx(1.0)  # TBYS always answers after all W - 1 pauses
     at.radio(key="latency_layout").set_value("facet")
     assert "xaxis2" in figures(_rerun(at))["step_distribution"]["layout"]
+    assert list(at.dataframe[0].value.columns) == ["0 pauses", "1 pause", "2 pauses", "3 pauses"]
 
 
 def test_tokens_page(app):
@@ -203,6 +217,155 @@ def test_filters_persist_across_pages(app):
     assert at.slider(key="f_min_count").value == 7
     assert at.multiselect(key="f_compare").value == ["tbys-3"]
     assert "at least 7 occurrences" in at.caption[0].value
+
+
+# ----------------------------------------------------------------------------- where waiting pays
+
+
+def test_app_opens_on_the_run_that_waits_on_answers(app, db):
+    at = app(dataset=None)
+    # the dataset with answer tokens, and its one model that chooses its pauses: not the
+    # baseline (W = 1) nor TBYS (always all pauses)
+    assert at.selectbox(key="f_dataset").value == MIXED
+    assert at.radio(key="f_mode").value == "dense"
+    assert at.selectbox(key="f_run").value == "ap-full"
+    assert "see Classes" in at.get("page_link")[0].proto.label
+    ec = data.eval_classes(data.source(db[0]))
+    assert state.opening(ec) == state.Opening(MIXED, "dense", "ap-full")
+    at.selectbox(key="f_run").set_value("base")  # later choices win over the opening
+    assert _rerun(at).selectbox(key="f_run").value == "base"
+    at.switch_page("views/latency.py")
+    assert _rerun(at).selectbox(key="f_run").value == "base"
+
+
+def test_opening_prefers_the_model_that_waits_most_on_answers():
+    def ev(eval_id, dataset, variant, w, answer, other, n_answer=10):
+        return dict(eval_id=eval_id, run_id=eval_id, dataset=dataset, mode="dense",
+                    variant=variant, w_max=w, n_answer=n_answer, answer_pauses=answer,
+                    other_pauses=other, answer_pause_rate=0.5)  # fmt: skip
+
+    rows = [
+        ev("nat", "a-natural", "cyb-ap", 4, None, 2.0, n_answer=0),
+        ev("tbys", "mix", "tbys", 4, 3.0, 0.0),  # waits most, but it is made to
+        ev("control", "mix", "control", 4, 3.0, 0.0),
+        ev("base", "mix", "baseline", 1, 0.0, 0.0),
+        ev("va", "mix", "cyb-va", 4, 1.0, 0.2),  # 0.8 more pauses on answers
+        ev("ap", "mix", "cyb-ap", 4, 2.0, 1.5),  # more pauses, but only 0.5 more on answers
+    ]
+    assert state.opening(pd.DataFrame(rows)) == state.Opening("mix", "dense", "va")
+    assert state.opening(pd.DataFrame(rows[:4])) == state.Opening("mix")  # no model that chooses
+    assert state.opening(pd.DataFrame(rows[:1])) is None  # no answers anywhere: plain default
+
+
+def test_class_filter_changes_the_tokens_page(app, db):
+    natural = app("tokens")
+    assert "f_class" not in [s.key for s in natural.selectbox]  # natural text only: no filter
+    at = app("tokens", dataset=MIXED)
+    assert at.selectbox(key="f_class").value == "all"
+    assert at.selectbox(key="f_class").options == list(state.CLASS_LABELS.values())
+    at.slider(key="f_min_count").set_value(2)
+    _rerun(at)
+    rows = token_rows(db, AP_MIXED)
+
+    def types(cls: str | None) -> pd.Series:
+        sub = rows if cls is None else rows[rows["token_class"] == cls]
+        n = sub.groupby("token_id").size()
+        return n[n >= 2]
+
+    for cls in (None, "answer", "natural"):
+        if cls:
+            at.selectbox(key="f_class").set_value(cls)
+            _rerun(at)
+        want = types(cls)
+        assert at.subheader[0].value == f"{len(want):,} token types"
+        assert sum(len(x) for x in traces(figures(at)["token_quadrants"])) == len(want)
+        shown = at.dataframe[0].value  # the first page of the token-type table
+        top = want.reset_index(name="n").sort_values(["n", "token_id"], ascending=[False, True])
+        assert shown["token_id"].tolist() == top["token_id"].head(len(shown)).tolist()
+        assert shown["n"].tolist() == top["n"].head(len(shown)).tolist()
+    assert "Only rows that predict natural text" in at.caption[0].value
+    assert len(types("answer")) < len(types(None))
+
+
+def test_class_filter_on_latency_and_linguistics(app, db):
+    at = app("latency", dataset=MIXED)
+    at.selectbox(key="f_class").set_value("answer")
+    _rerun(at)
+    rows = token_rows(db, AP_MIXED)
+    answers = rows[rows["token_class"] == "answer"]
+    got = figures(at)["step_distribution"]["data"][0]["y"]
+    np.testing.assert_allclose(got, np.stack(answers["s"].to_numpy()).mean(0), rtol=1e-9)
+    at.switch_page("views/linguistics.py")
+    _rerun(at)
+    fig = figures(at)["pause_rates"]["data"][0]
+    ref = answers.dropna(subset=["upos"]).groupby("upos")["expected_pauses"].mean()
+    np.testing.assert_allclose(fig["x"], ref.loc[list(fig["y"])], rtol=1e-9)
+
+
+def test_classes_page(app, db):
+    at = app("classes", dataset=None)
+    rows = token_rows(db, AP_MIXED)
+    t = np.stack(rows["t"].to_numpy())
+    ref = (
+        rows.assign(gain=np.log(t[:, -1]) - np.log(t[:, 0]), paused=rows["greedy_pauses"] > 0)
+        .groupby("token_class")
+        .agg(n=("nll", "size"), nll=("nll", "mean"), accuracy=("correct", "mean"),
+             expected_pauses=("expected_pauses", "mean"), pause_rate=("paused", "mean"),
+             log_gain_last=("gain", "mean"))
+    )  # fmt: skip
+    table = at.dataframe[0].value.set_index("token_class")
+    assert table.index.tolist() == ["answer", "synthetic", "natural"]
+    for col in ref.columns:
+        np.testing.assert_allclose(table[col].astype(float), ref.loc[table.index, col], rtol=1e-9)
+    ans = rows["token_class"] == "answer"
+    headline = [m.value for m in at.metric]
+    assert headline[0] == f"{rows.loc[ans, 'expected_pauses'].mean():.3f}"
+    assert headline[2] == f"{ref.loc['answer', 'log_gain_last']:.3f}"
+    bars = figures(at)["class_bars"]["data"]
+    assert len(bars) == 2 and {b["marker"]["color"] for b in bars} == {
+        charts.VARIANT_COLORS["cyb-ap"]
+    }
+    assert list(bars[0]["x"]) == ["answer", "synthetic", "natural"]
+    np.testing.assert_allclose(bars[1]["y"], ref.loc[list(bars[1]["x"]), "nll"], rtol=1e-9)
+    with store.reading(db[0]) as con:
+        calib = classes.class_calibration(con, AP_MIXED)
+    partial = at.dataframe[1].value
+    assert partial.columns.tolist() == ["run", "token_class", "step 0", "step 1", "step 2"]
+    want = calib.pivot(index="token_class", columns="step", values="partial_spearman")
+    got = partial.set_index("token_class")[["step 0", "step 1", "step 2"]].to_numpy(float)
+    np.testing.assert_allclose(got, want.loc[partial["token_class"]].to_numpy(float), rtol=1e-9)
+
+    at.multiselect(key="f_compare").set_value(["tbys-3", "base"])
+    _rerun(at)
+    assert len(at.dataframe[0].value) == 9  # three runs x three classes
+    bars = figures(at)["class_bars"]["data"]
+    colors = {b["name"]: b["marker"]["color"] for b in bars}
+    assert colors == {
+        f"{r} ({v}, W={w})": charts.VARIANT_COLORS[v]
+        for r, v, w in (("ap-full", "cyb-ap", 4), ("tbys-3", "tbys", 4), ("base", "baseline", 1))
+    }
+    assert len(at.dataframe[1].value) == 6  # partial Spearman: the two runs with pauses
+
+    natural = app("classes")
+    assert "no synthetic lines" in natural.info[0].value and not natural.dataframe
+
+
+def test_text_page_opens_on_a_synthetic_document(app):
+    at = app("text", dataset=None)
+    assert at.selectbox(key="text_doc").value == "synthetic/heldout-00000"
+    assert "=</span>" in html(at)[1] and "+</span>" in html(at)[1]
+    assert app("text").selectbox(key="text_doc").value == "brown/ca03"  # natural text only
+    assert data.first_doc(["brown/a", "synthetic/x", "synthetic/y"]) == 1
+    assert data.first_doc(["brown/a"]) == 0 and data.first_doc([]) == 0
+
+
+def test_the_local_app_has_no_deploy_button(monkeypatch):
+    path = ROOT / "app" / ".streamlit" / "config.toml"
+    assert tomllib.loads(path.read_text())["client"]["toolbarMode"] == "viewer"
+    from streamlit import config  # read as the entry script's own config, from any directory
+
+    monkeypatch.setattr(config, "_main_script_path", MAIN)
+    assert str(path) in config.get_config_files("config.toml")
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty"])
@@ -308,6 +471,7 @@ def test_chart_builders_handle_empty_frames():
         charts.perplexity_vs_data(pd.DataFrame()),
         charts.token_quadrants(pd.DataFrame(), 0, 0),
         charts.calibration_density(pd.DataFrame(), pd.DataFrame()),
+        charts.class_bars(pd.DataFrame()),
     ):
         assert isinstance(fig, go.Figure) and fig.layout.annotations
 

@@ -3,7 +3,9 @@
 Starts `streamlit run app/main.py` (the command `cyb app` runs) on a free local port over the
 fixture database, sets filters in the sidebar, visits every page through the sidebar links
 (one browser session, so the filters must persist), waits for the charts, asserts that no
-error box shows and saves a screenshot of each page under test-output/screenshots/.
+error box shows and saves a screenshot of each page under test-output/screenshots/. The app
+opens on the fixture's dataset with synthetic lines and on its CYB-AP run, and, served as
+`cyb app` serves it, shows no "Deploy" button.
 
 Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` Python package; it
 never runs `playwright install`. Skips with the reason when either is missing.
@@ -51,6 +53,7 @@ CHART = ".js-plotly-plot .main-svg"
 # sidebar link -> what shows that the page has rendered
 PAGES = {
     "Runs": CHART,
+    "Classes": CHART,
     "Text": ".cyb-text span[title]",
     "Latency": CHART,
     "Tokens": CHART,
@@ -62,6 +65,7 @@ ERRORS = (
     '[data-testid="stException"], [data-testid="stAlertContentError"], '
     '[data-testid="stAlertContentWarning"]'
 )
+DEPLOY = '[data-testid="stAppDeployButton"]'
 TIMEOUT_MS = 90_000
 
 
@@ -137,8 +141,11 @@ def test_every_page_in_chromium(server):
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.goto(server, timeout=TIMEOUT_MS)
             _settle(page, PAGES["Runs"])
-            # filters in the sidebar: compare with the TBYS run, minimum count 20 -> 5
+            assert page.locator('[data-testid="stMainMenu"]').count() == 1  # the toolbar is there
+            assert page.locator(DEPLOY).count() == 0  # app/.streamlit/config.toml
             sidebar = page.get_by_test_id("stSidebar")
+            assert sidebar.get_by_text("ap-full:mixed/heldout.c1500:dense").first.is_visible()
+            # filters in the sidebar: compare with the TBYS run, minimum count 20 -> 5
             sidebar.get_by_test_id("stMultiSelect").click()
             page.get_by_role("option", name="tbys-3").click()
             page.keyboard.press("Escape")
@@ -158,6 +165,8 @@ def test_every_page_in_chromium(server):
                 assert shot.stat().st_size > 10_000
                 if ready == CHART:
                     assert page.locator(CHART).count() >= 1
+                if name == "Classes":  # the three classes, for the run and the one compared
+                    assert page.get_by_text("E[S] on answers").first.is_visible()
                 if name == "Text":  # hover data and the second run side by side
                     title = page.locator(".cyb-text span[title]").first.get_attribute("title")
                     assert "d_i [" in title and "POS" in title

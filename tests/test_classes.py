@@ -18,21 +18,30 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    docs = [{"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)]
+    docs = [
+        {"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)
+    ]
     assert all(len(d["text"]) == 2 * N for d in docs)
     result = synthetic_result(w=3, seed=4)
     tables = build_tables(result, docs, pos.tag_texts([d["text"] for d in docs]), tokenizer())
     db = tmp_path_factory.mktemp("classes") / "c.duckdb"
-    eid = store.write_eval(db, run=RUN, eval_row={"run_id": "synthetic", "dataset": "sums", "mode": "dense"},
-                           **tables)
+    eid = store.write_eval(
+        db, run=RUN, eval_row={"run_id": "synthetic", "dataset": "sums", "mode": "dense"}, **tables
+    )
     # the reference: class of the next token from the characters, as the docstring defines it
     cls = []
     for d in docs:
         c = synthetic.token_classes(d["text"], np.arange(N) * 2, np.arange(N) * 2 + 2)
         cls.append(np.append(c[1:], 0))
-    frame = pd.DataFrame({"cls": np.array(synthetic.CLASSES)[np.concatenate(cls)], "nll": result.nll,
-                          "correct": result.correct, "pauses": result.expected_pauses,
-                          "greedy": result.greedy_pauses})
+    frame = pd.DataFrame(
+        {
+            "cls": np.array(synthetic.CLASSES)[np.concatenate(cls)],
+            "nll": result.nll,
+            "correct": result.correct,
+            "pauses": result.expected_pauses,
+            "greedy": result.greedy_pauses,
+        }
+    )
     return db, eid, result, frame
 
 
@@ -41,8 +50,13 @@ def test_every_class_is_present_and_counted(stored):
     with store.reading(db) as con:
         got = classes.class_summary(con, eid).set_index("token_class")
     assert set(got.index) == {"answer", "synthetic", "natural"}
-    want = frame.groupby("cls").agg(n=("nll", "size"), nll=("nll", "mean"), acc=("correct", "mean"),
-                                    pauses=("pauses", "mean"), rate=("greedy", lambda g: (g > 0).mean()))
+    want = frame.groupby("cls").agg(
+        n=("nll", "size"),
+        nll=("nll", "mean"),
+        acc=("correct", "mean"),
+        pauses=("pauses", "mean"),
+        rate=("greedy", lambda g: (g > 0).mean()),
+    )
     for c in got.index:
         assert got.loc[c, "n"] == want.loc[c, "n"]
         assert got.loc[c, "nll"] == pytest.approx(want.loc[c, "nll"])
@@ -102,8 +116,12 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     with pytest.raises(store.StoreError, match="upgrades it"):
         store.connect_read(old)
     _, tables = build_tables_again()
-    store.write_eval(old, run=RUN, eval_row={"run_id": "synthetic", "dataset": "again", "mode": "dense"},
-                     **tables)
+    store.write_eval(
+        old,
+        run=RUN,
+        eval_row={"run_id": "synthetic", "dataset": "again", "mode": "dense"},
+        **tables,
+    )
     with store.reading(old) as con:
         assert store.schema_version(con) == store.SCHEMA_VERSION
         rows = con.execute(
@@ -113,6 +131,8 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
 
 
 def build_tables_again():
-    docs = [{"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)]
+    docs = [
+        {"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)
+    ]
     result = synthetic_result(w=3, seed=5)
     return result, build_tables(result, docs, pos.tag_texts([d["text"] for d in docs]), tokenizer())

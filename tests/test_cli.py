@@ -9,11 +9,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cyb(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "cyb_core", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "cyb", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["pretrain", "--help"], ["data", "build", "--help"],
-                                 ["train", "--help"], ["tokenizer", "--help"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["--help"],
+        ["pretrain", "--help"],
+        ["data", "build", "--help"],
+        ["train", "--help"],
+        ["tokenizer", "--help"],
+    ],
+)
 def test_help_explains_itself(cmd):
     r = cyb(*cmd)
     assert r.returncode == 0 and "usage: cyb" in r.stdout
@@ -22,7 +32,7 @@ def test_help_explains_itself(cmd):
 
 
 def test_every_flag_has_help():
-    from cyb_core.cli import build_parser
+    from cyb.cli import build_parser
 
     def walk(parser):
         for action in parser._actions:
@@ -35,13 +45,20 @@ def test_every_flag_has_help():
     assert list(walk(build_parser())) == []
 
 
-@pytest.mark.parametrize("args,code,needle", [
-    (["pretrain", "--bogus"], 2, "unrecognized arguments: --bogus"),
-    (["train", "--variant", "cyb-zz"], 2, "invalid choice"),
-    (["train", "--init", "/nonexistent/ckpt", "--out", "{tmp}/run"], 1, "no checkpoint at /nonexistent/ckpt"),
-    (["train", "--variant", "cyb-va", "--rho", "1:0:1:1", "--out", "{tmp}/run"], 1, "rho"),
-    (["tokenizer", "--data-root", "{tmp}/nothing", "--out", "{tmp}/tok"], 1, "cyb data build"),
-])
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["pretrain", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["train", "--variant", "cyb-zz"], 2, "invalid choice"),
+        (
+            ["train", "--init", "/nonexistent/ckpt", "--out", "{tmp}/run"],
+            1,
+            "no checkpoint at /nonexistent/ckpt",
+        ),
+        (["train", "--variant", "cyb-va", "--rho", "1:0:1:1", "--out", "{tmp}/run"], 1, "rho"),
+        (["tokenizer", "--data-root", "{tmp}/nothing", "--out", "{tmp}/tok"], 1, "cyb data build"),
+    ],
+)
 def test_bad_input_gives_one_line_error(args, code, needle, tmp_path):
     r = cyb(*[a.format(tmp=tmp_path) for a in args])
     assert r.returncode == code

@@ -1,4 +1,5 @@
 """Offline tests for cyb_core.corpus: the pure pieces and the committed fixture."""
+
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ BROWN_SNIPPET = (
 
 def test_detokenize_quotes_punctuation_and_paragraphs():
     text, _ = detokenize(parse_brown(BROWN_SNIPPET))
-    assert text == ('The jury said "it\'s (very) good", Mr. Smith\'s dog. '
-                    "He didn't agree -- not at all!\n\n"
-                    "She said 'no' 1/2 / day.")
+    assert text == (
+        "The jury said \"it's (very) good\", Mr. Smith's dog. "
+        "He didn't agree -- not at all!\n\n"
+        "She said 'no' 1/2 / day."
+    )
 
 
 def test_detokenize_spans_match_text():
@@ -49,8 +52,10 @@ def test_parse_brown_headline_is_own_paragraph():
 
 
 def test_clean_text_unwraps_and_maps_backticks():
-    raw = ("[Emma by Jane Austen 1816]\r\n\r\nVOLUME I\n\n\nShe said  `poor Miss\nTaylor.'  And ``so''\n"
-           "it went -- on.\n   \n\n\n*** END OF THE PROJECT GUTENBERG EBOOK EMMA ***\nlicense text\n")
+    raw = (
+        "[Emma by Jane Austen 1816]\r\n\r\nVOLUME I\n\n\nShe said  `poor Miss\nTaylor.'  And ``so''\n"
+        "it went -- on.\n   \n\n\n*** END OF THE PROJECT GUTENBERG EBOOK EMMA ***\nlicense text\n"
+    )
     assert clean_text(raw) == "VOLUME I\n\nShe said 'poor Miss Taylor.' And \"so\" it went -- on."
 
 
@@ -64,6 +69,7 @@ def _doc(doc_id, source, words):
 
 def _prose(seed, n=400):
     import random
+
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(300)]
     return " ".join(rng.choice(vocab) for _ in range(n))
@@ -72,8 +78,11 @@ def _prose(seed, n=400):
 def test_dedup_drops_near_copy_keeps_first():
     a = _prose(1)
     near = a.replace("w1 ", "w2 ", 3) + " extra tail words"
-    docs = [_doc("austen/a", "austen", a), _doc("gutenberg/b", "gutenberg", _prose(2)),
-            _doc("gutenberg/a-copy", "gutenberg", near)]
+    docs = [
+        _doc("austen/a", "austen", a),
+        _doc("gutenberg/b", "gutenberg", _prose(2)),
+        _doc("gutenberg/a-copy", "gutenberg", near),
+    ]
     kept, dropped = dedup(docs)
     assert [d["doc_id"] for d in kept] == ["austen/a", "gutenberg/b"]
     assert dropped[0]["dropped"] == "gutenberg/a-copy" and dropped[0]["duplicate_of"] == "austen/a"
@@ -99,8 +108,11 @@ def test_chunk_respects_paragraph_boundaries():
 
 
 def test_split_heldout_whole_and_sources_in_both():
-    docs = [_doc(f"{src}/{i}", src, _paragraphs(i + 10 * k, 30))
-            for k, src in enumerate(["austen", "gutenberg", "brown"]) for i in range(3)]
+    docs = [
+        _doc(f"{src}/{i}", src, _paragraphs(i + 10 * k, 30))
+        for k, src in enumerate(["austen", "gutenberg", "brown"])
+        for i in range(3)
+    ]
     held = ["austen/0", "brown/2"]
     out = split(docs, held, seed=0)
     assert [d["doc_id"] for d in out["heldout"]] == held
@@ -119,7 +131,11 @@ def test_load_split_reads_fixture():
     for name in ("pretrain", "finetune", "heldout"):
         rows = load_split(name, FIXTURE)
         assert rows and all(set(r) == {"doc_id", "source", "title", "text"} for r in rows)
-    assert {r["source"] for r in load_split("pretrain", FIXTURE)} == {"austen", "gutenberg", "brown"}
+    assert {r["source"] for r in load_split("pretrain", FIXTURE)} == {
+        "austen",
+        "gutenberg",
+        "brown",
+    }
     assert len(split_text("finetune", FIXTURE)) > 100_000
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from cyb.cli import add_generate_cli
 from cyb_core import engine, losses, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
-from cyb_core.evaluate import dense_eval
+from cyb_core.adaptive import adaptive_eval
+from cyb_core.dense import dense_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["The cat", "Alice didn't know what to say to the", "Yes"]  # different lengths
@@ -201,7 +203,7 @@ def test_recipe1_teacher_forced_reproduces_dense_eval():
 
 def test_adaptive_eval_never_pauses_when_d_is_0():
     m = tiny_model(3, psi=1e-12)
-    res = engine.adaptive_eval(m, DOCS, seq_len=16, batch_size=4, dk_threshold=None, progress=False)
+    res = adaptive_eval(m, DOCS, seq_len=16, batch_size=4, dk_threshold=None, progress=False)
     assert (res.pauses == 0).all() and np.isnan(res.d[:, 1:]).all() and np.isnan(res.t[:, 1:]).all()
     assert res.d[:, 0].max() < 1e-6
     plain = dense_eval(
@@ -213,7 +215,7 @@ def test_adaptive_eval_never_pauses_when_d_is_0():
 @pytest.mark.parametrize("dk_threshold", [0.5, None])
 def test_adaptive_eval_always_takes_w_minus_1_pauses_when_d_is_1(dk_threshold):
     m = tiny_model(3, psi=1 - 1e-12)
-    res = engine.adaptive_eval(
+    res = adaptive_eval(
         m, DOCS, seq_len=16, batch_size=4, dk_threshold=dk_threshold, progress=False
     )
     assert (res.pauses == 2).all() and (res.s[:, 2] == 1).all() and res.d.min() > 1 - 1e-6
@@ -238,7 +240,7 @@ def plain_greedy(m, prompt, n):
 
 def test_w1_equals_plain_decoding():
     m = tiny_model(1)
-    res = engine.adaptive_eval(m, DOCS, seq_len=16, batch_size=4, progress=False)
+    res = adaptive_eval(m, DOCS, seq_len=16, batch_size=4, progress=False)
     dense = dense_eval(m, DOCS, seq_len=16, progress=False)
     assert (res.pauses == 0).all() and res.d.shape == (len(res.nll), 0)
     np.testing.assert_allclose(res.nll, dense.nll, rtol=1e-4)
@@ -252,12 +254,8 @@ def test_w1_equals_plain_decoding():
 def test_adaptive_eval_fills_eval_result_and_is_reproducible():
     m = tiny_model(4)
     dense = dense_eval(m, DOCS, seq_len=7, progress=False)
-    a = engine.adaptive_eval(
-        m, DOCS, seq_len=7, batch_size=3, dk_threshold=None, seed=1, progress=False
-    )
-    b = engine.adaptive_eval(
-        m, DOCS, seq_len=7, batch_size=3, dk_threshold=None, seed=1, progress=False
-    )
+    a = adaptive_eval(m, DOCS, seq_len=7, batch_size=3, dk_threshold=None, seed=1, progress=False)
+    b = adaptive_eval(m, DOCS, seq_len=7, batch_size=3, dk_threshold=None, seed=1, progress=False)
     np.testing.assert_array_equal(a.pauses, b.pauses)
     assert len(set(a.pauses.tolist())) > 1
     for f in ("doc", "idx", "token_id", "next_id", "char_start", "char_end"):  # every target once
@@ -270,10 +268,10 @@ def test_adaptive_eval_fills_eval_result_and_is_reproducible():
     np.testing.assert_array_equal(a.greedy_pauses, a.pauses)
     np.testing.assert_allclose(a.nll, -np.log(a.t[np.arange(len(a.t)), a.pauses]), rtol=1e-5)
     # threshold mode: batch composition changes nothing, though rows pause differently
-    one = engine.adaptive_eval(
+    one = adaptive_eval(
         m, DOCS, seq_len=7, batch_size=1, dk_threshold=VARIED["dk_threshold"], progress=False
     )
-    many = engine.adaptive_eval(
+    many = adaptive_eval(
         m, DOCS, seq_len=7, batch_size=8, dk_threshold=VARIED["dk_threshold"], progress=False
     )
     np.testing.assert_array_equal(one.pauses, many.pauses)
@@ -343,7 +341,7 @@ def test_cli_generate(tmp_path, capsys):
     tiny_model(3).save(tmp_path / "ckpt")
     (tmp_path / "prompts.txt").write_text("The cat\nYes\n")
     parser = argparse.ArgumentParser()
-    engine.add_cli(parser.add_subparsers())
+    add_generate_cli(parser.add_subparsers())
     args = parser.parse_args(
         [
             "generate",
@@ -400,5 +398,5 @@ def test_gpu_bf16_runs():
         assert all(len(g.pauses) == len(g.token_ids) for g in gens) and any(
             g.token_ids for g in gens
         )
-    res = engine.adaptive_eval(m, DOCS, seq_len=16, progress=False, bf16=True, dk_threshold=None)
+    res = adaptive_eval(m, DOCS, seq_len=16, progress=False, bf16=True, dk_threshold=None)
     assert np.isfinite(res.nll).all() and res.pauses.max() <= 2

@@ -7,7 +7,7 @@ import torch
 
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
-from cyb_core.evaluate import dense_eval
+from cyb_core.dense import dense_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analysis import store
-from cyb_core import experiment
+from cyb import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,21 +76,29 @@ def test_run_level_seeds_and_regimes_override_the_grid(tmp_path):
     ids = {j.run_id for j in experiment.jobs(cfg)}
     first, second = cfg["runs"][0]["name"], cfg["runs"][1]["name"]
     assert {i for i in ids if f".{first}-" in i} == {f"runs.{first}-1x1-s{s}" for s in range(3)}
-    assert {i for i in ids if f".{second}-" in i} == {f"runs.{second}-2x1-s0", f"runs.{second}-1x3-s0"}
+    assert {i for i in ids if f".{second}-" in i} == {
+        f"runs.{second}-2x1-s0",
+        f"runs.{second}-1x3-s0",
+    }
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({"runs": [{"name": "x", "variant": "cyb-ap", "bogus": 1}]}, "unknown setting"),
-    ({"runs": [{"name": "x"}, {"name": "x"}]}, "share a name"),
-    ({"runs": [{"name": "x"}], "grid": {"regimes": ["9x9"]}}, "data regime"),
-    ({"runs": [{"name": "a:b"}]}, "needs a name"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ({"runs": [{"name": "x", "variant": "cyb-ap", "bogus": 1}]}, "unknown setting"),
+        ({"runs": [{"name": "x"}, {"name": "x"}]}, "share a name"),
+        ({"runs": [{"name": "x"}], "grid": {"regimes": ["9x9"]}}, "data regime"),
+        ({"runs": [{"name": "a:b"}]}, "needs a name"),
+    ],
+)
 def test_bad_grids_name_the_problem(bad, needle):
     with pytest.raises(ValueError, match=needle):
         experiment.jobs(bad)
 
 
-@pytest.mark.parametrize("text,needle", [("runs = []\n", "no \\[\\[runs\\]\\]"), ("runs = [\n", "not valid TOML")])
+@pytest.mark.parametrize(
+    "text,needle", [("runs = []\n", "no \\[\\[runs\\]\\]"), ("runs = [\n", "not valid TOML")]
+)
 def test_bad_config_files_name_the_problem(text, needle, tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -101,8 +109,10 @@ def test_bad_config_files_name_the_problem(text, needle, tmp_path):
 
 
 def test_overrides_reach_defaults_eval_and_grid(tmp_path):
-    cfg = experiment.apply_overrides(experiment.load_config(write_config(tmp_path)),
-                                     ["tokens=2048", "eval.max_chars=0", "grid.seeds=[1, 2]", "out=elsewhere"])
+    cfg = experiment.apply_overrides(
+        experiment.load_config(write_config(tmp_path)),
+        ["tokens=2048", "eval.max_chars=0", "grid.seeds=[1, 2]", "out=elsewhere"],
+    )
     assert cfg["defaults"]["tokens"] == 2048 and cfg["eval"]["max_chars"] == 0
     assert cfg["grid"]["seeds"] == [1, 2] and cfg["out"] == "elsewhere"
     with pytest.raises(ValueError, match="KEY=VALUE"):
@@ -111,7 +121,7 @@ def test_overrides_reach_defaults_eval_and_grid(tmp_path):
 
 def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
     cfg_path = write_config(tmp_path)
-    cmd = [sys.executable, "-m", "cyb_core", "experiment", str(cfg_path)]
+    cmd = [sys.executable, "-m", "cyb", "experiment", str(cfg_path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "runs" / "base-1x1-s0" / "log.jsonl"
     deadline = time.time() + 120
@@ -124,13 +134,19 @@ def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert again.returncode == 0 and "trained now" not in again.stdout and "evaluated now" not in again.stdout
+    assert (
+        again.returncode == 0
+        and "trained now" not in again.stdout
+        and "evaluated now" not in again.stdout
+    )
 
     with store.reading(tmp_path / "cyb.duckdb") as con:
         runs = con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
         evals = con.execute("SELECT run_id, status FROM evals ORDER BY run_id").fetchall()
-        steps = con.execute("SELECT run_id, count(*), count(DISTINCT step), max(step) FROM train_log "
-                            "GROUP BY run_id ORDER BY run_id").fetchall()
+        steps = con.execute(
+            "SELECT run_id, count(*), count(DISTINCT step), max(step) FROM train_log "
+            "GROUP BY run_id ORDER BY run_id"
+        ).fetchall()
     assert runs == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
     assert evals == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
     assert steps == [("runs.ap-1x1-s0", 16, 16, 16), ("runs.base-1x1-s0", 16, 16, 16)]

@@ -354,7 +354,10 @@ def test_chunked_equals_unchunked(monkeypatch):
     torch.testing.assert_close(chunked.per_token, full.per_token, rtol=0, atol=1e-14)
     torch.testing.assert_close(g_chunked, g_full, rtol=0, atol=1e-14)
     x = torch.randn(10, V, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: losses._VocabReduce.apply(z, DK, torch.zeros(z.shape[0], dtype=torch.long), 3)[0], (x,))
+    assert torch.autograd.gradcheck(
+        lambda z: losses._VocabReduce.apply(z, DK, torch.zeros(z.shape[0], dtype=torch.long), 3)[0],
+        (x,),
+    )
 
 
 def test_bf16_logits_keep_their_dtype_and_match_fp32():

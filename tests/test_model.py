@@ -11,10 +11,24 @@ TEXT = ["The patients wasn't happy, but they won. " * 20, "Alice didn't know wha
 
 CONFIGS = {
     "gpt2": dict(model_type="gpt2", n_layer=2, n_embd=32, n_head=2, n_positions=128),
-    "llama": dict(model_type="llama", num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128),
-    "qwen2": dict(model_type="qwen2", num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128),
+    "llama": dict(
+        model_type="llama",
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+    ),
 }
 
 
@@ -23,8 +37,12 @@ def plain_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(TEXT, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
 

@@ -5,6 +5,7 @@ import shutil
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from test_store_support import RUN, fixture_db, scratch, synthetic_tables
@@ -292,3 +293,151 @@ def test_queries_bind_values(db):
     assert con.execute("SELECT count(*) FROM tokens").fetchall()[0][0] > 0
     with pytest.raises(StoreError, match="group by one of"):
         q.pause_rates(con, eid, by="upos; DROP TABLE tokens")
+
+
+# ----------------------------------------------------------------------------- token classes
+
+
+def _class_of(idx: np.ndarray) -> np.ndarray:
+    """The classes the `classed` fixture gives its rows, by position: idx % 5 == 0 answer,
+    1 or 2 synthetic, else natural (the fixture text itself is natural only)."""
+    return np.where(idx % 5 == 0, "answer", np.where(idx % 5 < 3, "synthetic", "natural"))
+
+
+@pytest.fixture(scope="module")
+def classed():
+    """The fixture evaluation under run "classed" with token classes set by _class_of, and a
+    copy, "classed-shifted", with 0.5 more expected pauses (same tokens: paired comparisons)."""
+    src, _, summary = fixture_db()
+    path = scratch() / "classed.duckdb"
+    with store.reading(src) as con:
+        tables = {
+            t: con.sql(
+                f"SELECT * EXCLUDE (eval_id) FROM {t} WHERE eval_id = ?",
+                params=[summary["eval_id"]],
+            ).to_arrow_table()
+            for t in ("tokens", "docs", "words")
+        }
+    tok = tables["tokens"]
+    cls = pa.array(_class_of(tok["idx"].to_numpy()))
+    tok = tok.set_column(tok.schema.get_field_index("token_class"), "token_class", cls)
+    run = {"variant": "cyb-ap", "recipe": "constant", "w_max": 3, "status": "checkpoint"}
+    ids = []
+    for name, shift in (("classed", 0.0), ("classed-shifted", 0.5)):
+        i = tok.schema.get_field_index("expected_pauses")
+        shifted = tok.set_column(i, "expected_pauses", pc.add(tok["expected_pauses"], shift))
+        ids.append(
+            store.write_eval(
+                path,
+                run={**run, "run_id": name},
+                eval_row={"run_id": name, "dataset": "classed", "mode": "dense"},
+                **{**tables, "tokens": shifted},
+            )
+        )
+    with store.reading(path) as con:
+        yield con, *ids
+
+
+@pytest.fixture(scope="module")
+def classed_rows(classed):
+    con, eid, _ = classed
+    rows = q.token_rows(con, eid)
+    assert (rows["token_class"] == _class_of(rows["idx"].to_numpy())).all()
+    return rows
+
+
+CLASSES = ["answer", "synthetic", "natural"]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_token_stats_and_quadrants_of_one_class(classed, classed_rows, cls):
+    con, eid, _ = classed
+    sub = classed_rows[classed_rows["token_class"] == cls]
+    st = q.token_stats(con, eid, "expected", min_count=3, token_class=cls).set_index("token_id")
+    ref = sub.groupby("token_id")["expected_pauses"].agg(["size", "mean", "median", "var"])
+    ref = ref[ref["size"] >= 3]
+    assert len(ref) > 3 and sorted(st.index) == sorted(ref.index)
+    np.testing.assert_array_equal(st.loc[ref.index, "n"], ref["size"])
+    for a, b in (("mean", "mean"), ("median", "median"), ("variance", "var")):
+        np.testing.assert_allclose(st.loc[ref.index, a], ref[b], rtol=1e-9, atol=1e-12)
+    quad = q.token_quadrants(con, eid, "expected", min_count=3, top=100, token_class=cls)
+    assert quad["median_threshold"].iloc[0] == pytest.approx(ref["median"].median())
+    assert sorted(quad["token_id"]) == sorted(ref.index)  # top=100: every type is in a corner
+
+
+def test_no_class_means_every_row(classed, classed_rows):
+    con, eid, _ = classed
+    assert q.token_stats(con, eid, min_count=1)["n"].sum() == len(classed_rows)
+    parts = [q.token_stats(con, eid, min_count=1, token_class=c)["n"].sum() for c in CLASSES]
+    assert sum(parts) == len(classed_rows) and min(parts) > 0
+    pd.testing.assert_frame_equal(
+        q.step_distribution(con, eid), q.step_distribution(con, eid, token_class=None)
+    )
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_groups_and_contrasts_of_one_class(classed, classed_rows, cls):
+    con, eid, shifted = classed
+    sub = classed_rows[classed_rows["token_class"] == cls]
+    r = q.pause_rates(con, eid, "upos", n_boot=200, token_class=cls).set_index("upos")
+    ref = sub.dropna(subset=["upos"]).groupby("upos")["expected_pauses"].agg(["size", "mean"])
+    np.testing.assert_array_equal(r.loc[ref.index, "n"], ref["size"])
+    np.testing.assert_allclose(r.loc[ref.index, "mean"], ref["mean"], rtol=1e-9)
+    a, b = ref.sort_values("size").index[-2:]
+    c = q.contrast(con, eid, "upos", a, b, n_boot=200, token_class=cls).iloc[0]
+    assert (c["n_a"], c["n_b"]) == (ref.loc[a, "size"], ref.loc[b, "size"])
+    assert c["diff"] == pytest.approx(ref.loc[b, "mean"] - ref.loc[a, "mean"])
+    cmp = q.compare_runs(con, eid, shifted, "upos", min_count=5, n_boot=200, token_class=cls)
+    big = ref[ref["size"] >= 5]
+    assert sorted(cmp["upos"]) == sorted(big.index) and cmp["paired"].all()
+    np.testing.assert_array_equal(cmp.set_index("upos").loc[big.index, "n_a"], big["size"])
+    np.testing.assert_allclose(cmp[["diff", "ci_low", "ci_high"]], 0.5, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_latency_and_kwic_of_one_class(classed, classed_rows, cls):
+    con, eid, _ = classed
+    sub = classed_rows[classed_rows["token_class"] == cls]
+    g = q.pause_histogram(con, eid, "greedy", token_class=cls)
+    assert g.set_index("lo")["n"].to_dict() == sub["greedy_pauses"].value_counts().to_dict()
+    sd = q.step_distribution(con, eid, token_class=cls)
+    np.testing.assert_allclose(sd["mean_s"], np.stack(sub["s"].to_numpy()).mean(0), rtol=1e-9)
+    the = sub[sub["token"].str.strip() == "the"]
+    h = q.pause_histogram(con, eid, "greedy", token="the", token_class=cls)
+    assert h["n"].sum() == len(the) > 0
+    k = q.kwic(con, eid, token="the", token_class=cls)
+    assert sorted(zip(k["doc_id"], k["idx"], strict=True)) == sorted(
+        zip(the["doc_id"], the["idx"], strict=True)
+    )
+
+
+def test_table3_of_one_class(classed, classed_rows):
+    con, eid, _ = classed
+    from analysis import export
+
+    md = export.table3(con, eid, "markdown", min_count=3, token_class="answer")
+    assert "rows predicting answer tokens" in md
+    assert md != export.table3(con, eid, "markdown", min_count=3)
+
+
+def test_eval_classes_counts_and_answer_pauses(classed, classed_rows):
+    con, eid, shifted = classed
+    ec = q.eval_classes(con).set_index("eval_id")
+    assert sorted(ec.index) == sorted([eid, shifted])
+    row, rows = ec.loc[eid], classed_rows
+    for c in CLASSES:
+        assert row[f"n_{c}"] == (rows["token_class"] == c).sum()
+    assert row["n_unclassed"] == 0 and row["w_max"] == 3 and row["variant"] == "cyb-ap"
+    ans = rows["token_class"] == "answer"
+    assert row["answer_pauses"] == pytest.approx(rows.loc[ans, "expected_pauses"].mean())
+    assert row["other_pauses"] == pytest.approx(rows.loc[~ans, "expected_pauses"].mean())
+    assert row["answer_pause_rate"] == pytest.approx((rows.loc[ans, "greedy_pauses"] > 0).mean())
+    assert ec.loc[shifted, "answer_pauses"] == pytest.approx(row["answer_pauses"] + 0.5)
+
+
+def test_token_class_is_checked_and_bound(classed):
+    con, eid, _ = classed
+    for bad in ("Answer", "answer' OR '1'='1"):
+        with pytest.raises(StoreError, match="token class must be one of"):
+            q.token_stats(con, eid, token_class=bad)
+    assert "$cls" in q.CLASS and "'" not in q.CLASS

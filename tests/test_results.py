@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis import results, store
-from cyb_core import experiment
+from cyb import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "fixture/heldout.d1.c1200"

@@ -362,7 +362,7 @@ def test_targets_resolve_to_run_names(fixture):
 
 
 def test_adaptive_evaluation_end_to_end(fixture, tmp_path):
-    pytest.importorskip("cyb_core.engine")
+    pytest.importorskip("cyb_core.adaptive")
     db = copy_db(fixture[0], tmp_path)
     text = tmp_path / "story.txt"
     text.write_text("The patients wasn't happy, but they won. The students didn't know. " * 2)

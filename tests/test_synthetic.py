@@ -37,8 +37,10 @@ def test_every_answer_is_right_and_every_kind_appears():
 def test_classify_marks_answers_lines_and_leaves_prose_alone():
     text = "It was a dark night.\nShe wrote 12 + 7 = 19 on the board.\nHow many x in x o x? 2."
     codes = synthetic.classify(text)
-    spans = {synthetic.CLASSES[k]: "".join(ch for ch, c in zip(text, codes, strict=True) if c == k)
-             for k in range(3)}
+    spans = {
+        synthetic.CLASSES[k]: "".join(ch for ch, c in zip(text, codes, strict=True) if c == k)
+        for k in range(3)
+    }
     assert spans["answer"] == "192"
     assert spans["natural"] == "It was a dark night.\n\n"  # prose and the newlines between lines
     assert "12 + 7 = " in spans["synthetic"] and "on the board." in spans["synthetic"]
@@ -54,8 +56,9 @@ def test_token_classes_take_the_highest_class_a_span_touches():
 
 
 def test_mixed_corpus_interleaves_at_the_share(tmp_path):
-    manifest = synthetic.write_mixed(tmp_path / "mixed", "data/fixture", share=0.3,
-                                     splits=("finetune", "heldout"))
+    manifest = synthetic.write_mixed(
+        tmp_path / "mixed", "data/fixture", share=0.3, splits=("finetune", "heldout")
+    )
     assert manifest["files"]["heldout"]["docs"] > 0
     natural = load_split("finetune", "data/fixture")
     mixed = load_split("finetune", tmp_path / "mixed")

@@ -10,7 +10,9 @@ TOK = tok_lib.load(Path(__file__).resolve().parents[1] / "data" / "tokenizer")
 @pytest.mark.parametrize("stem", ["wasn", "didn", "isn"])
 @pytest.mark.parametrize("space", ["", " "])
 def test_contractions_split_like_the_paper(stem, space):
-    pieces = [TOK.decode([i]) for i in TOK(f"{space}{stem}'t", add_special_tokens=False)["input_ids"]]
+    pieces = [
+        TOK.decode([i]) for i in TOK(f"{space}{stem}'t", add_special_tokens=False)["input_ids"]
+    ]
     assert pieces == [f"{space}{stem}", "'t"]
 
 

@@ -13,9 +13,21 @@ TOKENIZER = str(ROOT / "data" / "tokenizer")
 
 
 def tiny_config(out, **kw) -> TrainConfig:
-    base = dict(out=str(out), init="scratch:tiny", tokenizer=TOKENIZER, data_root=FIXTURE, split="finetune",
-                seq_len=16, batch_size=4, tokens=16 * 4 * 6, lr=3e-3, eval_every=3, ckpt_every=2,
-                val_blocks=4, device="cpu")
+    base = dict(
+        out=str(out),
+        init="scratch:tiny",
+        tokenizer=TOKENIZER,
+        data_root=FIXTURE,
+        split="finetune",
+        seq_len=16,
+        batch_size=4,
+        tokens=16 * 4 * 6,
+        lr=3e-3,
+        eval_every=3,
+        ckpt_every=2,
+        val_blocks=4,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -39,8 +51,14 @@ VARIANTS = [
 
 @pytest.mark.parametrize("variant,w,hparams", VARIANTS)
 def test_tiny_finetune_every_variant(variant, w, hparams, tiny_base, tmp_path):
-    cfg = tiny_config(tmp_path / "run", init=tiny_base, variant=variant, w=w, hparams=hparams,
-                      recipe="variable" if variant == "cyb-ap" and w == 3 else "constant")
+    cfg = tiny_config(
+        tmp_path / "run",
+        init=tiny_base,
+        variant=variant,
+        w=w,
+        hparams=hparams,
+        recipe="variable" if variant == "cyb-ap" and w == 3 else "constant",
+    )
     summary = train(cfg, progress=False)
     assert math.isfinite(summary["final_loss"]) and math.isfinite(summary["val"]["ppl"])
     assert summary["tokens_seen"] == cfg.steps * cfg.batch_size * cfg.seq_len
@@ -98,15 +116,23 @@ def test_run_written_before_a_new_setting_still_resumes(tiny_base, tmp_path):
     assert "val" in train(cfg, progress=False)  # at its default: the same run
     path.write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="different config"):
-        train(tiny_config(tmp_path / "run", init=tiny_base, tokens=64, pause_init="mean"), progress=False)
+        train(
+            tiny_config(tmp_path / "run", init=tiny_base, tokens=64, pause_init="mean"),
+            progress=False,
+        )
 
 
 def test_pause_init_mean_sets_pause_rows_to_the_mean_real_embedding(tiny_base, tmp_path):
     from cyb_core.train import _init_model
 
     keep = _init_model(tiny_config(tmp_path, init=tiny_base, variant="tbys", w=4))
-    mean = _init_model(tiny_config(tmp_path, init=tiny_base, variant="tbys", w=4, pause_init="mean"))
-    e_keep, e_mean = keep.model.get_input_embeddings().weight, mean.model.get_input_embeddings().weight
+    mean = _init_model(
+        tiny_config(tmp_path, init=tiny_base, variant="tbys", w=4, pause_init="mean")
+    )
+    e_keep, e_mean = (
+        keep.model.get_input_embeddings().weight,
+        mean.model.get_input_embeddings().weight,
+    )
     special = set(keep.pause_ids) | {keep.dk_id, keep.pad_id, keep.eot_id}
     real = [i for i in range(e_keep.shape[0]) if i not in special]
     target = e_keep[real].mean(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cyb_core.atomic import atomic_write
+
 from . import overview, pauses, perplexity, verdicts
 from .data import DATA_DIR, DATASET, DOC, Data
 from .figures import build_figures
@@ -31,7 +33,5 @@ def render(
         verdicts.what_reproduced(d),
         overview.runs(d),
     )
-    tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text("\n".join(part for section in sections for part in section))
-    tmp.replace(doc)
-    return doc
+    text = "\n".join(part for section in sections for part in section)
+    return atomic_write(doc, lambda p: p.write_text(text))

@@ -24,14 +24,24 @@ st.title("Linguistics")
 st.caption(
     "Mean pauses after tokens of each group, 95% bootstrap intervals (tokens resampled as "
     "independent draws). Groups come from spaCy's tags of the word covering the token."
+    + ui.class_note(f.token_class)
 )
 by = st.selectbox("Group by", list(GROUPS), format_func=GROUP_LABELS.get, key="ling_by")
 with ui.problems():
-    rates = data.stacked(data.pause_rates, f.src, f.selected, f.labels, by, f.measure, f.min_count)
+    rates = data.stacked(
+        data.pause_rates,
+        f.src,
+        f.selected,
+        f.labels,
+        by,
+        f.measure,
+        f.min_count,
+        token_class=f.token_class,
+    )
     ui.chart(charts.pause_rates(rates, by), "pause_rates")
     if f.compare:
         diffs = data.stacked_compare(
-            f.src, f.eval_id, f.compare, f.labels, by, f.measure, f.min_count
+            f.src, f.eval_id, f.compare, f.labels, by, f.measure, f.min_count, f.token_class
         )
         ui.chart(charts.run_differences(diffs, by), "run_differences")
         ui.paginate(diffs, "ling_diffs")
@@ -50,7 +60,7 @@ with ui.problems():
         )
         if a != b:
             st.dataframe(
-                data.contrast(f.src, f.eval_id, by, a, b, f.measure),
+                data.contrast(f.src, f.eval_id, by, a, b, f.measure, f.token_class),
                 hide_index=True,
                 key="contrast",
                 column_config=ui.NUMBERS,

@@ -19,6 +19,15 @@ TABLE = [
 ]  # fmt: skip
 
 with ui.problems():
+    ec = data.eval_classes(f.src).set_index("eval_id")
+    if f.eval_id in ec.index and ec.loc[f.eval_id, "n_answer"] > 0:
+        row = ec.loc[f.eval_id]
+        st.page_link(
+            "views/classes.py",
+            label=f"{f.run} waits {row['answer_pauses']:.2f} pauses before an answer of a synthetic "
+            f"line, {row['other_pauses']:.2f} before other tokens: see Classes",
+            icon=":material/hourglass_top:",
+        )
     overview = data.run_overview(f.src)
     st.subheader("Runs and evaluations")
     ui.paginate(

@@ -15,7 +15,8 @@ st.caption(
 with ui.problems():
     docs = data.documents(f.src, f.eval_id)
     c1, c2, c3 = st.columns([2, 2, 2])
-    doc = c1.selectbox("Document", docs["doc_id"].tolist(), key="text_doc")
+    doc_ids = docs["doc_id"].tolist()
+    doc = c1.selectbox("Document", doc_ids, index=data.first_doc(doc_ids), key="text_doc")
     colour = c2.radio(
         "Colour",
         ["input", "predicted"],

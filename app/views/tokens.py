@@ -9,25 +9,27 @@ f = state.current()
 st.title("Tokens")
 st.caption(
     f"Token types with at least {f.min_count} occurrences (the sidebar's minimum count), keyed by "
-    "the input token: the token that is followed by the pauses."
+    "the input token: the token that is followed by the pauses." + ui.class_note(f.token_class)
 )
 
 stats = None
 with ui.problems():
-    stats = data.token_stats(f.src, f.eval_id, f.measure, f.min_count)
+    stats = data.token_stats(f.src, f.eval_id, f.measure, f.min_count, f.token_class)
     if stats.empty:
         st.info(
             f"No token type occurs {f.min_count} times; lower the minimum count in the sidebar."
         )
     else:
-        quad = data.token_quadrants(f.src, f.eval_id, f.measure, f.min_count)
+        quad = data.token_quadrants(f.src, f.eval_id, f.measure, f.min_count, 10, f.token_class)
         mt, vt = quad["median_threshold"].iloc[0], quad["variance_threshold"].iloc[0]
         left, right = st.columns([3, 2])
         with left:
             ui.chart(charts.token_quadrants(stats, mt, vt), "token_quadrants")
         with right:
             st.markdown("**Table 3**")
-            st.markdown(data.table3(f.src, f.eval_id, "markdown", f.measure, f.min_count))
+            st.markdown(
+                data.table3(f.src, f.eval_id, "markdown", f.measure, f.min_count, f.token_class)
+            )
         st.subheader(f"{len(stats):,} token types")
         ui.paginate(stats, "token_stats")
 
@@ -43,9 +45,17 @@ with ui.problems():
             st.caption(
                 f"Showing the most variable type, {token.strip()!r}; type a token to search."
             )
-        hist = data.stacked(data.token_histogram, f.src, f.selected, f.labels, token, f.measure)
+        hist = data.stacked(
+            data.token_histogram,
+            f.src,
+            f.selected,
+            f.labels,
+            token,
+            f.measure,
+            token_class=f.token_class,
+        )
         ui.chart(charts.token_histogram(hist, token, f.measure), "token_histogram")
-        ctx = data.kwic(f.src, f.eval_id, token)
+        ctx = data.kwic(f.src, f.eval_id, token, token_class=f.token_class)
         st.markdown(
             f"**Keyword in context** ({len(ctx):,} occurrences{', first 2,000' if len(ctx) == 2000 else ''})"
         )

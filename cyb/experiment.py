@@ -4,7 +4,7 @@ The config is TOML:
 
     out = "runs/demo"                 # run directories go to out/<name>-<regime>-s<seed>;
                                       # the run id in the database is demo.<name>-<regime>-s<seed>
-    db = "data/cyb.duckdb"            # evaluation store (CYB_DB / --db override)
+    db = "data/cyb.duckdb"            # evaluation store; --db and $CYB_DB take precedence
 
     [defaults]                        # any cyb_core.train.TrainConfig field
     init = "data/base"
@@ -29,7 +29,7 @@ The config is TOML:
 
 A run whose final model exists is not trained again; an evaluation already complete in the
 database is not repeated; anything interrupted resumes from its last checkpoint. Several
-processes (e.g. `torchrun --nproc-per-node 4 -m cyb_core experiment CONFIG`) split the grid
+processes (e.g. `torchrun --nproc-per-node 4 -m cyb experiment CONFIG`) split the grid
 between them by RANK / WORLD_SIZE, each on GPU LOCAL_RANK.
 """
 
@@ -42,8 +42,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from . import variants
-from .train import TrainConfig, resolve_device, train
+from analysis import store
+from analysis.evaluation import load_docs, run_eval
+from cyb_core import variants
+from cyb_core.train import TrainConfig, resolve_device, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -59,13 +61,17 @@ class Job:
 def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no experiment config at {path}: pass a TOML file (see `cyb experiment --help`)")
+        raise FileNotFoundError(
+            f"no experiment config at {path}: pass a TOML file (see `cyb experiment --help`)"
+        )
     try:
         cfg = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid TOML: {e}") from e
     if not cfg.get("runs"):
-        raise ValueError(f"{path} defines no [[runs]]: add at least one table with a name and a variant")
+        raise ValueError(
+            f"{path} defines no [[runs]]: add at least one table with a name and a variant"
+        )
     return cfg
 
 
@@ -86,7 +92,9 @@ def apply_overrides(cfg: dict, assignments: list[str]) -> dict:
         elif section in ("", "defaults", "eval", "grid"):
             cfg.setdefault(section or "defaults", {})[name] = value
         else:
-            raise ValueError(f"--set {key}: use KEY (a [defaults] setting), eval.KEY, grid.KEY, out or db")
+            raise ValueError(
+                f"--set {key}: use KEY (a [defaults] setting), eval.KEY, grid.KEY, out or db"
+            )
     return cfg
 
 
@@ -100,7 +108,9 @@ def jobs(cfg: dict) -> list[Job]:
         spec = dict(spec)
         name = spec.pop("name", None)
         if not name or not _NAME.match(name):
-            raise ValueError(f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}")
+            raise ValueError(
+                f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}"
+            )
         modes = tuple(spec.pop("modes", ev.get("modes", ["dense"])))
         seeds = spec.pop("seeds", None)
         regimes = spec.pop("regimes", grid.get("regimes", ["1x1"]))
@@ -111,7 +121,9 @@ def jobs(cfg: dict) -> list[Job]:
         merged["w"] = variants.resolve_w(merged.get("variant", "baseline"), merged.get("w", 1))
         for regime in regimes:
             if regime not in REGIMES:
-                raise ValueError(f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}")
+                raise ValueError(
+                    f"unknown data regime {regime!r}; choose from {', '.join(REGIMES)}"
+                )
             budget_x, data_x = REGIMES[regime]
             for seed in seeds or grid.get("seeds", [merged.get("seed", 0)]):
                 run = f"{name}-{regime}-s{seed}"
@@ -125,16 +137,19 @@ def jobs(cfg: dict) -> list[Job]:
     return result
 
 
-def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | None = None) -> Iterator[dict]:
+def run(
+    cfg: dict, db: str | Path | None = None, progress: bool = True, only: str | None = None
+) -> Iterator[dict]:
     """Train and evaluate what is missing; yields one status row per job and mode as each finishes."""
-    from analysis import store
-    from analysis.evaluation import load_docs, run_eval
-
-    db = db or os.environ.get("CYB_DB") or cfg.get("db") or str(store.default_db_path())
+    db = store.default_db_path(db, cfg.get("db"))
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 else None
     ev = cfg.get("eval", {})
-    split, max_docs, max_chars = ev.get("split", "heldout"), ev.get("max_docs") or None, ev.get("max_chars") or None
+    split, max_docs, max_chars = (
+        ev.get("split", "heldout"),
+        ev.get("max_docs") or None,
+        ev.get("max_chars") or None,
+    )
     for i, job in enumerate(jobs(cfg)):
         if i % world != rank or (only and not re.search(only, job.run_id)):
             continue
@@ -145,22 +160,27 @@ def run(cfg: dict, db: str | None = None, progress: bool = True, only: str | Non
         dataset, _ = load_docs(split, None, root, max_docs, max_chars)
         for mode in job.modes:
             eval_id = store.make_eval_id(job.run_id, dataset, mode)
-            done = _stored_eval(db, eval_id) is not None
+            done = store.eval_summary(db, eval_id) is not None
             if not done:
-                run_eval(tc.out, split=split, mode=mode, db=db, root=root, run_id=job.run_id, max_docs=max_docs,
-                         max_chars=max_chars, seq_len=tc.seq_len, device=str(resolve_device(tc.device)),
-                         progress=progress)
-            yield {"run_id": job.run_id, "mode": mode, "eval_id": eval_id, "trained_now": not trained,
-                   "evaluated_now": not done, "val_ppl": summary["val"]["ppl"], **_stored_eval(db, eval_id)}
-
-
-def _stored_eval(db: str, eval_id: str) -> dict | None:
-    """The complete evaluation `eval_id` (ppl, mean expected pauses), or None."""
-    from analysis import store
-
-    if not Path(db).exists():
-        return None
-    with store.reading(db) as con:
-        rows = con.execute("SELECT ppl, mean_expected_pauses FROM evals WHERE eval_id = ? AND status = 'complete'",
-                           [eval_id]).fetchall()
-    return {"ppl": rows[0][0], "mean_expected_pauses": rows[0][1]} if rows else None
+                run_eval(
+                    tc.out,
+                    split=split,
+                    mode=mode,
+                    db=db,
+                    root=root,
+                    run_id=job.run_id,
+                    max_docs=max_docs,
+                    max_chars=max_chars,
+                    seq_len=tc.seq_len,
+                    device=str(resolve_device(tc.device)),
+                    progress=progress,
+                )
+            yield {
+                "run_id": job.run_id,
+                "mode": mode,
+                "eval_id": eval_id,
+                "trained_now": not trained,
+                "evaluated_now": not done,
+                "val_ppl": summary["val"]["ppl"],
+                **store.eval_summary(db, eval_id),
+            }

@@ -1,0 +1,78 @@
+"""Queries over whole runs and evaluations (one row per run or evaluation), as opposed to the
+per-token queries of analysis.queries, which re-exports these under the same names.
+
+Values are bound parameters; every function takes a DuckDB connection and returns a DataFrame.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .store import StoreError
+
+
+def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.DataFrame:
+    """Perplexity and pause use per complete evaluation, with the run's settings."""
+    return con.execute(
+        """SELECT e.eval_id, e.run_id, r.variant, r.recipe, r.w_max, r.train_tokens, e.dataset, e.mode,
+                  e.n_tokens, e.ppl, e.mean_expected_pauses, a.mean_greedy_pauses, a.mean_observed_pauses,
+                  a.accuracy, e.created_at
+           FROM evals e LEFT JOIN runs r USING (run_id)
+           LEFT JOIN (SELECT eval_id, avg(greedy_pauses) AS mean_greedy_pauses, avg(pauses) AS mean_observed_pauses,
+                             avg(correct::DOUBLE) AS accuracy FROM tokens GROUP BY eval_id) a USING (eval_id)
+           WHERE e.status = 'complete' AND (?::VARCHAR IS NULL OR e.dataset = ?) AND (?::VARCHAR IS NULL OR e.mode = ?)
+           ORDER BY e.dataset, e.mode, e.ppl""",
+        [dataset, dataset, mode, mode],
+    ).df()
+
+
+def run_rows(con) -> pd.DataFrame:
+    """Every stored run: run_id, params (its settings as JSON), seed, base and run_status."""
+    return con.execute(
+        "SELECT run_id, params, seed, base, status AS run_status FROM runs ORDER BY run_id"
+    ).df()
+
+
+def training_curves(con, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """train_log rows (step, tokens_seen, loss, lr, mean_expected_pauses, elapsed_s) with the variant."""
+    if run_ids:
+        known = {
+            r[0]
+            for r in con.execute(
+                "SELECT run_id FROM runs WHERE list_contains(?, run_id)", [list(run_ids)]
+            ).fetchall()
+        }
+        if missing := [r for r in run_ids if r not in known]:
+            raise StoreError(f"unknown run id(s): {', '.join(missing)}")
+    return con.execute(
+        """SELECT l.run_id, r.variant, r.w_max, l.step, l.tokens_seen, l.loss, l.lr, l.mean_expected_pauses, l.elapsed_s
+           FROM train_log l LEFT JOIN runs r USING (run_id)
+           WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], l.run_id) ORDER BY l.run_id, l.step""",
+        [list(run_ids) if run_ids else None] * 2,
+    ).df()
+
+
+def eval_classes(con) -> pd.DataFrame:
+    """Per complete evaluation: how many of its rows predict each token class (n_answer,
+    n_synthetic, n_natural; n_unclassed for rows stored before schema v2) and its pauses on
+    answer tokens against the rest: answer_pauses and other_pauses (mean expected pauses),
+    answer_pause_rate (share of answer tokens with greedy pauses > 0). NULL means no such row."""
+    return con.execute(
+        """SELECT e.eval_id, e.run_id, e.dataset, e.mode, r.variant, coalesce(r.w_max, 1) AS w_max,
+                  coalesce(c.n_answer, 0) AS n_answer, coalesce(c.n_synthetic, 0) AS n_synthetic,
+                  coalesce(c.n_natural, 0) AS n_natural, coalesce(c.n_unclassed, 0) AS n_unclassed,
+                  c.answer_pauses, c.other_pauses, c.answer_pause_rate
+           FROM evals e LEFT JOIN runs r USING (run_id)
+           LEFT JOIN (
+               SELECT eval_id,
+                      count(*) FILTER (token_class = 'answer') AS n_answer,
+                      count(*) FILTER (token_class = 'synthetic') AS n_synthetic,
+                      count(*) FILTER (token_class = 'natural') AS n_natural,
+                      count(*) FILTER (token_class IS NULL) AS n_unclassed,
+                      avg(expected_pauses) FILTER (token_class = 'answer') AS answer_pauses,
+                      avg(expected_pauses) FILTER (token_class IS DISTINCT FROM 'answer') AS other_pauses,
+                      avg((greedy_pauses > 0)::INT) FILTER (token_class = 'answer') AS answer_pause_rate
+               FROM tokens GROUP BY eval_id) c USING (eval_id)
+           WHERE e.status = 'complete'
+           ORDER BY e.dataset, e.mode, e.run_id"""
+    ).df()
