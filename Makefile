@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo app test test-all lint bench pretrain data paper results clean-venv
+.PHONY: install demo app test test-all lint bench pretrain data paper results waiting waiting-gpu clean-venv
 
 install: $(STAMP)
 
@@ -24,7 +24,17 @@ APP_PORT ?= 8501
 
 demo: $(STAMP)
 	$(BIN)/cyb experiment configs/demo.toml $(DEMO_ARGS)
+	$(BIN)/cyb experiment configs/waiting/demo.toml
 	$(BIN)/cyb app --db data/cyb.duckdb --port $(APP_PORT)
+
+# where waiting pays (docs/results.md section 10): from scratch, then fine-tuned from data/base-mixed
+waiting: $(STAMP)
+	$(BIN)/cyb experiment configs/waiting/scratch.toml
+	$(BIN)/cyb experiment configs/waiting/finetune.toml
+
+# the same comparison at 16x the parameters on one GPU (install a CUDA torch first, docs/scaling.md)
+waiting-gpu: $(STAMP)
+	$(BIN)/cyb experiment configs/waiting/gpu.toml
 
 app: $(STAMP)
 	$(BIN)/cyb app --port $(APP_PORT)

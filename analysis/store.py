@@ -147,7 +147,7 @@ def _connect(path: Path, read_only: bool, timeout: float):
 
 def connect_read(path: str | Path | None = None, timeout: float = 5.0):
     """A read-only connection; retries for `timeout` seconds while a writer commits."""
-    path = Path(path) if path else default_db_path()
+    path = default_db_path(path)
     if not path.is_file():
         raise StoreError(f"no database at {path}; run `cyb eval` first")
     con = _connect(path, True, timeout)
@@ -172,7 +172,7 @@ def reading(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
 @contextmanager
 def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
     """A short-lived read-write connection with the schema applied; closed on exit."""
-    path = Path(path) if path else default_db_path()
+    path = default_db_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(path, False, timeout)
     try:
@@ -221,7 +221,7 @@ def write_eval(
     transaction just before COMMIT (tests use it to hold the lock or to die there).
     Returns the eval_id.
     """
-    db_path = Path(db_path) if db_path else default_db_path()
+    db_path = default_db_path(db_path)
     eid = make_eval_id(eval_row["run_id"], eval_row["dataset"], eval_row["mode"])
     if tokens.num_rows == 0:
         raise StoreError("the evaluation has no tokens; nothing written")

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from analysis.cli import add_cli as add_analysis_cli
 from app.cli import add_cli as add_app_cli
-from cyb_core.cli import RECIPES, CLIError, Parser
+from cyb_core.cli import CLIError, Parser
 from cyb_core.cli import add_cli as add_core_cli
+from cyb_core.names import GENERATION_READOUTS, RECIPES
 
-# as cyb_core.engine.READOUTS, spelled out so that building the parser does not load torch
-GENERATION_READOUTS = ("greedy", "threshold", "sample")
 EXPERIMENT_DB_HELP = "DuckDB file (default: $CYB_DB, else the config's db, else data/cyb.duckdb)"
 
 

@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 
 from . import variants
-
-# Spelled out rather than imported from cyb_core.engine, which would load torch for --help;
-# engine.RECIPES holds the same names.
-RECIPES = ("constant", "variable")
+from .names import MODEL_PRESETS, RECIPES
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,7 +43,7 @@ def cmd_data_build(args):
         Path(args.cache),
         seed=args.seed,
     )
-    for name, info in prov["outputs"].items():
+    for name, info in prov["files"].items():
         print(f"{name}: {json.dumps(info)}")
     if not args.no_mixed:
         args.natural = args.out
@@ -311,7 +308,7 @@ def add_cli(sub) -> None:
     p.add_argument(
         "--preset",
         default="small",
-        choices=["tiny", "tiny-deep", "small", "medium"],
+        choices=MODEL_PRESETS,
         help="model size (default: %(default)s)",
     )
     p.add_argument(

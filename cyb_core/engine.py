@@ -38,10 +38,8 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from .names import GENERATION_READOUTS, RECIPES
 from .precision import autocast
-
-READOUTS = ("greedy", "threshold", "sample")
-RECIPES = ("constant", "variable")
 
 
 @dataclass
@@ -251,8 +249,8 @@ def _start(
     """Validate the settings and return the decoding loop (a generator) and its output buffers."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-    if readout not in READOUTS:
-        raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+    if readout not in GENERATION_READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(GENERATION_READOUTS)}")
     if not 0.0 <= dk_threshold <= 1.0:
         raise ValueError(f"dk_threshold must be in [0, 1], got {dk_threshold}")
     if top_p is not None and not 0.0 < top_p <= 1.0:

@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
 from .losses import apply_dk_prior
+from .names import MODEL_PRESETS, RECIPES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for a hub
 hf_logging.disable_progress_bar()
@@ -46,6 +47,8 @@ PRESETS = {
         hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6
     ),
 }
+# `cyb pretrain --preset` offers names.MODEL_PRESETS without loading torch; both list the same
+assert tuple(PRESETS) == MODEL_PRESETS, "PRESETS and names.MODEL_PRESETS must have the same keys"
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ class CYBSettings:
             raise ValueError(f"w must be in 1..{tok_lib.MAX_PAUSES + 1}, got {self.w}")
         if not 0.0 < self.psi < 1.0:
             raise ValueError(f"psi must be in (0, 1), got {self.psi}")
-        if self.recipe not in ("constant", "variable"):
-            raise ValueError(f"recipe must be 'constant' or 'variable', got {self.recipe!r}")
+        if self.recipe not in RECIPES:
+            raise ValueError(
+                f"recipe must be {' or '.join(map(repr, RECIPES))}, got {self.recipe!r}"
+            )
 
 
 class CYBModel(torch.nn.Module):

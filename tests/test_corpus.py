@@ -4,17 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cyb_core.corpus import (
-    CorpusError,
-    chunk,
-    clean_text,
-    dedup,
-    detokenize,
-    load_split,
-    parse_brown,
-    split,
-    split_text,
-)
+from cyb_core.corpus import CorpusError, chunk, dedup, load_split, split, split_text
+from cyb_core.corpus_sources import clean_text, detokenize, parse_brown
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixture"
 

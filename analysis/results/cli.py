@@ -1,10 +1,13 @@
-"""docs/results.md from the paper-comparison runs (configs/paper/*.toml).
+"""docs/results.md from the paper-comparison runs (configs/paper/*.toml) and, for section 10, the
+waiting experiments (configs/waiting/*.toml).
 
     python -m analysis.results collect   # run directories + DuckDB -> compact Parquet in docs/results/data
     python -m analysis.results render    # Parquet -> docs/results.md and docs/results/fig-*.png
     python -m analysis.results           # both
+    python -m analysis.results collect --waiting-only   # only the waiting-* experiments
 
-`collect` needs the runs and the evaluation database; `render` needs only the committed Parquet
+`collect` needs the runs and the evaluation database (the waiting ones, runs/waiting-* and
+data/waiting.duckdb, are read when they are there); `render` needs only the committed Parquet
 files, so the document and its figures can be rebuilt from a clean clone.
 """
 
@@ -17,6 +20,9 @@ from pathlib import Path
 from .collect import collect
 from .data import DATA_DIR, DOC, ResultsError
 from .document import render
+from .waiting_collect import update
+
+WAITING_DBS = Path("data")  # where the waiting experiments' databases are looked for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--db", type=Path, default=Path("data/paper.duckdb"), help="evaluation database")
     p.add_argument(
+        "--waiting-db",
+        type=Path,
+        action="append",
+        help="database of waiting experiments for section 10, repeatable (default: every "
+        "data/waiting*.duckdb; none there is skipped with a note)",
+    )
+    p.add_argument(
+        "--waiting-root",
+        type=Path,
+        default=Path("runs"),
+        help="root of the waiting-* experiment directories (default: %(default)s)",
+    )
+    p.add_argument(
+        "--waiting-only",
+        action="store_true",
+        help="collect only the waiting experiments, keeping the other tables in --data",
+    )
+    p.add_argument(
         "--data", type=Path, default=DATA_DIR, help="compact results data (default: %(default)s)"
     )
     p.add_argument("--doc", type=Path, default=DOC, help="document to write (default: %(default)s)")
@@ -41,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         "--no-figures", action="store_true", help="skip the PNG figures (they need Chromium)"
     )
     args = p.parse_args(argv)
+    dbs = (
+        args.waiting_db
+        if args.waiting_db is not None
+        else sorted(WAITING_DBS.glob("waiting*.duckdb"))
+    )
     try:
-        if args.action in ("collect", "all"):
-            print(f"collected {collect(args.runs, args.db, args.data)}")
+        if args.action in ("collect", "all") and args.waiting_only:
+            print(f"collected {update(args.data, args.waiting_root, dbs)}")
+        elif args.action in ("collect", "all"):
+            waiting = {"waiting_root": args.waiting_root, "waiting_dbs": dbs}
+            print(f"collected {collect(args.runs, args.db, args.data, **waiting)}")
         if args.action in ("render", "all"):
             print(f"wrote {render(args.data, args.doc, figures=not args.no_figures)}")
     except (ResultsError, OSError, ValueError) as e:

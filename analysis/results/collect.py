@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -91,13 +92,18 @@ def collect(
     db: Path = Path("data/paper.duckdb"),
     out: Path = DATA_DIR,
     min_count: int = 20,
+    waiting_root: Path | None = None,
+    waiting_dbs: Sequence[Path] = (),
 ) -> Path:
     """Runs, train logs, evaluations and the aggregates behind every figure, as Parquet in `out`.
-    `min_count`: occurrences a token type needs for the Table-3 quadrants."""
+    `min_count`: occurrences a token type needs for the Table-3 quadrants. `waiting_root` /
+    `waiting_dbs`: the waiting experiments' run directories and databases (section 10); neither
+    given, they are not collected."""
     # imported here so that `render` needs neither torch nor DuckDB
-    from cyb_core.train import atomic_save_dir
+    from cyb_core.atomic import atomic_save_dir
 
     from .. import queries, store
+    from .waiting_collect import collect_waiting
 
     runs, logs = _runs(root)
     if not Path(db).exists():
@@ -132,6 +138,8 @@ def collect(
                 parts["tags"].append(tags.assign(eval_id=e))
     for k, v in parts.items():
         tables[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
+    if waiting_root is not None or waiting_dbs:
+        tables |= collect_waiting(waiting_root, waiting_dbs)
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)

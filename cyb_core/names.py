@@ -1,0 +1,12 @@
+"""Choice lists the command line offers, in a torch-free home so that `cyb --help` loads no torch.
+
+The modules that act on these names (model, engine) import them from here; the loss variants
+and their read-outs have their own registry, cyb_core/variants.py.
+"""
+
+# Recipe 1 (constant): W-1 pauses after every token; Recipe 2 (variable): a pause when asked for
+RECIPES = ("constant", "variable")
+# how generation answers from the don't-know probability d (cyb_core/engine.py)
+GENERATION_READOUTS = ("greedy", "threshold", "sample")
+# base-model sizes; cyb_core/model.py PRESETS holds their shapes under the same keys
+MODEL_PRESETS = ("tiny", "tiny-deep", "small", "medium")

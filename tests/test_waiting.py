@@ -1,0 +1,62 @@
+"""The waiting experiments: configs expand as documented, and the GPU grid runs at toy scale."""
+
+from pathlib import Path
+
+from analysis import classes, store
+from cyb import experiment
+from cyb_core import model as model_lib
+from cyb_core import tokenizer as tok_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "waiting"
+
+
+def _params(init: str) -> int:
+    tok = tok_lib.load(ROOT / "data" / "tokenizer")
+    return model_lib.n_params(model_lib.new_base(tok, init.split(":", 1)[1]))
+
+
+def test_every_waiting_config_expands_with_the_control_and_three_seeds():
+    for path in sorted(CONFIGS.glob("*.toml")):
+        jobs = experiment.jobs(experiment.load_config(path))
+        by_name = {}
+        for j in jobs:
+            by_name.setdefault(j.run_id.split(".", 1)[1].rsplit("-1x1", 1)[0], []).append(j)
+        assert {"baseline", "control", "tbys-3", "cyb-ap-time"} <= set(by_name), path
+        for name in ("baseline", "control", "tbys-3", "cyb-ap", "cyb-ap-time"):
+            if name in by_name:
+                assert len(by_name[name]) >= 3, (path, name)  # headline comparisons: >= 3 seeds
+        assert all(j.config.w == 1 for j in by_name["baseline"])
+        assert all(j.config.w == 4 and j.config.variant == "control" for j in by_name["control"])
+
+
+def test_the_gpu_grid_is_at_least_ten_times_the_cpu_grid():
+    cpu = experiment.load_config(CONFIGS / "scratch.toml")["defaults"]["init"]
+    gpu = experiment.load_config(CONFIGS / "gpu.toml")["defaults"]["init"]
+    assert _params(gpu) >= 10 * _params(cpu)
+
+
+def test_the_gpu_grid_runs_at_toy_scale_on_cpu(tmp_path):
+    cfg = experiment.apply_overrides(
+        experiment.load_config(CONFIGS / "gpu.toml"),
+        [
+            f"out={tmp_path / 'waiting-gpu'}",
+            "init=scratch:tiny",
+            "tokens=512",
+            "seq_len=16",
+            "batch_size=8",
+            "val_blocks=2",
+            "eval_every=2",
+            "ckpt_every=100",
+            "device=cpu",
+            "eval.max_chars=150",
+            "eval.max_docs=12",
+            "grid.seeds=[0]",
+        ],
+    )
+    db = tmp_path / "w.duckdb"
+    rows = list(experiment.run(cfg, db=str(db), progress=False, only="(baseline|cyb-ap-time)-"))
+    assert {r["run_id"].split(".")[1] for r in rows} == {"baseline-1x1-s0", "cyb-ap-time-1x1-s0"}
+    with store.reading(db) as con:
+        summary = classes.class_summary(con, rows[1]["eval_id"])
+    assert set(summary["token_class"]) == {"answer", "synthetic", "natural"}
