@@ -3,6 +3,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from cyb_core import model as model_lib
 from cyb_core.train import TrainConfig, lr_at, train
@@ -42,6 +43,7 @@ def tiny_base(tmp_path_factory):
 VARIANTS = [
     ("baseline", 1, {}),
     ("tbys", 4, {}),
+    ("control", 4, {}),
     ("cyb-ap", 4, {"omega": "0:0:0:1", "gamma": 1.0}),
     ("cyb-va", 4, {"rho": "1:1:1:1"}),
     ("cyb-dp", 4, {"rho": "1:1:1:1", "alpha": 0.01}),
@@ -66,7 +68,9 @@ def test_tiny_finetune_every_variant(variant, w, hparams, tiny_base, tmp_path):
     assert [r["step"] for r in log] == list(range(1, cfg.steps + 1))
     m = model_lib.load(tmp_path / "run" / "final")
     assert (m.settings.variant, m.settings.w) == (variant, w)
-    if w > 1:
+    if variant == "control":  # answers at the real token's own step, by construction
+        assert summary["val"]["expected_pauses"] == 0.0
+    elif w > 1:
         assert 0.0 < summary["val"]["expected_pauses"] < w - 1 + 1e-6
 
 
@@ -142,3 +146,15 @@ def test_pause_init_mean_sets_pause_rows_to_the_mean_real_embedding(tiny_base, t
     assert (e_mean[others] == e_keep[others]).all()
     with pytest.raises(ValueError, match="pause_init"):
         tiny_config(tmp_path, pause_init="zeros")
+
+
+def test_masked_pauses_are_never_predicted_and_survive_a_reload(tiny_base, tmp_path):
+    from cyb_core import model as model_lib
+
+    cfg = tiny_config(tmp_path / "run", init=tiny_base, variant="control", w=4, mask_pauses=True)
+    train(cfg, progress=False)
+    m = model_lib.load(tmp_path / "run" / "final")
+    assert m.settings.mask_pauses and m.settings.variant == "control"
+    logits, _ = m(torch.tensor([[20, 30, 40]]))
+    assert torch.isneginf(logits[..., m.pause_ids]).all()
+    assert torch.isfinite(logits[..., m.dk_id]).all()

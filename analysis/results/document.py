@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cyb_core.atomic import atomic_write
 
-from . import overview, pauses, perplexity, verdicts
+from . import overview, pauses, perplexity, verdicts, waiting
 from .data import DATA_DIR, DATASET, DOC, Data
 from .figures import build_figures
 
@@ -31,6 +31,7 @@ def render(
         pauses.calibration(d),
         pauses.tokens(d),
         verdicts.what_reproduced(d),
+        waiting.section(d),
         overview.runs(d),
     )
     text = "\n".join(part for section in sections for part in section)

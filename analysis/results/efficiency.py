@@ -48,15 +48,35 @@ def multiple(d: Data, variant: str, target: float) -> str:
     return "≤ 1x (already at 1x)" if x == xs[0][0] else f"{x:.2f}x"
 
 
+def _loglinear(d: Data, variant: str, target: float) -> float | None:
+    """Where a least-squares line of perplexity against log(data) over 1x1..1x3 reaches `target`;
+    None with fewer than three points, inf when the line does not fall."""
+    xs = [(math.log(x), y) for x, y in _one_epoch(d, variant)]
+    if len(xs) < 3:
+        return None
+    slope, icpt = np.polyfit([a for a, _ in xs], [b for _, b in xs], 1)
+    return math.inf if slope >= 0 else math.exp((target - icpt) / slope)
+
+
 def extrapolated(d: Data, variant: str, target: float) -> str:
     """Where a least-squares line of perplexity against log(data) over 1x1..1x3 reaches `target`
     (only for targets the measured curve does not reach)."""
     if not multiple(d, variant, target).startswith(">"):
         return "–"
-    xs = [(math.log(x), y) for x, y in _one_epoch(d, variant)]
-    if len(xs) < 3:
+    x = _loglinear(d, variant, target)
+    if x is None:
         return "–"
-    slope, icpt = np.polyfit([a for a, _ in xs], [b for _, b in xs], 1)
-    if slope >= 0:
-        return "never (not improving)"
-    return f"~{math.exp((target - icpt) / slope):.0f}x"
+    return "never (not improving)" if math.isinf(x) else f"~{x:.0f}x"
+
+
+def needed(d: Data, variant: str, target: float) -> tuple[float | None, bool]:
+    """The data multiple as a number, and whether it is extrapolated: measured within 1x..3x
+    where the curve reaches `target`, else the log-linear line's guess (inf: never); None when
+    not run."""
+    xs = _one_epoch(d, variant)
+    if len(xs) < 2 or math.isnan(target):
+        return None, False
+    x = crossing([a for a, _ in xs], [b for _, b in xs], target)
+    if x is not None:
+        return x, False
+    return _loglinear(d, variant, target), True

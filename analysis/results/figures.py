@@ -35,6 +35,9 @@ def build_figures(d: Data, out: Path | None) -> dict[str, go.Figure]:
     if len(d.density):
         figs["fig-calibration.png"] = _calibration(d)
     figs["fig-lr.png"] = _lr(d)
+    from . import waiting_figures  # here: it draws with this module's colours and layout
+
+    figs |= waiting_figures.build(d)  # section 10; none without waiting experiments
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for name, fig in figs.items():

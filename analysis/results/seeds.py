@@ -48,13 +48,13 @@ def verdict(diffs: Sequence[float]) -> str | None:
 
 
 def describe(diffs: Sequence[float], fmt: str = ".3f") -> str:
-    """'-0.120 ± 0.030, 3 of 3 seeds negative'; one pair without the spread."""
+    """'-0.120 ± 0.030, 3 of 3 seeds negative'; a single pair as its value."""
     n = len(diffs)
     if n == 0:
         return "no paired seeds"
     mean = float(np.mean(diffs))
+    if n == 1:
+        return f"{mean:+{fmt}}"
     sign = "negative" if mean < 0 else "positive"
     same = sum((x < 0) if mean < 0 else (x > 0) for x in diffs)  # seeds on the mean's side
-    spread = f" ± {np.std(diffs, ddof=1):{fmt}}" if n > 1 else ""
-    seeds = "seed" if n == 1 else "seeds"
-    return f"{mean:+{fmt}}{spread}, {same} of {n} {seeds} {sign}"
+    return f"{mean:+{fmt}} ± {np.std(diffs, ddof=1):{fmt}}, {same} of {n} seeds {sign}"

@@ -103,7 +103,8 @@ def _from_db(db: Path, known: set[str]) -> dict[str, list[pd.DataFrame]]:
         for r in queries.run_rows(con).itertuples():
             if is_waiting(r.run_id) and r.run_id not in known:
                 cfg = (json.loads(r.params) if r.params else {}).get("config") or {}
-                parts["runs"].append(pd.DataFrame([_run_row(r.run_id, cfg, [], False)]))
+                row = _run_row(r.run_id, cfg, [], r.run_status == "complete")
+                parts["runs"].append(pd.DataFrame([row]))
     return parts
 
 

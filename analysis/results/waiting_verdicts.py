@@ -1,0 +1,86 @@
+"""Section 10's verdict lines, computed from the per-run frame of one waiting experiment: what
+pause positions in context are worth, what waiting adds, and where the models wait."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from cyb_core import variants
+
+from . import seeds
+from .waiting_data import by_seed
+
+RULE = (
+    "Verdicts compare two settings paired by seed (same initialisation and data order): "
+    "**shown** when at least 3 seeds agree in sign and the mean difference exceeds 2 sd of the "
+    "differences, **suggestive** when they agree with fewer seeds or a smaller margin, **not "
+    "shown** when they disagree; a single seed is anecdotal."
+)
+MEASURES = (("answer_nll", "answer-token nll", ".3f"), ("ppl", "held-out ppl", ".1f"))
+
+
+def best_cyb_ap(f: pd.DataFrame) -> tuple[str | None, int]:
+    """The cyb-ap setting with the lowest mean held-out perplexity, and how many were there."""
+    ap = f[(f["variant"] == "cyb-ap") & f["ppl"].notna()]
+    if not len(ap):
+        return None, 0
+    means = ap.groupby("name")["ppl"].mean()
+    return str(means.idxmin()), len(means)
+
+
+def compare(f: pd.DataFrame, a: str | None, b: str | None, what: str) -> str:
+    """'**what** (a − b ...): answer-token nll <paired>: **verdict**; held-out ppl ...'."""
+    if a is None or b is None or not (f["name"] == a).any() or not (f["name"] == b).any():
+        return f"**{what}**: not run (needs both {a or 'a cyb-ap run'} and {b})."
+    parts = []
+    for col, label, spec in MEASURES:
+        diffs = seeds.paired(by_seed(f, a, col), by_seed(f, b, col))
+        v = seeds.verdict(diffs)
+        parts.append(f"{label} {seeds.describe(diffs, spec)}: **{v}**" if v else f"{label}: –")
+    return f"**{what}** ({a} − {b}; negative: {a} better): " + "; ".join(parts) + "."
+
+
+def pause_ratio(f: pd.DataFrame) -> str:
+    """Do the models that choose when to answer pause more on answer tokens than on natural
+    ones? Per seed, E[pauses | answer] / E[pauses | natural]; the verdict is on its log."""
+    parts = []
+    for name, g in f[f["w"] > 1].groupby("name", sort=True):
+        if variants.get(g["variant"].iloc[0]).readout != "own":  # fixed read-outs never choose
+            continue
+        ok = g[(g["natural_pauses"] > 0) & (g["answer_pauses"] > 0)]
+        ratio = (ok["answer_pauses"] / ok["natural_pauses"]).astype(float)
+        if not len(ratio):  # not evaluated yet, or never pauses on one of the two
+            continue
+        logs = [math.log(x) for x in ratio]
+        above = int((ratio > 1).sum())
+        spread = f" ± {ratio.std(ddof=1):.2f}" if len(ratio) > 1 else ""
+        word = "more" if np.mean(logs) > 0 else "fewer"
+        parts.append(
+            f"{name} {ratio.mean():.2f}{spread} ({above} of {len(ratio)} seeds above 1: "
+            f"{word}, **{seeds.verdict(logs)}**)"
+        )
+    if not parts:
+        return "**Pauses on answer tokens**: no run that chooses its own pauses."
+    return (
+        "**Pauses on answer tokens vs natural ones** (E[pauses] on answer tokens / on natural "
+        "tokens, per seed): " + "; ".join(parts) + "."
+    )
+
+
+def lines(f: pd.DataFrame) -> list[str]:
+    best, k = best_cyb_ap(f)
+    picked = (
+        f" The best cyb-ap is {best}, the lowest mean held-out ppl of {k} cyb-ap settings, picked "
+        "on this same evaluation (a choice that favours it)."
+        if k > 1
+        else ""
+    )
+    return [
+        compare(f, "control", "baseline", "Pause positions in context"),
+        compare(f, best, "control", "Waiting") + picked,
+        compare(f, best, "baseline", "Pauses and waiting together"),
+        pause_ratio(f),
+    ]
