@@ -14,8 +14,12 @@ wait more for those where waiting helps?
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from cyb_core import synthetic
+
+from . import store
 from .store import StoreError, require_eval
 
 CLASSES = ("answer", "synthetic", "natural")
@@ -81,3 +85,47 @@ def class_calibration(con, eval_id: str) -> pd.DataFrame:
         FROM k ORDER BY array_position(['answer', 'synthetic', 'natural'], c), i""",
         {"e": eval_id},
     ).df()
+
+
+def retag(db, eval_ids: list[str] | None = None, timeout: float = 120.0) -> int:
+    """Recompute `token_class` of stored evaluations from their stored text and token spans (after
+    the classifier changed, or for evaluations stored before classes existed), in one
+    transaction; returns the number of rows tagged."""
+    with store.connect_write(db, timeout) as con:
+        ids = eval_ids or [r[0] for r in con.execute("SELECT eval_id FROM evals").fetchall()]
+        con.begin()
+        n = 0
+        for eid in ids:
+            texts = dict(
+                con.execute("SELECT doc_id, text FROM docs WHERE eval_id = ?", [eid]).fetchall()
+            )
+            rows = con.execute(
+                "SELECT doc_id, idx, char_start, char_end FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx",
+                [eid],
+            ).df()
+            parts = []
+            for doc_id, g in rows.groupby("doc_id", sort=False):
+                cls = synthetic.predicted_classes(
+                    texts[doc_id], g["char_start"].to_numpy(), g["char_end"].to_numpy()
+                )
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "doc_id": doc_id,
+                            "idx": g["idx"].to_numpy(),
+                            "c": np.array(synthetic.CLASSES)[cls],
+                        }
+                    )
+                )
+            if not parts:
+                continue
+            con.register("retag_rows", pd.concat(parts, ignore_index=True))
+            con.execute(
+                "UPDATE tokens SET token_class = r.c FROM retag_rows r "
+                "WHERE tokens.eval_id = ? AND tokens.doc_id = r.doc_id AND tokens.idx = r.idx",
+                [eid],
+            )
+            con.unregister("retag_rows")
+            n += sum(len(p) for p in parts)
+        con.commit()
+    return n

@@ -116,7 +116,7 @@ def classify(text: str) -> np.ndarray:
         for m in pattern.finditer(text):
             start = text.rfind("\n", 0, m.start()) + 1
             end = text.find("\n", m.end())
-            end = len(text) if end < 0 else end
+            end = len(text) if end < 0 else end + 1  # the line's newline belongs to it
             codes[start:end] = np.maximum(codes[start:end], 1)
             codes[m.start("c") : m.end("c")] = 2
     return codes
@@ -136,6 +136,13 @@ def token_classes(text: str, char_start: np.ndarray, char_end: np.ndarray) -> np
         csum = np.concatenate([[0], np.cumsum(codes >= k)])
         out[(csum[char_end] - csum[char_start]) > 0] = k
     return out
+
+
+def predicted_classes(text: str, char_start: np.ndarray, char_end: np.ndarray) -> np.ndarray:
+    """(N,) class code of the token each row *predicts*, for the rows of one document in token
+    order (row r reads token r and predicts token r + 1; the last row predicts end-of-text)."""
+    cls = token_classes(text, char_start, char_end)
+    return np.append(cls[1:], np.int8(0)) if len(cls) else cls
 
 
 # ----------------------------------------------------------------------------- mixed corpora

@@ -32,7 +32,7 @@ def stored(tmp_path_factory):
     cls = []
     for d in docs:
         c = synthetic.token_classes(d["text"], np.arange(N) * 2, np.arange(N) * 2 + 2)
-        cls.append(np.append(c[1:], 0))
+        cls.append(np.append(c[1:], 0))  # the class of the next token, by hand
     frame = pd.DataFrame(
         {
             "cls": np.array(synthetic.CLASSES)[np.concatenate(cls)],
@@ -100,6 +100,11 @@ def test_evaluations_without_classes_are_refused(stored, tmp_path):
         con.execute("UPDATE tokens SET token_class = NULL")
     with store.reading(copy) as con, pytest.raises(store.StoreError, match="evaluate it again"):
         classes.class_summary(con, eid)
+    assert classes.retag(copy) == 2 * N
+    with store.reading(copy) as con, store.reading(db) as ref:
+        pd.testing.assert_frame_equal(
+            classes.class_summary(con, eid), classes.class_summary(ref, eid)
+        )
 
 
 def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stored, tmp_path):

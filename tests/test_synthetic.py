@@ -42,7 +42,7 @@ def test_classify_marks_answers_lines_and_leaves_prose_alone():
         for k in range(3)
     }
     assert spans["answer"] == "192"
-    assert spans["natural"] == "It was a dark night.\n\n"  # prose and the newlines between lines
+    assert spans["natural"] == "It was a dark night.\n"  # a synthetic line owns its newline
     assert "12 + 7 = " in spans["synthetic"] and "on the board." in spans["synthetic"]
     assert synthetic.classify("In 1999 + a year, 3 = three.").max() == 0  # not a sum
     assert synthetic.classify("Chapter 3 = the end").max() == 0
