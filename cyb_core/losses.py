@@ -259,6 +259,13 @@ def first_step_loss(q: StepQuantities) -> Tensor:
     return -q.log_t[..., 0]
 
 
+def every_step_loss(q: StepQuantities) -> Tensor:
+    # Deep supervision over the steps: every available step predicts the target, so a base
+    # trained this way has pause steps worth waiting for (or shows that none are).
+    live = torch.arange(q.log_t.shape[-1], device=q.steps.device) < q.steps[..., None]
+    return -torch.where(live, q.log_t, 0.0).sum(-1) / q.steps
+
+
 def cyb_ap_loss(
     q: StepQuantities, omega: VectorSpec | None = None, gamma: float = 1.0, gamma_kind: str = "exp"
 ) -> Tensor:

@@ -59,6 +59,15 @@ VARIANTS: dict[str, Variant] = {
             min_w=2,
         ),
         Variant(
+            "every-step",
+            "every_step_loss",
+            "last",
+            "#17becf",
+            "cross-entropy averaged over every step: a pause-familiar base whose pause steps "
+            "all learn to predict",
+            min_w=2,
+        ),
+        Variant(
             "tbys",
             "last_step_loss",
             "last",

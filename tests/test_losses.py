@@ -81,6 +81,8 @@ def reference(
                 loss = -_log(tt[n - 1])
             elif variant == "control":
                 loss = -_log(tt[0])
+            elif variant == "every-step":
+                loss = -sum(_log(tt[i]) for i in range(n)) / n
             elif variant == "cyb-ap":
                 loss = -_log(sum(s[i] * g[i] * tt[i] for i in range(n)))
             else:
@@ -101,6 +103,7 @@ def reference(
 CASES = [
     ("tbys", {}),
     ("control", {}),
+    ("every-step", {}),
     ("cyb-ap", {}),
     ("cyb-ap", {"omega": "4:1:1:4", "gamma": 0.9}),
     ("cyb-ap", {"omega": "1:0:0:1", "gamma": 0.8, "gamma_kind": "linear"}),
@@ -315,7 +318,7 @@ def test_ratio_strings_are_normalised():
         ("tbys", {"rho": "1:1:1:1"}, "does not take rho"),
         ("cyb-va", {"omega": "0:0:0:1"}, "does not take omega"),
         ("baseline", {}, "W = 1"),
-        ("cyb-xx", {}, "valid: baseline, control, tbys, cyb-ap, cyb-va, cyb-dp"),
+        ("cyb-xx", {}, "valid: baseline, control, every-step, tbys, cyb-ap, cyb-va, cyb-dp"),
     ],
 )
 def test_invalid_inputs_raise(variant, hp, match):
