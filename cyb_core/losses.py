@@ -343,7 +343,13 @@ def compute(
     if steps is not None and (steps.shape != targets.shape or steps.min() < 1 or steps.max() > W):
         raise ValueError(f"steps must be (B, T) with values in 1..{W}")
     q = step_quantities(logits, targets, dk_id, steps)
-    per_token = globals()[spec.loss](q, **hparams)
+    fn = globals()[spec.loss]
+    with torch.no_grad():  # tokens whose target the model rules out (log t = -inf) cost +inf
+        dead = ~torch.isfinite(fn(q, **hparams))
+    # Their loss is +inf with a zero gradient: computed on log t = 0 (where finite), then set to
+    # inf, since a zero upstream gradient times an infinite local derivative would give NaN.
+    safe = replace(q, log_t=torch.where(dead[..., None], 0.0, q.log_t))
+    per_token = torch.where(dead, float("inf"), fn(safe, **hparams))
     policy = readout(q, spec.readout)
     keep = targets != IGNORE_INDEX
     if mask is not None:

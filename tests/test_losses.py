@@ -396,3 +396,17 @@ def test_every_variant_has_a_loss_and_a_known_readout():
     assert variants.color("tbys-3") == variants.VARIANTS["tbys"].color
     assert variants.color("cyb-ap-time") == variants.VARIANTS["cyb-ap"].color
     assert variants.resolve_w("baseline", 4) == 1 and variants.resolve_w("control", 4) == 4
+
+
+@pytest.mark.parametrize("variant", list(variants.VARIANTS))
+def test_a_ruled_out_target_costs_inf_with_zero_gradient(variant):
+    W = 1 if variant == "baseline" else 4
+    logits, targets = _random(B=1, T=2, W=W, seed=31)
+    with torch.no_grad():
+        logits[0, 0, :, targets[0, 0]] = float("-inf")  # token 0: probability 0 at every step
+    out = compute(variant, logits, targets, DK)
+    assert out.per_token[0, 0] == float("inf") and torch.isfinite(out.per_token[0, 1])
+    (g,) = torch.autograd.grad(out.per_token.sum(), logits)
+    assert torch.isfinite(g).all() and g[0, 0].abs().max() == 0
+    alive = compute(variant, logits[:, 1:], targets[:, 1:], DK).per_token
+    torch.testing.assert_close(out.per_token[:, 1:], alive)
