@@ -11,6 +11,7 @@ from . import fmt, waiting_verdicts
 from .data import Data
 from .waiting_data import CLASSES, dataset, experiments, frame, order, text_evals
 
+FIXED = [v.name for v in variants.VARIANTS.values() if v.readout == "last"]  # d is never trained
 INTRO = (
     "Each run of a `waiting-*` experiment (`configs/waiting/`) trains on the mixed corpus "
     "(`data/mixed`: natural text and synthetic lines such as `47 + 385 = 432`) and is evaluated "
@@ -64,8 +65,9 @@ def _experiment(d: Data, exp: str) -> list[str]:
             "**Gain of waiting** per class: the mean of log t_(W-1) − log t_0 (how much more "
             "log-probability the target gets at the last step than at the first), and the partial "
             "Spearman correlation of d_0 with the gain of one step given t_0 (among tokens equally "
-            "hard at step 0, does the model ask to wait where waiting helps?). TBYS never trains "
-            "d, so it has no correlation; the control is left out (its later steps are never "
+            "hard at step 0, does the model ask to wait where waiting helps?). "
+            f"{' and '.join(FIXED)} answer at the last step whatever d says and never train it, "
+            "so they have no correlation; the control is left out (its later steps are never "
             "trained).\n"
         )
         s.append(gain + "\n")

@@ -59,14 +59,14 @@ def pause_ratio(f: pd.DataFrame) -> str:
         spread = f" ± {ratio.std(ddof=1):.2f}" if len(ratio) > 1 else ""
         word = "more" if np.mean(logs) > 0 else "fewer"
         parts.append(
-            f"{name} {ratio.mean():.2f}{spread} ({above} of {len(ratio)} seeds above 1: "
+            f"{name} {ratio.mean():.2f}{spread} ({above} of {len(ratio)} above 1: "
             f"{word}, **{seeds.verdict(logs)}**)"
         )
     if not parts:
         return "**Pauses on answer tokens**: no run that chooses its own pauses."
     return (
         "**Pauses on answer tokens vs natural ones** (E[pauses] on answer tokens / on natural "
-        "tokens, per seed): " + "; ".join(parts) + "."
+        "tokens, per seed; how many seeds are above 1): " + "; ".join(parts) + "."
     )
 
 
@@ -78,6 +78,11 @@ def lines(f: pd.DataFrame) -> list[str]:
         if k > 1
         else ""
     )
+    names = set(f["name"])
+    if not ({"control", "baseline"} <= names or (best and names & {"control", "baseline"})):
+        return [
+            "No pair to compare: the experiment has no baseline or control next to a cyb-ap run."
+        ]
     return [
         compare(f, "control", "baseline", "Pause positions in context"),
         compare(f, best, "control", "Waiting") + picked,
