@@ -30,7 +30,11 @@ demo: $(STAMP)
 # where waiting pays (docs/results.md section 10): from scratch, then fine-tuned from data/base-mixed
 waiting: $(STAMP)
 	$(BIN)/cyb experiment configs/waiting/scratch.toml
+	$(BIN)/cyb experiment configs/waiting/base.toml
+	test -d data/base-mixed || cp -r runs/waiting-base/every-step-1x1-s0/final data/base-mixed
 	$(BIN)/cyb experiment configs/waiting/finetune.toml
+	$(BIN)/python -m analysis.results collect --waiting-only
+	$(BIN)/python -m analysis.results render
 
 # the same comparison at 16x the parameters on one GPU (install a CUDA torch first, docs/scaling.md)
 waiting-gpu: $(STAMP)
