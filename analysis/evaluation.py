@@ -216,7 +216,9 @@ def build_tables(
     classes = np.zeros(len(result.nll), dtype=np.int8)  # of the next (predicted) token
     for j, text in enumerate(texts):
         sel = np.flatnonzero(result.doc == j)  # rows of a document are in token order
-        classes[sel] = synthetic.predicted_classes(text, result.char_start[sel], result.char_end[sel])
+        classes[sel] = synthetic.predicted_classes(
+            text, result.char_start[sel], result.char_end[sel]
+        )
     vocab = decode_table(tokenizer, np.concatenate([result.token_id, result.next_id]))
     doc_ids = np.array([d["doc_id"] for d in docs], dtype=object)
     pauses = result.pauses
