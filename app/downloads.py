@@ -30,28 +30,35 @@ class Options:
 
 
 def tables(f: Filters, o: Options) -> dict[str, Callable[[], pd.DataFrame]]:
-    s, e, sel, lab = f.src, f.eval_id, f.selected, f.labels
+    """The Export page's tables, under the sidebar's filters (token class included)."""
+    s, e, sel, lab, cls = f.src, f.eval_id, f.selected, f.labels, f.token_class
     runs = [x for x in sel if f.ws.get(x, 1) >= 2]
     out = {
         "runs": lambda: data.run_overview(s),
         "training-curves": lambda: data.training_curves(s, None),
-        "token-stats": lambda: data.token_stats(s, e, f.measure, f.min_count),
-        "table3-quadrants": lambda: data.token_quadrants(s, e, f.measure, f.min_count),
-        f"kwic-{o.token}": lambda: data.kwic(s, e, o.token),
+        "token-stats": lambda: data.token_stats(s, e, f.measure, f.min_count, cls),
+        "table3-quadrants": lambda: data.token_quadrants(
+            s, e, f.measure, f.min_count, token_class=cls
+        ),
+        f"kwic-{o.token}": lambda: data.kwic(s, e, o.token, token_class=cls),
         f"token-histogram-{o.token}": lambda: data.stacked(
-            data.token_histogram, s, sel, lab, o.token, f.measure
+            data.token_histogram, s, sel, lab, o.token, f.measure, token_class=cls
         ),
         f"pause-rates-{o.by}": lambda: data.stacked(
-            data.pause_rates, s, sel, lab, o.by, f.measure, f.min_count
+            data.pause_rates, s, sel, lab, o.by, f.measure, f.min_count, token_class=cls
         ),
-        "pause-histogram": lambda: data.stacked(data.pause_histogram, s, sel, lab, f.measure),
-        "step-distribution": lambda: data.stacked(data.step_distribution, s, sel, lab),
+        "pause-histogram": lambda: data.stacked(
+            data.pause_histogram, s, sel, lab, f.measure, token_class=cls
+        ),
+        "step-distribution": lambda: data.stacked(
+            data.step_distribution, s, sel, lab, token_class=cls
+        ),
         "calibration": lambda: data.stacked(data.calibration, s, runs, lab),
         "calibration-density": lambda: data.stacked_density(s, runs, lab, f.ws, o.bins),
     }
     if f.compare:
         out[f"compare-{o.by}"] = lambda: data.stacked_compare(
-            s, e, f.compare, lab, o.by, f.measure, f.min_count
+            s, e, f.compare, lab, o.by, f.measure, f.min_count, cls
         )
     return out
 

@@ -520,3 +520,33 @@ def test_cli_flags_and_command(monkeypatch, tmp_path, capsys):
     assert "http://127.0.0.1:9123" in out and "no database there yet" in out
     with pytest.raises(SystemExit):
         parser.parse_args(["app", "--port", "70000"])
+
+
+def test_export_tables_follow_the_class_filter(db):
+    path, ids = db
+    src = data.source(path)
+    mixed = [e for e in ids if e.split(":")[1] == MIXED]
+    base = dict(
+        src=src,
+        dataset=MIXED,
+        mode="dense",
+        run="ap-full",
+        eval_id=mixed[0],
+        w=4,
+        compare=(),
+        measure="expected",
+        min_count=1,
+        labels={},
+        ws=dict.fromkeys(ids, 4),
+    )
+    opts = downloads.Options(by="upos", token="+")
+    every = downloads.tables(Filters(**base), opts)
+    answers = downloads.tables(Filters(**base, token_class="answer"), opts)
+    n_all = every["token-stats"]()["n"].sum()
+    n_ans = answers["token-stats"]()["n"].sum()
+    with store.reading(path) as con:
+        want = con.execute(
+            "SELECT count(*) FROM tokens WHERE eval_id = ? AND token_class = 'answer'", [mixed[0]]
+        ).fetchall()[0][0]
+    assert 0 < n_ans == want < n_all
+    assert "answer" in data.table3(src, mixed[0], "markdown", "expected", 1, "answer")

@@ -63,7 +63,7 @@ c1.download_button(
 )
 c2.download_button(
     "Table 3 (LaTeX)",
-    data=lambda: data.table3(f.src, f.eval_id, "latex", f.measure, f.min_count),
+    data=lambda: data.table3(f.src, f.eval_id, "latex", f.measure, f.min_count, f.token_class),
     file_name=downloads.file_name(f, "table3", ".tex"),
     mime="application/x-tex",
     key="table3_latex",
@@ -71,7 +71,7 @@ c2.download_button(
 )
 c3.download_button(
     "Table 3 (Markdown)",
-    data=lambda: data.table3(f.src, f.eval_id, "markdown", f.measure, f.min_count),
+    data=lambda: data.table3(f.src, f.eval_id, "markdown", f.measure, f.min_count, f.token_class),
     file_name=downloads.file_name(f, "table3", ".md"),
     mime="text/markdown",
     key="table3_markdown",
