@@ -176,6 +176,10 @@ def write_mixed(
 
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
+    # every natural split is read before anything is written: a bad --natural leaves no folder
+    chars = {
+        split: sum(len(d["text"]) for d in load_split(split, natural_root)) for split in splits
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rel = Path(natural_root).resolve()
@@ -193,8 +197,7 @@ def write_mixed(
         "files": {},
     }
     for split in splits:
-        chars = sum(len(d["text"]) for d in load_split(split, natural_root))
-        docs = documents(split, round(chars * share / (1 - share)), seed)
+        docs = documents(split, round(chars[split] * share / (1 - share)), seed)
         data = _gz_jsonl(docs, f"{split}.jsonl")
         atomic_write(out_dir / f"{split}.jsonl.gz", lambda p, data=data: p.write_bytes(data))
         manifest["files"][split] = {"docs": len(docs), "chars": sum(len(d["text"]) for d in docs)}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cyb_core import synthetic
-from cyb_core.corpus import load_split
+from cyb_core.corpus import CorpusError, load_split
 
 
 def test_documents_are_deterministic_and_seeded():
@@ -73,3 +73,6 @@ def test_mixed_corpus_interleaves_at_the_share(tmp_path):
     assert (tmp_path / "mixed" / "finetune.jsonl.gz").read_bytes() == before
     with pytest.raises(ValueError, match="share"):
         synthetic.write_mixed(tmp_path / "bad", "data/fixture", share=1.0)
+    with pytest.raises(CorpusError, match="not found"):
+        synthetic.write_mixed(tmp_path / "bad", tmp_path / "nope")
+    assert not (tmp_path / "bad").exists()  # nothing written before the checks
