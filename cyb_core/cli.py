@@ -37,6 +37,8 @@ def _add_data_root(p):
 def cmd_data_build(args):
     from .corpus import build
 
+    if not args.no_mixed and not 0.0 < args.share < 1.0:  # before hours of building
+        raise ValueError(f"share must be in (0, 1), got {args.share}")
     prov = build(
         Path(args.out),
         None if args.no_fixture else Path(args.fixture),
@@ -46,18 +48,19 @@ def cmd_data_build(args):
     for name, info in prov["files"].items():
         print(f"{name}: {json.dumps(info)}")
     if not args.no_mixed:
-        args.natural = args.out
-        cmd_data_mix(args)
+        _mix(args.mixed, args.out, args.share, args.seed)
 
 
 def cmd_data_mix(args):
+    _mix(args.mixed, args.natural, args.share, args.seed)
+
+
+def _mix(mixed: str, natural: str, share: float, seed: int) -> None:
     from .synthetic import write_mixed
 
-    manifest = write_mixed(args.mixed, args.natural, share=args.share, seed=args.seed)
+    manifest = write_mixed(mixed, natural, share=share, seed=seed)
     for split, info in manifest["files"].items():
-        print(
-            f"{args.mixed}/{split}: {info['docs']} synthetic documents, {info['chars']} characters"
-        )
+        print(f"{mixed}/{split}: {info['docs']} synthetic documents, {info['chars']} characters")
 
 
 def cmd_tokenizer(args):
