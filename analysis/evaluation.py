@@ -1,8 +1,10 @@
 """`cyb eval`: evaluate a run or checkpoint, tag the text with spaCy, store it in one write.
 
-run_id: the run directory's name when TARGET is a run directory (runs/NAME, with final/
-or ckpt/) or one of its checkpoints (runs/NAME/final, runs/NAME/ckpt); otherwise the
-checkpoint directory's name (data/base -> "base"). `--run-id` overrides it.
+run_id (one rule, `run_id_of`): for a run directory (runs/NAME, with final/ or ckpt/) or one of
+its checkpoints (runs/NAME/final, runs/NAME/ckpt), the id the directory records in run.json
+(the experiment runner records `<experiment>.<run>`, e.g. demo.cyb-ap-1x1-s0) or else its name;
+otherwise the checkpoint directory's name (data/base -> "base"). `--run-id` overrides it.
+TARGET may also be a run id the database knows: its stored checkpoint is evaluated again.
 dataset: the split name for the default corpus root (heldout), ROOTNAME/split for another
 root (fixture/heldout), text/FILENAME for a text file; truncation with max_docs/max_chars
 adds .dN / .cN so a partial evaluation never replaces a full one.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,11 +45,76 @@ def _is_checkpoint(p: Path) -> bool:
     return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
 
 
-def resolve_target(path: str | Path, run_id: str | None = None) -> Target:
-    """Find the checkpoint to evaluate and what is known about its run (see module docstring)."""
+RUN_FILE = "run.json"  # in a run directory: {"run_id": ...}, written by record_run_id
+
+
+def record_run_id(run_dir: str | Path, run_id: str) -> None:
+    """Make `run_id` the id of the run directory, whichever command registers it later."""
+    from cyb_core.atomic import atomic_write
+
+    run_dir = Path(run_dir)
+    if run_id_of(run_dir) != run_id:
+        text = json.dumps({"run_id": run_id}) + "\n"
+        atomic_write(run_dir / RUN_FILE, lambda p: p.write_text(text))
+
+
+def run_id_of(run_dir: str | Path) -> str:
+    """The id of a run directory: the one recorded in its run.json, else the directory's name."""
+    run_dir = Path(run_dir)
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return run_dir.resolve().name
+
+
+def find_stored_checkpoint(stored: str, roots: tuple[Path, ...] = ()) -> Path | None:
+    """A checkpoint path as a run stored it, found on disk, or None: a relative path counts from
+    the working directory, else from each of `roots`. A stored run/final or run/ckpt gives the
+    run directory, so a run evaluated while partial is found complete later."""
+    for base in (Path("."), *roots):
+        p = base / stored  # an absolute `stored` ignores base
+        if p.name in ("final", "ckpt") and (p.parent / "log.jsonl").is_file():
+            return p.parent
+        if p.exists():
+            return p
+    return None
+
+
+def _stored_checkpoint(run_id: str, db: str | Path | None) -> Path | None:
+    """The checkpoint the database stored for `run_id`, found on disk, or None. A relative path
+    counts from the working directory, else from the folder that holds the database's folder
+    (data/cyb.duckdb -> the project), by find_stored_checkpoint."""
+    from .runs import run_checkpoint
+
+    path = store.default_db_path(db)
+    if not path.is_file():
+        return None
+    with store.reading(path) as con:
+        stored = run_checkpoint(con, run_id)
+    if stored is None:
+        return None
+    found = find_stored_checkpoint(stored, (path.resolve().parent.parent,))
+    if found is not None:
+        return found
+    raise StoreError(
+        f"run {run_id} was evaluated from {stored}, which is gone: give its directory instead"
+    )
+
+
+def resolve_target(
+    path: str | Path, run_id: str | None = None, db: str | Path | None = None
+) -> Target:
+    """Find the checkpoint to evaluate and what is known about its run (see module docstring).
+    A `path` that does not exist is looked up as a run id in the database `db`."""
     path = Path(path)
     if not path.exists():
-        raise StoreError(f"no run or checkpoint at {path}")
+        known = _stored_checkpoint(str(path), db)
+        if known is None:
+            raise StoreError(
+                f"no run or checkpoint at {path}, and no run {str(path)!r} in "
+                f"{store.default_db_path(db)}: give a directory or a stored run id"
+            )
+        return resolve_target(known, run_id or str(path))
     run_dir, ckpt, status = None, None, "checkpoint"
     if _is_checkpoint(path / "final"):
         run_dir, ckpt, status = path, path / "final", "complete"
@@ -72,7 +140,7 @@ def resolve_target(path: str | Path, run_id: str | None = None) -> Target:
             config = json.loads(summary.read_text()).get("config")
             status = "complete"
         log_path = ckpt / "train_log.jsonl"
-    name = run_id or (run_dir or ckpt).resolve().name
+    name = run_id or (run_id_of(run_dir) if run_dir is not None else ckpt.resolve().name)
     return Target(name, ckpt, run_dir, status, config, log_path if log_path.is_file() else None)
 
 
@@ -124,12 +192,16 @@ def run_row(target: Target, settings, train_log: pa.Table | None) -> dict:
 
 def read_text_file(path: str | Path) -> str:
     """A user's text file as one document; empty, binary and non-UTF-8 files are refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"no text file at {path}")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:65536]:
-        raise StoreError(f"{path} looks binary (it contains NUL bytes); give a UTF-8 text file")
+    if str(path) == "-":  # standard input
+        raw, path = sys.stdin.buffer.read(), Path("standard input")
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"no text file at {path}")
+        raw = path.read_bytes()
+    if b"\x00" in raw:  # anywhere: a NUL past the start would be stored as a token
+        at = raw.index(b"\x00")
+        raise StoreError(f"{path} looks binary (a NUL byte at offset {at}); give a UTF-8 text file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -152,8 +224,11 @@ def load_docs(
     """(dataset name, [{doc_id, text}]) for a split of `root` or one text file."""
     if (split is None) == (text is None):
         raise StoreError("give exactly one of a split (--split) or a text file (--text)")
+    for flag, value in (("--max-docs", max_docs), ("--max-chars", max_chars)):
+        if value is not None and value < 1:
+            raise StoreError(f"{flag} must be at least 1, got {value} (leave it out for all)")
     if text is not None:
-        name = re.sub(r"[\s:]+", "_", Path(text).name)
+        name = "stdin" if str(text) == "-" else re.sub(r"[\s:]+", "_", Path(text).name)
         docs, dataset = [{"doc_id": name, "text": read_text_file(text)}], f"text/{name}"
     else:
         from cyb_core.corpus import load_split
@@ -273,6 +348,100 @@ def build_tables(
 # ----------------------------------------------------------------------------- orchestration
 
 
+def load_model(checkpoint: str | Path, device="cpu", **settings):
+    """The checkpoint's CYBModel (keyword `settings`, e.g. w, psi, override its CYB settings);
+    a checkpoint that cannot be read -> StoreError."""
+    from safetensors import SafetensorError
+
+    from cyb_core import model as model_lib
+    from cyb_core import variants
+
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        f = Path(checkpoint) / name
+        try:
+            json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+        except (ValueError, UnicodeDecodeError) as e:  # the loaders would not name the file
+            raise StoreError(
+                f"{f} is not valid JSON ({e}); restore or re-save the checkpoint"
+            ) from e
+    try:
+        model = model_lib.load(checkpoint, device=device, **settings)
+        variants.get(model.settings.variant)  # an unknown variant is never stored under its name
+    except SafetensorError as e:
+        raise StoreError(
+            f"cannot read the weights in {checkpoint} ({str(e).splitlines()[0]}): the "
+            ".safetensors file is damaged or truncated; copy or save the checkpoint again"
+        ) from e
+    except (OSError, ValueError) as e:
+        raise StoreError(
+            f"cannot load the checkpoint {checkpoint}: {str(e).splitlines()[0]}"
+        ) from e
+    return model
+
+
+def score_docs(
+    model,
+    docs: list[dict],
+    *,
+    mode: str = "dense",
+    seq_len: int = 128,
+    batch_size: int = 16,
+    dk_threshold: float | None = 0.5,
+    seed: int = 0,
+    progress: bool = False,
+    nlp=None,
+    sharded: bool = False,
+):
+    """Evaluate documents ([{doc_id, text}]) and tag them: (EvalResult, the tables of
+    `build_tables`), everything `store.write_eval` needs but the run and eval rows. `cyb eval`
+    and the app's playground (analysis.playground) both score text through here.
+    sharded (dense, in a process group): the ranks split the documents; rank 0 gets the result
+    and the tables, the other ranks (None, None)."""
+    texts = [d["text"] for d in docs]
+    if mode == "dense":
+        from cyb_core.dense import dense_eval
+        from cyb_core.distributed import shard_eval
+
+        kw = dict(seq_len=seq_len, batch_size=batch_size, progress=progress)
+        result = (
+            shard_eval(dense_eval, model, texts, **kw)
+            if sharded
+            else dense_eval(model, texts, **kw)
+        )
+        if result is None:  # another rank's share is scored; rank 0 tags and stores
+            return None, None
+    else:
+        from cyb_core.adaptive import adaptive_eval
+
+        result = adaptive_eval(
+            model,
+            texts,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            dk_threshold=dk_threshold,
+            seed=seed,
+            progress=progress,
+        )
+    words = pos.tag_texts(texts, nlp, progress=progress)
+    return result, build_tables(result, docs, words, model.tokenizer)
+
+
+def check_settings(
+    seq_len: int = 128,
+    batch_size: int = 16,
+    lock_timeout: float = 0.0,
+    dk_threshold: float | None = 0.5,
+) -> None:
+    """Refuse, before any work, numeric settings that cannot be evaluated with."""
+    for flag, value in (("--seq-len", seq_len), ("--batch-size", batch_size)):
+        if value < 1:
+            raise StoreError(f"{flag} must be at least 1, got {value}")
+    if dk_threshold is not None and not 0.0 <= dk_threshold <= 1.0:
+        raise StoreError(f"--dk-threshold must be in [0, 1], got {dk_threshold:g}")
+    if lock_timeout < 0:
+        raise StoreError(f"--lock-timeout must be at least 0 seconds, got {lock_timeout:g}")
+
+
 def run_eval(
     target: str | Path,
     *,
@@ -293,43 +462,67 @@ def run_eval(
     progress: bool = True,
     nlp=None,
     lock_timeout: float = 120.0,
+    w: int | None = None,
+    psi: float | None = None,
+    parallel: bool | None = None,
 ) -> dict:
     """Evaluate, tag and store; returns a summary. Everything is computed before the database
     is opened, so the write lock is held only for the final load. dk_threshold (adaptive):
-    pause while d_i >= it; None samples DK with probability d_i (seeded)."""
+    pause while d_i >= it; None samples DK with probability d_i (seeded). w, psi: override the
+    checkpoint's CYB settings (a plain save_pretrained model has none: w=1); the default run id
+    then ends in .wW / .psiPSI, so the checkpoint's own evaluation is not replaced.
+    parallel (None: when a launcher set WORLD_SIZE > 1): the ranks of `torchrun ... cyb eval`
+    split the documents of a dense evaluation and rank 0 alone tags and writes; `cyb
+    experiment` passes False, its ranks evaluate different runs."""
     t0 = time.perf_counter()
-    tgt = resolve_target(target, run_id)
+    check_settings(seq_len, batch_size, lock_timeout, dk_threshold)
+    overrides = {k: v for k, v in (("w", w), ("psi", psi)) if v is not None}
+    if overrides:
+        from cyb_core.model import CYBSettings
+
+        try:
+            CYBSettings(**overrides)
+        except ValueError as e:
+            raise StoreError(f"--{str(e)}") from e
+    tgt = resolve_target(target, run_id, db)
+    if overrides and run_id is None:
+        tgt.run_id += "".join(f".{k}{v:g}" for k, v in overrides.items())
     name, docs = load_docs(split, text, root, max_docs, max_chars)
     dataset = dataset or name
     eval_id = store.make_eval_id(tgt.run_id, dataset, mode)  # validates before the slow part
+    store.check_database(db)  # a foreign, read-only or garbage --db: refused before the work
 
-    from cyb_core import model as model_lib
+    from cyb_core import distributed
 
-    try:
-        model = model_lib.load(tgt.checkpoint, device=device)
-    except (OSError, ValueError) as e:
+    world = distributed.env_world()[1]
+    sharded = mode == "dense" and (world > 1 if parallel is None else parallel)
+    if sharded:
+        distributed.setup(str(device))
+    model = load_model(tgt.checkpoint, device, **overrides)
+    from cyb_core.model import settings_notes
+
+    for note in settings_notes(model, w_given=w is not None):
+        print(f"cyb eval: warning: {note}", file=sys.stderr)
+    ctx = model.max_positions  # a window holds seq_len tokens and the end-of-text target
+    if ctx is not None and model.positions_needed(seq_len) > ctx:
         raise StoreError(
-            f"cannot load the checkpoint {tgt.checkpoint}: {str(e).splitlines()[0]}"
-        ) from e
-    texts = [d["text"] for d in docs]
-    if mode == "dense":
-        from cyb_core.dense import dense_eval
-
-        result = dense_eval(model, texts, seq_len=seq_len, batch_size=batch_size, progress=progress)
-    else:
-        from cyb_core.adaptive import adaptive_eval
-
-        result = adaptive_eval(
-            model,
-            texts,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            dk_threshold=dk_threshold,
-            seed=seed,
-            progress=progress,
+            f"--seq-len {seq_len} needs {model.positions_needed(seq_len)} positions but the "
+            f"model's context is {ctx}: pass --seq-len {ctx // model.positions_needed(1)} or less"
         )
-    words = pos.tag_texts(texts, nlp, progress=progress)
-    tables = build_tables(result, docs, words, model.tokenizer)
+    result, tables = score_docs(
+        model,
+        docs,
+        mode=mode,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        dk_threshold=dk_threshold,
+        seed=seed,
+        progress=progress,
+        nlp=nlp,
+        sharded=sharded,
+    )
+    if tables is None:  # not rank 0: its share is scored; rank 0 writes and shares the summary
+        return distributed.broadcast_object(None)
     log = read_train_log(tgt.log_path)
     t_eval = time.perf_counter()
     store.write_eval(
@@ -340,10 +533,11 @@ def run_eval(
         timeout=lock_timeout,
         **tables,
     )
-    return {
+    summary = {
         "eval_id": eval_id,
         "db": str(store.default_db_path(db)),
         **result.summary(),
         "eval_s": t_eval - t0,
         "write_s": time.perf_counter() - t_eval,
     }
+    return distributed.broadcast_object(summary) if sharded else summary

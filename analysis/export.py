@@ -56,6 +56,16 @@ def safe_path(out_dir: str | Path, name: str) -> Path:
     return path
 
 
+def check_out_dir(out_dir: str | Path) -> None:
+    """Refuse, before any query runs, an output directory that is a file or cannot be written."""
+    from .store import check_writable_dir
+
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"export directory {root} is a file; give a directory with --out")
+    check_writable_dir(root, f"export folder {root}")
+
+
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
     if fmt not in allowed:
         raise StoreError(f"format must be one of {', '.join(allowed)} here, got {fmt!r}")

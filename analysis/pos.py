@@ -10,6 +10,7 @@ Tokens without a non-space character (the end-of-text row, "\\n\\n") get NULLs.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import sys
 from dataclasses import dataclass
@@ -77,14 +78,18 @@ def pieces(text: str, limit: int | None = None) -> list[tuple[int, str]]:
 
 
 def tag_texts(
-    texts: list[str], nlp=None, batch_size: int = 16, progress: bool = False
+    texts: list[str], nlp=None, batch_size: int = 4, progress: bool = False
 ) -> list[Words]:
-    """Run spaCy over every document (in pieces, with nlp.pipe) and collect its words."""
+    """Run spaCy over every document and collect its words. Streamed: documents go through
+    nlp.pipe in pieces of at most PIECE_CHARS, `batch_size` pieces at a time, so spaCy's memory
+    does not grow with the length of a document (a book is hundreds of pieces)."""
     nlp = nlp or load_nlp()
-    jobs = [(j, off, p) for j, t in enumerate(texts) for off, p in pieces(t)]
+    jobs = ((j, off, p) for j, t in enumerate(texts) for off, p in pieces(t))
+    a, b = itertools.tee(jobs)
     rows: list[list[tuple]] = [[] for _ in texts]
+    labels: dict[str, str] = {}  # one string object per distinct tag/morph, not one per word
     bar = tqdm(
-        total=sum(len(p) for _, _, p in jobs),
+        total=sum(len(t) for t in texts),
         unit="char",
         unit_scale=True,
         desc="spaCy",
@@ -92,7 +97,7 @@ def tag_texts(
         file=sys.stderr,
     )
     for (j, off, piece), doc in zip(
-        jobs, nlp.pipe((p for _, _, p in jobs), batch_size=batch_size), strict=True
+        a, nlp.pipe((p for _, _, p in b), batch_size=batch_size), strict=True
     ):
         for tok in doc:
             if not tok.is_space:
@@ -101,9 +106,9 @@ def tag_texts(
                         off + tok.idx,
                         off + tok.idx + len(tok.text),
                         tok.text,
-                        tok.pos_,
-                        tok.tag_,
-                        str(tok.morph),
+                        labels.setdefault(tok.pos_, tok.pos_),
+                        labels.setdefault(tok.tag_, tok.tag_),
+                        labels.setdefault(m := str(tok.morph), m),
                         tok.is_sent_start or tok.i == 0,
                     )
                 )

@@ -76,3 +76,11 @@ def eval_classes(con) -> pd.DataFrame:
            WHERE e.status = 'complete'
            ORDER BY e.dataset, e.mode, e.run_id"""
     ).df()
+
+
+def run_checkpoint(con, run_id: str) -> str | None:
+    """The checkpoint path stored with the run `run_id` (as it was given then), or None."""
+    row = con.execute(
+        "SELECT json_extract_string(params, '$.checkpoint') FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    return row[0] if row else None

@@ -13,6 +13,8 @@ leaves the database as it was, and a re-run replaces the old result only on succ
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
@@ -74,18 +76,32 @@ def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
 
 
 def schema_version(con) -> int | None:
-    """The stored schema version; None for an empty database. Raises for a non-cyb database."""
+    """The stored schema version; None for an empty database. Raises for a non-cyb database:
+    one with other tables, or whose `meta` is not ours (other columns, no schema version)."""
     names = {
         r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     }
-    if "meta" not in names:
-        if names:
-            raise StoreError(
-                f"not a cyb database (tables {', '.join(sorted(names)[:5])}); use another --db"
-            )
+    if not names:
         return None
+    listed = ", ".join(sorted(names)[:5])
+    foreign = StoreError(f"not a cyb database (tables {listed}); use another --db")
+    if "meta" not in names:
+        raise foreign
+    columns = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'meta'"
+        ).fetchall()
+    }
+    if columns != {"key", "value"}:
+        raise foreign
     rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    return int(rows[0][0]) if rows else None
+    if not rows:
+        raise foreign
+    try:
+        return int(rows[0][0])
+    except (TypeError, ValueError):
+        raise foreign from None
 
 
 def _check_version(con, path, upgradable: bool = False) -> None:
@@ -111,11 +127,13 @@ def apply_schema(con) -> None:
         found += 1
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(found)])
         con.commit()
+    con.begin()  # tables and version row together: a kill leaves an empty file, not a foreign one
     con.execute(SCHEMA_FILE.read_text())
     con.execute(
         "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
         [str(SCHEMA_VERSION)],
     )
+    con.commit()
 
 
 # ----------------------------------------------------------------------------- connections
@@ -169,6 +187,56 @@ def reading(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
         con.close()
 
 
+def _existing_ancestor(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def check_writable_dir(directory: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written (`what` names it
+    for the message, e.g. "--db data/cyb.duckdb"); writes nothing."""
+    base = _existing_ancestor(Path(directory).absolute())
+    if not base.is_dir():
+        raise StoreError(f"{what}: {base} is a file, not a folder; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"{what}: {base} is not writable; change its permissions or choose another path"
+        )
+
+
+def check_database(db_path: str | Path | None = None, *, write: bool = True) -> Path:
+    """Check, before any work and without writing, that the database can be used.
+
+    write=True (`cyb eval`, `cyb experiment`): a new file in a writable directory, or a cyb
+    database of this or an upgradable schema version that is writable (its directory too:
+    DuckDB journals beside it and `write_eval` stages its shards there). write=False (the
+    app): no file yet, or a readable cyb database. A database locked by a writer is not
+    opened (the write checks it again under its lock), nor one this process holds open in the
+    other mode (DuckDB refuses that; the caller's own connection checked it). Returns the path."""
+    path = default_db_path(db_path)
+    if path.exists() and not path.is_file():
+        raise StoreError(f"database {path} is a directory; give a file path with --db")
+    if write:
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"database {path} is read-only; make it writable or use another --db")
+        check_writable_dir(path.parent, f"--db {path}")
+    if not path.is_file():
+        return path
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as e:
+        if _is_lock_error(e) or "different configuration" in str(e):
+            return path
+        raise StoreError(f"cannot open {path}: {str(e).splitlines()[0]}; use another --db") from e
+    try:
+        _check_version(con, path, upgradable=write)
+    finally:
+        con.close()
+    return path
+
+
 @contextmanager
 def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
     """A short-lived read-write connection with the schema applied; closed on exit."""
@@ -185,20 +253,39 @@ def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Ite
 # ----------------------------------------------------------------------------- the write
 
 
-def staging_dir(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".staging")
+STAGING = ".staging-"  # a write's shards: .<db name>.staging-<pid>-<random>/ beside the db
 
 
-def _clean_stale(stage_root: Path) -> None:
+def staging_dirs(db_path: str | Path | None) -> list[Path]:
+    """The staging folders beside the database (one per write in progress; none after it)."""
+    db_path = default_db_path(db_path)
+    legacy = db_path.with_name(db_path.name + ".staging")  # one shared root, older versions
+    found = sorted(db_path.parent.glob(f".{glob.escape(db_path.name)}{STAGING}*"))
+    return found + ([legacy] if legacy.is_dir() else [])
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _clean_stale(db_path: Path) -> None:
     """Remove shards left by a process that was killed before it committed."""
-    for d in stage_root.glob("*") if stage_root.is_dir() else ():
-        pid = d.name.rsplit("-", 2)[-2] if d.name.count("-") >= 2 else ""
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
+    for d in staging_dirs(db_path):
+        if d.name.endswith(".staging"):  # the older shared root: its children are the writes
+            for child in d.glob("*"):
+                parts = child.name.rsplit("-", 2)
+                if len(parts) < 3 or not _alive(parts[-2]):
+                    shutil.rmtree(child, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+        elif not _alive(d.name.rsplit("-", 2)[-2]):
             shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
 
 
 def write_eval(
@@ -225,10 +312,11 @@ def write_eval(
     eid = make_eval_id(eval_row["run_id"], eval_row["dataset"], eval_row["mode"])
     if tokens.num_rows == 0:
         raise StoreError("the evaluation has no tokens; nothing written")
-    root = staging_dir(db_path)
-    _clean_stale(root)
-    stage = root / f"{re.sub(r'[^A-Za-z0-9._]', '_', eid)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stage.mkdir(parents=True)
+    check_database(db_path)  # a foreign or read-only database: refused before anything is staged
+    _clean_stale(db_path)
+    stage = db_path.with_name(f".{db_path.name}{STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    stage.mkdir()
     try:
         shards = {"tokens": tokens, "docs": docs, "words": words}
         if train_log is not None:

@@ -138,9 +138,10 @@ def class_bars(summary: pd.DataFrame) -> go.Figure:
 
 
 def pause_histogram(
-    hist: pd.DataFrame, layout: str = "overlay", measure: str = "expected"
+    hist: pd.DataFrame, layout: str = "overlay", measure: str = "expected", height: int = 420
 ) -> go.Figure:
-    """Share of tokens by pauses per token, one colour per run (Figs. 7-9, left)."""
+    """Share of tokens by pauses per token, one colour per run (Figs. 7-9, left); `height`
+    of the overlaid chart (the Playground's is small)."""
     title = f"Distribution of {measure} pauses per token"
     if hist.empty:
         return _empty(title, "no tokens")
@@ -159,7 +160,7 @@ def pause_histogram(
         hover_data={"lo": ":.3f", "hi": ":.3f", "n": True, "x": False},
         title=title,
         labels={"x": f"{measure} pauses", "fraction": "share of tokens"},
-        height=max(360, 200 * df["run"].nunique()) if facet else 420,
+        height=max(360, 200 * df["run"].nunique()) if facet else height,
     )
     for trace, (_, g) in zip(fig.data, df.groupby("run", sort=False), strict=False):
         trace.width = g["width"].to_numpy()

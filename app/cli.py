@@ -25,6 +25,37 @@ def _port(text: str) -> int:
     return port
 
 
+def _device(text: str) -> str:
+    import argparse
+    import re
+
+    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(
+            f"device must be cpu, cuda, cuda:N, mps or auto, got {text!r}"
+        )
+    return text
+
+
+def resolve_device(name: str) -> str:
+    """The device the Playground loads models on; a GPU that is not there is refused here,
+    before the server starts (torch is imported only for a device other than the CPU)."""
+    if name == "cpu":
+        return name
+    import torch
+
+    from cyb_core.cli import CLIError
+    from cyb_core.train import resolve_device as resolve
+
+    dev = resolve(name)
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        raise CLIError(f"--device {name}: no such CUDA device here; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {name}: MPS is not available here; use --device cpu")
+    return str(dev)
+
+
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
         sys.executable,
@@ -50,12 +81,17 @@ def url(host: str, port: int) -> str:
 
 
 def cmd_app(args) -> int:
-    from analysis.store import default_db_path
+    from cyb_core.cli import require
 
-    db = default_db_path(args.db)
-    env = {**os.environ, "CYB_DB": str(db.resolve())}
+    require("streamlit", "plotly", "duckdb", "pyarrow")  # the app extra (with analysis)
+    from analysis.store import check_database
+
+    db = check_database(args.db, write=False)  # a foreign or damaged --db: refused, no server
+    device = resolve_device(args.device)
+    env = {**os.environ, "CYB_DB": str(db.resolve()), "CYB_DEVICE": device}
     note = "" if db.is_file() else " (no database there yet: the app explains how to create one)"
     print(f"cyb app: {db}{note}", flush=True)
+    print(f"cyb app: the Playground loads models on {device}", flush=True)
     print(f"cyb app: open {url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cyb app: warning: bound to {args.host}, reachable from other machines", flush=True)
@@ -87,8 +123,9 @@ def add_cli(subparsers) -> None:
         "app",
         help="browse evaluations in a local web app",
         description="Serve the Streamlit analysis app over the DuckDB store: runs and perplexity, the text "
-        "coloured by pauses, latency, token types (Table 3), linguistic groups, calibration and exports. "
-        "It only reads the database, so `cyb eval` can write new evaluations while it runs.",
+        "coloured by pauses, latency, token types (Table 3), linguistic groups, calibration, exports and "
+        "a Playground (score typed text, generate with pauses). It only reads the database, so `cyb eval` "
+        "can write new evaluations while it runs; the Playground writes only when you click its Save.",
     )
     p.add_argument("--db", help=DB_HELP)
     p.add_argument(
@@ -98,5 +135,12 @@ def add_cli(subparsers) -> None:
         "--host",
         default="127.0.0.1",
         help="address to bind; 0.0.0.0 exposes the app to the network (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="where the Playground loads models, once per server, shared by every session: cpu, "
+        "cuda, cuda:N, mps or auto (default: %(default)s)",
     )
     p.set_defaults(func=cmd_app)

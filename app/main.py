@@ -29,6 +29,7 @@ PAGES = [
     ("views/tokens.py", "Tokens", ":material/token:"),
     ("views/linguistics.py", "Linguistics", ":material/translate:"),
     ("views/calibration.py", "Calibration", ":material/scatter_plot:"),
+    ("views/playground.py", "Playground", ":material/edit_note:"),
     ("views/export.py", "Export", ":material/download:"),
 ]
 
@@ -51,8 +52,15 @@ def unavailable() -> None:
 
 if problem:
     st.navigation([st.Page(unavailable, title="Database unavailable")]).run()
-elif evals.empty:
-    st.navigation([st.Page(getting_started, title="Getting started")]).run()
+elif evals.empty:  # nothing to browse yet; the Playground needs only a checkpoint
+    st.session_state.pop(state.KEY, None)  # filters of a database seen before
+    playground = next(p for p in PAGES if p[0] == "views/playground.py")
+    st.navigation(
+        [
+            st.Page(getting_started, title="Getting started"),
+            st.Page(playground[0], title=playground[1], icon=playground[2]),
+        ]
+    ).run()
 else:
     page = st.navigation(
         [

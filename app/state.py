@@ -216,3 +216,8 @@ def sidebar(src: data.Source, evals: pd.DataFrame) -> Filters:
 
 def current() -> Filters:
     return st.session_state[KEY]
+
+
+def current_or_none() -> Filters | None:
+    """The filters, or None where the sidebar has none (a database without evaluations)."""
+    return st.session_state.get(KEY)

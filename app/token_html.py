@@ -154,3 +154,32 @@ def diff_legend_html(w: int) -> str:
         for t, c in zip(ticks, diff_colors(ticks, span), strict=True)
     )
     return f'<div class="cyb-legend">B minus A, processing steps: {cells}</div>'
+
+
+def show_pauses(pieces, pauses) -> str:
+    """A continuation as `cyb generate --show-pauses` prints it: each token, then its pauses
+    in brackets (` sat[1] on[0]`)."""
+    return "".join(f"{p}[{k}]" for p, k in zip(pieces, pauses, strict=True))
+
+
+def generation_html(prompt: str, pieces, pauses, w: int, recipe: str = "constant") -> str:
+    """The prompt in grey, then each generated token coloured by its processing steps
+    (1 + pauses) and followed by its pause count in brackets, as --show-pauses prints it."""
+
+    def what(k: int) -> str:
+        if recipe == "constant":  # the W-1 pauses are always taken; S is where it answered
+            return f"answered after {k} of {max(w - 1, 0)} pauses"
+        return f"took {k} pause{'' if k == 1 else 's'} (at most {max(w - 1, 0)})"
+
+    out = [f'<span class="cyb-prompt" style="color:#888">{html.escape(prompt)}</span>']
+    colors = step_colors(1 + np.asarray(pauses, float), w) if len(pauses) else []
+    for piece, k, color in zip(pieces, pauses, colors, strict=True):
+        text = html.escape(piece).replace("\n", "<br>")
+        style = f"background:{color};color:{_text_color(color)};border-radius:2px"
+        title = html.escape(f"{show_token(piece)!r} {what(k)}", quote=True)
+        out.append(
+            f'<span class="tok gen" style="{style}" title="{title}">{text}</span>'
+            f'<span class="cnt" style="color:#888;font-size:0.75em">[{k}]</span>'
+        )
+    body = "".join(out).replace("\n", "<br>")
+    return f'<div class="cyb-gen" style="line-height:1.9;font-family:Georgia,serif;font-size:1.02rem">{body}</div>'

@@ -47,13 +47,16 @@ def chart(fig: go.Figure, key: str) -> None:
 
 
 @contextmanager
-def problems() -> Iterator[None]:
-    """Show a store error (unknown evaluation, locked database, ...) as a warning, not a trace;
-    the rest of the block is skipped."""
+def problems(error: bool = False) -> Iterator[None]:
+    """Show a store error (unknown evaluation, locked database, ...) as a warning (with
+    `error`, an error box), not a trace; the rest of the block is skipped."""
     try:
         yield
     except StoreError as e:
-        st.warning(str(e), icon=":material/warning:")
+        if error:
+            st.error(str(e), icon=":material/error:")
+        else:
+            st.warning(str(e), icon=":material/warning:")
     except duckdb.Error as e:
         st.warning(f"query failed: {str(e).splitlines()[0]}", icon=":material/warning:")
 
@@ -104,7 +107,8 @@ def getting_started(src: data.Source) -> None:
     )
     st.caption(
         "Quick look without training: `cyb eval data/base --text some.txt --db ...` "
-        "evaluates the pretrained base model on a text file."
+        "evaluates the pretrained base model on a text file, or open the Playground, type "
+        "`data/base` as the checkpoint and paste some text."
     )
     st.button("Reload", key="reload", icon=":material/refresh:")
 

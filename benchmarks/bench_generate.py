@@ -8,7 +8,10 @@ forward step of a row belongs to an emitted token: its own step or one of the pa
   (1 + mean pauses) x the plain per-step time (target <= 1.15); the raw time per forward step
   over the plain one is printed too (the rest is rows that pause more than others: the batch
   steps until its slowest row is done);
-- KV cache vs recomputing the whole sequence at every step, for Recipe 1 generation.
+- KV cache vs recomputing the whole sequence at every step, for Recipe 1 generation;
+- Recipe 1 sampled through every `transformers` logits processor the engine uses (repetition
+  penalty, temperature, top-k, top-p, min-p) and with two stop strings that never match (the
+  on-device StopStringCriteria runs after every token), each over greedy Recipe 1.
 Uses data/base if it exists, else a freshly initialised "small" model. Each time is the fastest of
 --rounds interleaved rounds (other work on the machine only ever adds time).
 Run: `python benchmarks/bench_generate.py --help`.
@@ -114,6 +117,19 @@ def main():
             dict(recipe="constant", use_cache=False, max_new_tokens=n // 2),
         ),
         "recipe1_half": (args.w, dict(recipe="constant", max_new_tokens=n // 2)),
+        "recipe1_processors": (
+            args.w,
+            dict(
+                recipe="constant",
+                do_sample=True,
+                temperature=0.9,
+                top_k=50,
+                top_p=0.95,
+                min_p=0.02,
+                repetition_penalty=1.2,
+            ),
+        ),
+        "recipe1_stop": (args.w, dict(recipe="constant", stop=["\x07never", "zzqqzz"])),
     }
     times = {k: [] for k in runs}
     gens = {}
@@ -159,6 +175,9 @@ def main():
         f"kv_cache_speedup_recipe1: {t['recipe1_nocache'] / t['recipe1_half']:.2f}  "
         f"({n // 2} tokens; same output: {same})"
     )
+    for name in ("recipe1_processors", "recipe1_stop"):
+        per_token = t[name] / max(emitted(g) for g in gens[name])
+        print(f"{name}_over_greedy_time_per_token: {per_token / r1_token:.3f}")
 
 
 if __name__ == "__main__":

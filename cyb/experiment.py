@@ -3,7 +3,8 @@
 The config is TOML:
 
     out = "runs/demo"                 # run directories go to out/<name>-<regime>-s<seed>;
-                                      # the run id in the database is demo.<name>-<regime>-s<seed>
+                                      # the run id in the database is demo.<name>-<regime>-s<seed>,
+                                      # recorded in the run's run.json so `cyb eval DIR` uses it too
     db = "data/cyb.duckdb"            # evaluation store; --db and $CYB_DB take precedence
 
     [defaults]                        # any cyb_core.train.TrainConfig field
@@ -42,8 +43,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import torch
+
 from analysis import store
-from analysis.evaluation import load_docs, run_eval
+from analysis.evaluation import load_docs, record_run_id, run_eval
 from cyb_core import variants
 from cyb_core.train import TrainConfig, resolve_device, train
 
@@ -56,6 +59,19 @@ class Job:
     run_id: str
     config: TrainConfig
     modes: tuple[str, ...]
+
+
+def job_row(job: Job) -> dict:
+    """A job as plain values (`cyb experiment --list --json`)."""
+    return {
+        "run_id": job.run_id,
+        "out": job.config.out,
+        "variant": job.config.variant,
+        "w": job.config.w,
+        "tokens": job.config.tokens,
+        "data_tokens": job.config.data_tokens,
+        "modes": list(job.modes),
+    }
 
 
 def load_config(path: str | Path) -> dict:
@@ -143,21 +159,34 @@ def run(
     """Train and evaluate what is missing; yields one status row per job and mode as each finishes."""
     db = store.default_db_path(db, cfg.get("db"))
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 else None
+    # ranks share a machine's GPUs; on a CPU-only machine every rank trains on the CPU
+    gpu = world > 1 and torch.cuda.is_available()
+    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if gpu else None
     ev = cfg.get("eval", {})
     split, max_docs, max_chars = (
         ev.get("split", "heldout"),
         ev.get("max_docs") or None,
         ev.get("max_chars") or None,
     )
-    for i, job in enumerate(jobs(cfg)):
-        if i % world != rank or (only and not re.search(only, job.run_id)):
-            continue
+    todo = [
+        job
+        for i, job in enumerate(jobs(cfg))
+        if i % world == rank and not (only and not re.search(only, job.run_id))
+    ]
+    # every check that can fail runs before the first training: the database, the eval split
+    store.check_database(db)
+    datasets = {
+        root: load_docs(split, None, root, max_docs, max_chars)[0]
+        for root in {ev.get("root", job.config.data_root) for job in todo}
+    }
+    for job in todo:
         tc = replace(job.config, device=device) if device else job.config
         trained = (Path(tc.out) / "final" / "summary.json").exists()
+        Path(tc.out).mkdir(parents=True, exist_ok=True)
+        record_run_id(tc.out, job.run_id)  # before training: a partial run has its id too
         summary = train(tc, progress=progress)
         root = ev.get("root", tc.data_root)
-        dataset, _ = load_docs(split, None, root, max_docs, max_chars)
+        dataset = datasets[root]
         for mode in job.modes:
             eval_id = store.make_eval_id(job.run_id, dataset, mode)
             done = store.eval_summary(db, eval_id) is not None
@@ -174,6 +203,7 @@ def run(
                     seq_len=tc.seq_len,
                     device=str(resolve_device(tc.device)),
                     progress=progress,
+                    parallel=False,  # the ranks split the grid, not one evaluation
                 )
             yield {
                 "run_id": job.run_id,

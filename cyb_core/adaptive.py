@@ -11,6 +11,7 @@ cyb_core.dense (steps not taken are NaN, s is one-hot at the answer step).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import fields
 from functools import partial
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dense import EvalResult, doc_windows
+from .dense import EvalResult, doc_tokens, token_windows
 from .engine import Context, Out, run_adaptive, wants_pause
 
 
@@ -75,16 +76,17 @@ def adaptive_eval(
     policy = "sample" if dk_threshold is None else "threshold"
     gen = torch.Generator(device=dev).manual_seed(seed)
     asks = partial(wants_pause, policy, dk_threshold, gen)
-    windows = list(doc_windows(docs, model.tokenizer, seq_len))
+    # streamed as in dense_eval: windows are cut from compact token arrays a batch at a time
+    tokens = [doc_tokens(model.tokenizer, d) for d in docs]
+    windows = token_windows(tokens, [len(d) for d in docs], model.tokenizer.eos_token_id, seq_len)
     parts: dict[str, list] = {f.name: [] for f in fields(EvalResult)}
     bar = tqdm(
-        total=sum(len(w[3]) for w in windows),
+        total=sum(len(ids) for ids, _ in tokens),  # every token is an input once
         disable=not progress,
         unit="tok",
         desc="adaptive eval",
     )
-    for c in range(0, len(windows), batch_size):
-        chunk = windows[c : c + batch_size]
+    while chunk := list(itertools.islice(windows, batch_size)):
         forced = [w[2] for w in chunk]
         rec = _Record(len(chunk), max(map(len, forced)), W, model.dk_id, dev)
         out = Out(model, len(chunk), 0, None, every=1 if dev.type == "cpu" else 8)

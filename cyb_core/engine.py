@@ -24,6 +24,11 @@ draws DK with probability d_i at each step (so S ~ s). DK, pauses and padding ar
 Adaptive evaluation (cyb_core.adaptive) runs the Recipe 2 loop here, teacher-forced.
 
 Sampling is reproducible for a fixed seed, batch and device (one generator serves the batch).
+The token at the answer step goes through `transformers` logits processors (repetition penalty,
+then temperature, top-k, top-p, min-p) before the draw; stop strings are matched on the device
+by `transformers.StopStringCriteria` after every emitted token. Prompts start with the
+tokenizer's own BOS (cyb_core.tokenizer.encode) and must fit the model's context with
+max_new_tokens (or are cut from the left with truncate=True).
 """
 
 from __future__ import annotations
@@ -36,8 +41,18 @@ from functools import partial
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
+from . import tokenizer as tok_lib
 from .names import GENERATION_READOUTS, RECIPES
 from .precision import autocast
 
@@ -50,6 +65,7 @@ class Generation:
     pauses: list[int]  # per emitted token: pauses taken (Recipe 2) or answer step S (Recipe 1)
     pieces: list[str]  # decoded text of each token
     finish_reason: str  # "eot", "stop" or "length"
+    truncated: int = 0  # prompt tokens cut from the left to fit the context (truncate=True)
 
     def render(self, show_pauses: bool = True) -> str:
         """The continuation, each token followed by its pause count: ` sat[1] on[0]`."""
@@ -96,10 +112,15 @@ class Out:
         dev = model.device
         self.model, self.max_new, self.stop, self.every = model, max_new, stop or [], every
         self.rows = torch.arange(B, device=dev)
-        self.tokens = torch.full((B, max_new + 1), model.pad_id, device=dev)  # last column: scratch
+        # last column: scratch; unused slots hold DK, which is banned, so the repetition
+        # penalty reading them (Picker.history) changes nothing
+        self.tokens = torch.full((B, max_new + 1), model.dk_id, device=dev)
         self.pauses = torch.zeros((B, max_new + 1), dtype=torch.long, device=dev)
         self.count = torch.zeros(B, dtype=torch.long, device=dev)
         self.done = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.truncated = [0] * B  # prompt tokens cut from the left, per row (set by _start)
+        # Matches each row's emitted text ending in a stop string, on the device: no decode.
+        self.criteria = StopStringCriteria(model.tokenizer, self.stop) if self.stop else None
 
     def emit(self, tok: Tensor, pauses: Tensor, mask: Tensor) -> None:
         slot = torch.where(mask, self.count, self.max_new)
@@ -107,18 +128,22 @@ class Out:
         self.pauses[self.rows, slot] = pauses
         self.count += mask
         self.done |= mask & ((tok == self.model.eot_id) | (self.count >= self.max_new))
+        if self.criteria is not None and self.max_new:
+            # each row's last L emitted tokens, right-aligned (B, L); before its first token an
+            # id past the vocabulary, which the criteria read as matching nothing
+            L = min(self.criteria.maximum_token_len, self.max_new)
+            idx = self.count[:, None] - L + torch.arange(L, device=tok.device)
+            tail = self.tokens.gather(1, idx.clamp_min(0)).masked_fill(idx < 0, _NO_TOKEN)
+            self.done |= mask & self.criteria(tail, None)
 
     def poll(self, step: int) -> bool:
-        """Every `every` steps: mark rows that produced a stop string; True once all are done."""
+        """Every `every` steps: True once all rows are done."""
         if (step + 1) % self.every:
             return False
-        if self.stop:
-            tokens, count, done = self.tokens.tolist(), self.count.tolist(), self.done.tolist()
-            for b in (b for b, d in enumerate(done) if not d):
-                text = self.model.tokenizer.decode(tokens[b][: count[b]], skip_special_tokens=True)
-                if any(s in text for s in self.stop):
-                    self.done[b] = True
         return bool(self.done.all())  # CPU-GPU sync
+
+
+_NO_TOKEN = 2**62
 
 
 def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
@@ -128,28 +153,52 @@ def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) 
     return d >= (0.5 if policy == "greedy" else threshold)
 
 
-def _pick(
-    z: Tensor,
-    banned: Tensor,
-    gen: torch.Generator,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-) -> Tensor:
-    """Next real token (B,) from logits (B, V); `banned` (DK, pauses, padding) never chosen."""
-    z = z.index_fill(-1, banned, -math.inf)
-    if not do_sample or temperature <= 0:
-        return z.argmax(-1)
-    z = z / temperature
-    if top_k:
-        z = z.masked_fill(z < z.topk(min(top_k, z.shape[-1]), -1).values[:, -1:], -math.inf)
-    if top_p is not None and top_p < 1.0:
-        zs, order = z.sort(-1, descending=True)
-        p = zs.softmax(-1)
-        drop = p.cumsum(-1) - p > top_p  # keep the smallest prefix holding top_p of the mass
-        z = z.scatter(-1, order, zs.masked_fill(drop, -math.inf))
-    return torch.multinomial(z.softmax(-1), 1, generator=gen)[:, 0]
+class Picker:
+    """Next real token (B,) from logits (B, V) through `transformers` logits processors.
+
+    `banned` (DK, pauses, padding, embedding rows past the tokenizer) are never chosen. The
+    repetition penalty reads `history()`, (B, N) ids of each row's prompt and emitted tokens
+    (filled with a banned id, DK, where a row has fewer). Greedy unless do_sample with a
+    temperature > 0; then temperature, top-k, top-p and min-p filter before one draw per row.
+    """
+
+    def __init__(
+        self,
+        banned: Tensor,
+        gen: torch.Generator,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        history=None,
+    ):
+        self.banned, self.gen, self.history = banned, gen, history
+        self.sample = do_sample and temperature > 0
+        self.processors = LogitsProcessorList()
+        if repetition_penalty is not None and repetition_penalty != 1.0:
+            self.processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+        self.warpers = LogitsProcessorList()
+        if self.sample:
+            if temperature != 1.0:
+                self.warpers.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                self.warpers.append(TopKLogitsWarper(top_k))
+            if top_p is not None and top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p))
+            if min_p:
+                self.warpers.append(MinPLogitsWarper(min_p))
+
+    def __call__(self, z: Tensor) -> Tensor:
+        z = z.index_fill(-1, self.banned, -math.inf)
+        if self.processors:
+            z = self.processors(self.history(), z)
+        if not self.sample:
+            return z.argmax(-1)
+        z = self.warpers(None, z)
+        return torch.multinomial(z.softmax(-1), 1, generator=self.gen)[:, 0]
 
 
 @torch.no_grad()
@@ -245,6 +294,9 @@ def _start(
     seed,
     bf16,
     use_cache,
+    min_p=None,
+    repetition_penalty=None,
+    truncate=False,
 ):
     """Validate the settings and return the decoding loop (a generator) and its output buffers."""
     if recipe not in RECIPES:
@@ -255,29 +307,89 @@ def _start(
         raise ValueError(f"dk_threshold must be in [0, 1], got {dk_threshold}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be a positive number of tokens (0: all), got {top_k}")
+    if min_p is not None and not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    if repetition_penalty is not None and not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1: none), got {repetition_penalty}")
     if not prompts or max_new_tokens < 1:
         raise ValueError("need at least one prompt and max_new_tokens >= 1")
+    if stop and not all(stop):
+        raise ValueError("an empty stop string would stop at once: give non-empty stop strings")
+    ids, cut = fit_prompts(
+        model, tok_lib.encode(model.tokenizer, prompts), max_new_tokens, truncate
+    )
     model.eval()
     dev = model.device
-    enc = model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    ids = [p or [model.eot_id] for p in enc]  # an empty prompt starts a new document
     gen = torch.Generator(device=dev).manual_seed(seed)
-    banned = torch.tensor([model.dk_id, *model.pause_ids, model.pad_id], device=dev)
-    pick = partial(
-        _pick,
-        banned=banned,
-        gen=gen,
+    out = Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
+    out.truncated = cut
+    prompt_ids = torch.full((len(ids), max(map(len, ids))), model.dk_id, dtype=torch.long)
+    for b, p in enumerate(ids):
+        prompt_ids[b, : len(p)] = torch.tensor(p)
+    prompt_ids = prompt_ids.to(dev)
+    pick = Picker(
+        banned_ids(model),
+        gen,
         do_sample=do_sample,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        history=lambda: torch.cat([prompt_ids, out.tokens], 1),  # (B, P + max_new + 1)
     )
     asks = partial(wants_pause, readout, dk_threshold, gen)
-    out = Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
     ctx = Context(model, use_cache, bf16)
     if recipe == "constant":
         return _run_constant(model, ids, ctx, out, asks, pick), out
     return run_adaptive(model, ids, ctx, out, asks, pick), out
+
+
+def banned_ids(model) -> Tensor:
+    """Ids generation never emits: DK, the pauses, padding and embedding rows past the tokenizer."""
+    extra = range(model.n_tokens, model.vocab_size)  # a vocabulary padded beyond the tokenizer
+    pad = [model.pad_id] if model.pad_id != model.eot_id else []  # pad = eos: eos must stay
+    return torch.tensor([model.dk_id, *model.pause_ids, *pad, *extra], device=model.device)
+
+
+def fit_prompts(
+    model, ids: list[list[int]], max_new_tokens: int, truncate: bool = False
+) -> tuple[list[list[int]], list[int]]:
+    """Check that every prompt plus max_new_tokens fits the model's context.
+
+    Returns the prompts (an empty one becomes BOS, or end-of-text for a tokenizer without BOS:
+    either starts a new document) and the tokens cut
+    from each. Too long: ValueError naming the fix, or with `truncate` the prompt keeps its BOS
+    and its last tokens. A token and its pauses share a position id, so the context counts real
+    tokens; a model that ignores position ids counts W positions per token (positions_needed).
+    """
+    bos = tok_lib.bos_ids(model.tokenizer)
+    ids = [p or [model.eot_id] for p in ids]
+    ctx = model.max_positions
+    cut = [0] * len(ids)
+    if ctx is None:
+        return ids, cut
+    per_token = model.positions_needed(1)
+    fits = ctx // per_token - max_new_tokens  # real prompt tokens that fit
+    for b, p in enumerate(ids):
+        if len(p) <= fits:
+            continue
+        need = model.positions_needed(len(p) + max_new_tokens)
+        if not truncate or fits <= len(bos):
+            fix = (
+                f"shorten it or truncate it (--truncate) to its last {fits} tokens"
+                if fits > len(bos)
+                else f"lower max_new_tokens (--max-new-tokens) below {ctx // per_token}"
+            )
+            raise ValueError(
+                f"prompt {b + 1} is {len(p)} tokens; with {max_new_tokens} new tokens it needs "
+                f"{need} positions but the model's context is {ctx}: {fix}"
+            )
+        cut[b] = len(p) - fits
+        ids[b] = [*bos, *p[len(bos) + cut[b] :]]
+    return ids, cut
 
 
 def _pieces(tokenizer, ids: list[int]) -> list[str]:
@@ -292,7 +404,9 @@ def _pieces(tokenizer, ids: list[int]) -> list[str]:
     return pieces
 
 
-def _finish(model, prompt: str, ids: list[int], pauses: list[int], stop) -> Generation:
+def _finish(
+    model, prompt: str, ids: list[int], pauses: list[int], stop, truncated: int = 0
+) -> Generation:
     reason = "length"
     if model.eot_id in ids:
         reason, cut = "eot", ids.index(model.eot_id)
@@ -306,7 +420,7 @@ def _finish(model, prompt: str, ids: list[int], pauses: list[int], stop) -> Gene
             j + 1 for j, L in enumerate(itertools.accumulate(map(len, pieces))) if L >= i + len(s)
         )
         reason, text, ids, pauses, pieces = "stop", text[:i], ids[:n], pauses[:n], pieces[:n]
-    return Generation(prompt, text, ids, pauses, pieces, reason)
+    return Generation(prompt, text, ids, pauses, pieces, reason, truncated)
 
 
 def generate(
@@ -325,14 +439,21 @@ def generate(
     seed: int = 0,
     bf16: bool = False,
     use_cache: bool = True,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    truncate: bool = False,
 ) -> list[Generation]:
     """Continue each prompt with `model` (a CYBModel), all prompts in one batch.
 
     recipe: "constant" (W-1 pauses after every token, Recipe 1) or "variable" (pauses when
     the model asks, Recipe 2). readout: how the answer step is chosen (module docstring).
     The token at that step: argmax, or with do_sample a draw at `temperature` restricted to
-    the top_k tokens / the top_p nucleus. Generation ends at end-of-text, a stop string (cut
-    from the text) or max_new_tokens. use_cache=False recomputes the whole sequence at every
+    the top_k tokens / the top_p nucleus / tokens with at least min_p times the top
+    probability; repetition_penalty (> 1) discourages tokens of the prompt and output
+    (transformers' RepetitionPenaltyLogitsProcessor). Generation ends at end-of-text, a stop
+    string (cut from the text) or max_new_tokens. A prompt that with max_new_tokens exceeds the
+    model's context raises ValueError, or with truncate=True loses its oldest tokens
+    (Generation.truncated says how many). use_cache=False recomputes the whole sequence at every
     step (the slow reference). bf16 autocasts the forward passes.
     """
     loop, out = _start(
@@ -350,12 +471,15 @@ def generate(
         seed=seed,
         bf16=bf16,
         use_cache=use_cache,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        truncate=truncate,
     )
     for _ in loop:
         pass
     tokens, pauses, count = out.tokens.tolist(), out.pauses.tolist(), out.count.tolist()
     return [
-        _finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop)
+        _finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop, out.truncated[b])
         for b, p in enumerate(prompts)
     ]
 

@@ -2,13 +2,17 @@
 
 A checkpoint is an ordinary `save_pretrained` directory (safetensors weights,
 config.json, tokenizer files); the CYB settings live in `config.json` under the
-key "cyb", so `load(path)` needs nothing else.
+key "cyb", so `load(path)` needs nothing else. `load` also takes a hub id
+("org/name") already in the local Hugging Face cache; it downloads only when the
+user has not set HF_HUB_OFFLINE, and never changes that setting.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import os
+import re
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +30,6 @@ from . import tokenizer as tok_lib
 from .losses import apply_dk_prior
 from .names import MODEL_PRESETS, RECIPES
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for a hub
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
@@ -80,13 +83,42 @@ class CYBModel(torch.nn.Module):
 
     def __init__(self, model, tokenizer, settings: CYBSettings | None = None):
         super().__init__()
-        if tok_lib.ensure_special_tokens(tokenizer) or len(tokenizer) > model.config.vocab_size:
-            model.resize_token_embeddings(len(tokenizer))
+        n_before = len(tokenizer)
+        tok_lib.ensure_special_tokens(tokenizer)
+        fit_embeddings(model, len(tokenizer), padded=_rows(model) > n_before)
         self.model, self.tokenizer = model, tokenizer
-        self.settings = settings or CYBSettings(**getattr(model.config, "cyb", None) or {})
+        stored = getattr(model.config, "cyb", None)
+        # False for a plain save_pretrained model: it runs at the CYBSettings defaults (w=1)
+        self.has_cyb_settings = stored is not None
+        self.settings = settings or CYBSettings(**stored or {})
         ids = tok_lib.special_ids(tokenizer)
         self.dk_id, self.eot_id, self.pad_id = ids["dk"], ids["eot"], ids["pad"]
         self.pause_ids: list[int] = ids["pauses"]
+        self.ignores_position_ids = ignores_position_ids(model)
+        self._check_positions()
+
+    @property
+    def n_tokens(self) -> int:
+        """Ids the tokenizer can produce; logits rows at and above it are embedding padding."""
+        return len(self.tokenizer)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The context the model was built for (config max_position_embeddings / n_positions)."""
+        return context_length(self.model.config)
+
+    def positions_needed(self, n_real: int) -> int:
+        """Context used by n_real real tokens: a token and its pauses share one position id,
+        but a model that ignores position ids counts every pause as a position (W per token)."""
+        return n_real * (self.settings.w if self.ignores_position_ids else 1)
+
+    def _check_positions(self) -> None:
+        if self.ignores_position_ids and self.settings.w > 1:
+            warn_once(
+                f"{self.model.config.model_type} ignores position_ids (ALiBi or similar): "
+                "a pause is read as a new position instead of sharing its token's, unlike the "
+                "method (docs/method.md); pauses still run, but results are not comparable"
+            )
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +151,7 @@ class CYBModel(torch.nn.Module):
 
     def with_settings(self, **changes) -> CYBModel:
         self.settings = replace(self.settings, **changes)
+        self._check_positions()
         return self
 
     def save(self, path: str | Path) -> None:
@@ -129,9 +162,16 @@ class CYBModel(torch.nn.Module):
         self.tokenizer.save_pretrained(path)
 
 
-def load(path: str | Path = BASE_DIR, device: str | torch.device = "cpu", **settings) -> CYBModel:
-    """Load a checkpoint directory; keyword `settings` override the stored CYB settings."""
-    path = Path(path)
+def load(
+    path: str | Path = BASE_DIR,
+    device: str | torch.device = "cpu",
+    *,
+    cache_dir: str | Path | None = None,
+    **settings,
+) -> CYBModel:
+    """Load a checkpoint directory or cached hub id; keyword `settings` override the stored CYB
+    settings. cache_dir: the Hugging Face hub cache (default: the user's, HF_HOME/HF_HUB_CACHE)."""
+    path = resolve(path, cache_dir=cache_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"no checkpoint at {path} (config.json missing): pass a directory written by "
@@ -148,6 +188,97 @@ def load(path: str | Path = BASE_DIR, device: str | torch.device = "cpu", **sett
     if settings:
         wrapped.with_settings(**settings)
     return wrapped.to(device)
+
+
+# A hub id: "name" or "org/name" (letters, digits, '-', '_', '.'; no '..' or leading '.')
+_HUB_ID = re.compile(r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?")
+# Files a checkpoint needs; pickled weights (*.bin, *.pt) are never fetched.
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+
+
+def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A local directory as it is, else a hub id's snapshot directory in the local HF cache.
+
+    An id missing from the cache is downloaded unless the user set HF_HUB_OFFLINE (read, never
+    set here); safetensors and JSON/tokenizer files only.
+    """
+    path = Path(name)
+    if path.exists() or not _HUB_ID.fullmatch(str(name)) or ".." in str(name):
+        return path
+    from huggingface_hub import constants, snapshot_download
+
+    where = cache_dir or constants.HF_HUB_CACHE
+    try:
+        return Path(snapshot_download(str(name), cache_dir=cache_dir, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or a malformed cache entry
+        pass
+    if constants.is_offline_mode():
+        raise FileNotFoundError(
+            f"no directory {name} and no hub model {name!r} in the local Hugging Face cache "
+            f"({where}; HF_HUB_OFFLINE is set): pass a checkpoint directory, or download it "
+            f"first with `hf download {name}`"
+        )
+    try:
+        return Path(snapshot_download(str(name), cache_dir=cache_dir, allow_patterns=_HUB_FILES))
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise FileNotFoundError(
+            f"no directory {name}, {name!r} is not in the local Hugging Face cache ({where}) "
+            f"and fetching it failed ({first}): pass a checkpoint directory, or download it "
+            f"with `hf download {name}` where the hub is reachable"
+        ) from None
+
+
+def _rows(model) -> int:
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def fit_embeddings(model, n_tokens: int, padded: bool) -> None:
+    """Grow the embeddings when the tokenizer has ids past them; never shrink them.
+
+    A checkpoint padded beyond its tokenizer (Qwen2: 151936 rows for ~151650 tokens) keeps its
+    size while the new tokens fit in the padding. When it must grow, a padded checkpoint stays
+    padded to the power-of-two multiple (<= 128) its size already had.
+    """
+    rows = _rows(model)
+    if n_tokens <= rows:
+        return
+    multiple = (rows & -rows) if padded else 1  # the largest power of two dividing rows
+    multiple = min(multiple, 128)
+    model.resize_token_embeddings(n_tokens, pad_to_multiple_of=multiple if multiple > 1 else None)
+
+
+# Model types whose attention positions come from the sequence, not position_ids (ALiBi).
+ALIBI_MODEL_TYPES = frozenset({"bloom", "mpt", "baichuan", "jais"})
+
+
+def ignores_position_ids(model) -> bool:
+    """True for models that cannot give a pause its token's position (ALiBi: Bloom, MPT, ...)."""
+    cfg = model.config
+    if cfg.model_type in ALIBI_MODEL_TYPES or getattr(cfg, "alibi", False):
+        return True
+    if getattr(cfg, "position_embedding_type", None) == "alibi":
+        return True
+    return "position_ids" not in inspect.signature(model.forward).parameters
+
+
+def context_length(config) -> int | None:
+    """Positions the model was built for, or None when its config does not say."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
+        v = getattr(config, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """`warning: message` on stderr, once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _load_tokenizer(path: Path):
@@ -195,3 +326,15 @@ def from_config(config_dict: dict, tokenizer, seed: int = 0) -> CYBModel:
 
 def n_params(model: CYBModel) -> int:
     return sum(p.numel() for p in model.model.parameters())
+
+
+def settings_notes(model: CYBModel, w_given: bool = False) -> list[str]:
+    """What a user should know before running `model` the CYB way (for the CLI's warnings)."""
+    notes = []
+    if not model.has_cyb_settings and not w_given:
+        notes.append(
+            'the checkpoint has no CYB settings (no "cyb" key in its config.json), so it runs '
+            f"with w={model.settings.w} (no pauses) and psi={model.settings.psi}; "
+            "pass --w (and --psi) to set them"
+        )
+    return notes

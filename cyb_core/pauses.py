@@ -121,6 +121,21 @@ def expand_constant(
     return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id=0, constant=True)
 
 
+def expand_with_counts(
+    input_ids: Tensor,
+    W: int,
+    pause_ids: Sequence[int],
+    counts: Tensor,
+    attention_mask: Tensor | None = None,
+    pad_id: int = 0,
+) -> Expanded:
+    """Recipe 2 with the pauses already drawn: counts[b, t] in 0..W-1 pauses after token t."""
+    slots = (counts + 1).to(input_ids.device)
+    if attention_mask is not None:
+        slots = torch.where(attention_mask.bool(), slots, 1)
+    return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id, constant=False)
+
+
 def expand_variable(
     input_ids: Tensor,
     W: int,
@@ -138,7 +153,4 @@ def expand_variable(
     om = parse_vector(omega, W)
     B, T = input_ids.shape
     k = torch.multinomial(om, B * T, replacement=True, generator=generator).view(B, T)
-    slots = (k + 1).to(input_ids.device)
-    if attention_mask is not None:
-        slots = torch.where(attention_mask.bool(), slots, 1)
-    return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id, constant=False)
+    return expand_with_counts(input_ids, W, pause_ids, k, attention_mask, pad_id)

@@ -111,14 +111,25 @@ def documents(split: str, n_chars: int, seed: int = 0) -> list[dict]:
 
 def classify(text: str) -> np.ndarray:
     """(len(text),) int8 class code per character: 0 natural, 1 synthetic line, 2 answer."""
-    codes = np.zeros(len(text), dtype=np.int8)
+    n = len(text)
+    # line bounds by lookup, not by scanning from each match: a book on one line has thousands
+    # of matches, and marking or searching the whole line per match is quadratic
+    chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (n,) code points
+    newlines = np.flatnonzero(chars == ord("\n"))
+    depth = np.zeros(n + 1, dtype=np.int32)  # +1 where a marked line starts, -1 after it ends
+    answers = []
     for pattern in PATTERNS:
         for m in pattern.finditer(text):
-            start = text.rfind("\n", 0, m.start()) + 1
-            end = text.find("\n", m.end())
-            end = len(text) if end < 0 else end + 1  # the line's newline belongs to it
-            codes[start:end] = np.maximum(codes[start:end], 1)
-            codes[m.start("c") : m.end("c")] = 2
+            i = np.searchsorted(newlines, m.start())  # first newline at or after the match
+            start = newlines[i - 1] + 1 if i > 0 else 0
+            j = np.searchsorted(newlines, m.end())
+            end = newlines[j] + 1 if j < len(newlines) else n  # the line's newline belongs to it
+            depth[start] += 1
+            depth[end] -= 1
+            answers.append((m.start("c"), m.end("c")))
+    codes = (np.cumsum(depth[:n]) > 0).astype(np.int8)
+    for a, b in answers:
+        codes[a:b] = 2
     return codes
 
 

@@ -99,3 +99,36 @@ def special_ids(tokenizer) -> dict:
         "eot": tokenizer.eos_token_id,
         "pad": tokenizer.pad_token_id,
     }
+
+
+def bos_ids(tokenizer) -> list[int]:
+    """The ids the tokenizer itself puts before every text: its BOS, as `tokenizer(text)` adds it.
+
+    Read off the tokenizer's own post-processing (Llama and Gemma tokenizers prepend `<s>` /
+    `<bos>`, GPT-2 and Qwen2 nothing), so a model is trained, evaluated and prompted with the
+    same prefix. Ours prepends nothing (its `bos_token` is only a name for end-of-text).
+    """
+    probe = "a"
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    for i in range(len(full) - len(bare) + 1):  # the text's ids sit after the prefix
+        if full[i : i + len(bare)] == bare:
+            return list(full[:i])
+    return []
+
+
+def encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Ids of each text with the tokenizer's BOS prefix (bos_ids) and no end-of-text."""
+    bos = bos_ids(tokenizer)
+    return [[*bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def encode_with_offsets(
+    tokenizer, texts: list[str]
+) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """encode() and each id's character span in its text; the BOS prefix gets (0, 0)."""
+    bos = bos_ids(tokenizer)
+    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    ids = [[*bos, *i] for i in enc["input_ids"]]
+    offs = [[*([(0, 0)] * len(bos)), *map(tuple, o)] for o in enc["offset_mapping"]]
+    return ids, offs

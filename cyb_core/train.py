@@ -9,19 +9,31 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import os
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import losses, pauses, variants
+from . import distributed, losses, pauses, variants
 from . import model as model_lib
-from .atomic import atomic_save_dir, atomic_write
+from .atomic import atomic_save_dir, atomic_write, recover_dir, remove_dir
 from .data import BlockSampler, split_blocks
-from .precision import autocast
+from .precision import autocast, fsdp_policy, master_weights
+
+# Options that must be positive integers, with the flag that sets each (checked before any work).
+POSITIVE = {
+    "seq_len": "--seq-len",
+    "batch_size": "--batch-size",
+    "grad_accum": "--grad-accum",
+    "tokens": "--tokens",
+    "eval_every": "--eval-every",
+    "ckpt_every": "--ckpt-every",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,20 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA
 
     def __post_init__(self):
+        for name, flag in POSITIVE.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(
+                    f"{name} must be a positive integer, got {value!r}: pass {flag} 1 or more"
+                )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}: pass e.g. --lr 1e-3")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.data_tokens < 0 or self.val_blocks < 0:
+            raise ValueError("data_tokens and val_blocks must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0 or not self.clip > 0:
+            raise ValueError("min_lr_ratio must be in [0, 1] and clip > 0")
         model_lib.CYBSettings(w=self.w, psi=self.psi, variant=self.variant, recipe=self.recipe)
         losses.check(self.variant, self.w, **self.loss_hparams)
         if self.recipe == "variable":
@@ -68,8 +94,6 @@ class TrainConfig:
             )
         if self.pause_init not in ("keep", "mean"):
             raise ValueError(f"pause_init must be 'keep' or 'mean', got {self.pause_init!r}")
-        if self.tokens <= 0 or self.lr <= 0 or self.data_tokens < 0:
-            raise ValueError("tokens and lr must be positive and data_tokens >= 0")
 
     @property
     def loss_hparams(self) -> dict:
@@ -100,43 +124,93 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     )
 
 
-def step_logits(model, inputs, w, recipe="constant", omega=None, generator=None):
-    """Expand (B, T) real tokens with pauses and run the model: logits (B, T, W, V), steps (B, T) or None."""
+def sample_pause_counts(cfg: TrainConfig, shape: tuple[int, int], step: int) -> torch.Tensor | None:
+    """Recipe 2 pause counts (B, T) for the *global* batch of optimiser step `step`, or None.
+
+    Drawn on the CPU from a generator seeded by (seed, step) alone, in the same single draw
+    `pauses.expand_variable` makes for a (B, T) batch; every rank draws the whole batch and
+    keeps its rows, so the counts do not depend on the number of processes or micro-batches.
+    """
+    if cfg.recipe != "variable" or cfg.w <= 1:
+        return None
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    omega = losses.parse_vector(cfg.pause_omega, cfg.w)
+    B, T = shape
+    return torch.multinomial(omega, B * T, replacement=True, generator=gen).view(B, T)
+
+
+def step_logits(
+    model,
+    inputs,
+    w,
+    recipe="constant",
+    omega=None,
+    generator=None,
+    pause_counts=None,
+    forward=None,
+):
+    """Expand (B, T) real tokens with pauses and run the model: logits (B, T, W, V), steps (B, T) or None.
+
+    Recipe 2 takes its pauses from `pause_counts` (B, T) when given, else draws them from
+    `omega` with `generator`. `forward` is the module to call (a DDP/FSDP wrapper of `model`);
+    `model` itself supplies the token ids.
+    """
     if recipe == "variable" and w > 1:
-        ex = pauses.expand_variable(
-            inputs, w, model.pause_ids, omega, generator=generator, pad_id=model.pad_id
-        )
+        if pause_counts is not None:
+            ex = pauses.expand_with_counts(
+                inputs, w, model.pause_ids, pause_counts, pad_id=model.pad_id
+            )
+        else:
+            ex = pauses.expand_variable(
+                inputs, w, model.pause_ids, omega, generator=generator, pad_id=model.pad_id
+            )
     else:
         ex = pauses.expand_constant(inputs, w, model.pause_ids)
-    logits, _ = model(ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask)
+    logits, _ = (forward or model)(
+        ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
+    )
     return ex.to_steps(logits), (None if ex.constant else ex.steps)
 
 
 @torch.no_grad()
-def evaluate_nll(model, blocks, cfg: TrainConfig, batch_size: int = 16) -> dict:
-    """Mean -log p(y) and mean expected pauses over `blocks` (Recipe 1, the model's own stopping)."""
+def evaluate_nll(
+    model, blocks, cfg: TrainConfig, batch_size: int = 16, sharded: bool = False
+) -> dict:
+    """Mean -log p(y) and mean expected pauses over `blocks` (Recipe 1, the model's own stopping).
+
+    `sharded`: every rank of a process group passes the same `blocks`, scores its contiguous
+    share and the sums are all-reduced, so each rank returns the result over all of `blocks`.
+    """
+    if sharded:
+        share = distributed.shard_range(len(blocks), *distributed.rank_world())
+        blocks = blocks[share.start : share.stop]
     model.eval()
-    how, n = variants.get(cfg.variant).readout, 0
-    sums = torch.zeros(2, dtype=torch.float64, device=model.device)  # nll, expected pauses
+    how = variants.get(cfg.variant).readout
+    sums = torch.zeros(3, dtype=torch.float64, device=model.device)  # nll, expected pauses, n
     for i in range(0, len(blocks), batch_size):
         b = blocks[i : i + batch_size].to(model.device)
         with autocast(model.device, cfg.bf16 and model.device.type == "cuda"):
             logits, _ = step_logits(model, b[:, :-1], cfg.w)
         policy = losses.readout(losses.step_quantities(logits.float(), b[:, 1:], model.dk_id), how)
-        k = b[:, 1:].numel()
         sums += torch.stack(
-            [-losses.log_p(policy).sum(), losses.expected_pauses(policy.log_s).sum()]
+            [
+                -losses.log_p(policy).sum(),
+                losses.expected_pauses(policy.log_s).sum(),
+                torch.tensor(b[:, 1:].numel(), device=model.device),
+            ]
         ).double()
-        n += k
     model.train()
-    nll, pauses_sum = sums.tolist()  # one CPU-GPU sync
+    if sharded:
+        distributed.all_reduce_sum(sums)
+    nll, pauses_sum, n = sums.tolist()  # one CPU-GPU sync
+    if not n:
+        nan = float("nan")
+        return {"nll": nan, "ppl": nan, "expected_pauses": nan}
     return {"nll": nll / n, "ppl": math.exp(nll / n), "expected_pauses": pauses_sum / n}
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return distributed.resolve_device(name, distributed.env_world()[2])
 
 
 def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
@@ -168,6 +242,20 @@ def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
     return m
 
 
+def _load_model(cfg: TrainConfig, ckpt: Path | None) -> model_lib.CYBModel:
+    """The resumable checkpoint, else the model cfg.init names; any failure is one ValueError."""
+    from safetensors import SafetensorError
+
+    what = f"the checkpoint {ckpt}" if ckpt else f"--init {cfg.init}"
+    try:
+        return model_lib.load(ckpt) if ckpt else _init_model(cfg)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(
+            f"cannot load {what}: {first} (pass a checkpoint directory or scratch:<preset>)"
+        ) from e
+
+
 def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     """A run directory matches cfg; settings added since it was written count at their defaults."""
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
@@ -176,27 +264,86 @@ def _same_config(stored: dict, cfg: TrainConfig) -> bool:
     ) <= set(asdict(cfg))
 
 
-def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train (or resume) the run in cfg.out; returns the final summary. `stop_after` simulates a kill."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _check_out(out: Path, cfg: TrainConfig) -> str | None:
+    """Why the run directory cannot take this run, or None; reads and probes, writes nothing."""
     cfg_path = out / "config.json"
-    if cfg_path.exists() and not _same_config(json.loads(cfg_path.read_text()), cfg):
-        raise ValueError(
-            f"{out} holds a run with a different config: choose a new --out or delete {out}"
-        )
-    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
-    if (out / "final" / "summary.json").exists():
-        return json.loads((out / "final" / "summary.json").read_text())
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a directory: choose another --out"
+    if cfg_path.is_file():
+        try:
+            stored = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{cfg_path} is not a run config: choose a new --out or delete {out}"
+        if not _same_config(stored, cfg):
+            return f"{out} holds a run with a different config: choose a new --out or delete {out}"
+    probe = out
+    while not probe.exists():  # the nearest existing ancestor is where mkdir will write
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot create {out}: {probe} is a file, not a directory; choose another --out"
+    try:  # os.access ignores read-only mounts and is always true for root: try a real file
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".cyb-write-check.")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        return f"cannot write to {probe} ({e.strerror}): choose another --out or make it writable"
+    return None
 
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    ckpt = out / "ckpt"
-    if not ckpt.exists() and ckpt.with_name("ckpt.old").exists():  # killed between two renames
-        ckpt.with_name("ckpt.old").rename(ckpt)
-    model = _init_model(cfg) if not ckpt.exists() else model_lib.load(ckpt)
-    model.to(device).train()
 
+def train(
+    cfg: TrainConfig,
+    progress: bool = True,
+    stop_after: int | None = None,
+    *,
+    parallel: bool = False,
+    grad_ckpt: bool = False,
+    fsdp: bool = False,
+) -> dict:
+    """Train (or resume) the run in cfg.out; returns the final summary. `stop_after` simulates a kill.
+
+    parallel: join the process group of a launcher (torchrun sets RANK / WORLD_SIZE) and train
+    data-parallel: each of the N ranks runs batch_size / N rows of every step, DDP averages the
+    gradients, rank 0 alone writes. Without a launcher it is one process, as with False.
+    (`cyb experiment` passes False: there the ranks split a grid of runs instead.)
+    grad_ckpt: recompute the decoder layers' activations in the backward pass (less memory).
+    fsdp: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of
+    replicating them (DDP), for models that do not fit one device.
+    """
+    created = parallel and not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    )
+    d = (
+        distributed.setup(cfg.device)
+        if parallel
+        else distributed.Dist(device=resolve_device(cfg.device))
+    )
+    try:
+        return _train(cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active)
+    finally:
+        if created:
+            distributed.teardown()
+
+
+def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> dict:
+    # ---- every check that can fail, before anything is written
+    micro = distributed.per_rank(cfg.batch_size, d.world, cfg.grad_accum)
+    out = Path(cfg.out)
+    err = _check_out(out, cfg) if d.main else None
+    err = distributed.broadcast_object(err)  # every rank raises the same one-line error
+    if err:
+        raise ValueError(err)
+    ckpt, final = out / "ckpt", out / "final"
+    if d.main and out.is_dir():  # leftovers of a killed save (see cyb_core.atomic)
+        recover_dir(final)
+        recover_dir(ckpt)
+    distributed.barrier()
+    if (final / "summary.json").exists():
+        if d.main:  # killed between writing final/ and removing ckpt/
+            remove_dir(ckpt)
+        return json.loads((final / "summary.json").read_text())
+
+    resuming = ckpt.is_dir()
+    model = _load_model(cfg, ckpt if resuming else None)
     blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
     n_val = min(cfg.val_blocks, len(blocks) // 10)
     val, blocks = blocks[:n_val], blocks[n_val:]
@@ -209,6 +356,19 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         blocks = blocks[:need]
     sampler = BlockSampler(blocks, cfg.batch_size, cfg.seed)
 
+    # ---- the first write: the run directory and its config
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(asdict(cfg), indent=2)
+        atomic_write(out / "config.json", lambda p: p.write_text(text))
+
+    device = d.device
+    torch.manual_seed(cfg.seed)
+    master_weights(model).to(device).train()  # fp32 weights; bf16 only inside autocast
+    if grad_ckpt:
+        _checkpoint_activations(model.model)
+    net = _wrap(model, d, fsdp, cfg.bf16 and device.type == "cuda")
+
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -218,48 +378,70 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
         ],
         lr=cfg.lr,
         betas=(0.9, 0.95),
-        fused=device.type == "cuda",
+        fused=device.type == "cuda" and not fsdp,
     )
     start, elapsed = 0, 0.0
-    if ckpt.exists():
+    if resuming:
         state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
-        opt.load_state_dict(state["opt"])
+        _load_opt(model, opt, state, fsdp)
         start, elapsed = state["step"], state["elapsed"]
     log_path = out / "log.jsonl"
-    _truncate_log(log_path, start)
+    if d.main:
+        _truncate_log(log_path, start)
 
-    micro = cfg.batch_size // cfg.grad_accum
+    rows = cfg.batch_size // d.world  # this rank's rows of every global batch
+    mine = slice(d.rank * rows, (d.rank + 1) * rows)
     bar = tqdm(
         range(start, cfg.steps),
         initial=start,
         total=cfg.steps,
         disable=not progress,
-        desc=f"{cfg.variant} w={cfg.w}",
+        desc=f"{cfg.variant} w={cfg.w}" + (f" x{d.world} ranks" if d.active else ""),
         unit="step",
         dynamic_ncols=True,
     )
     t0 = time.perf_counter() - elapsed
+    record = None
     for step in bar:
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = sampler.batch(step).to(device)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # Recipe 2 pause counts
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, expected pauses
-        for mb in batch.split(micro):
-            with autocast(device, cfg.bf16 and device.type == "cuda"):
-                logits, steps = step_logits(
-                    model, mb[:, :-1], cfg.w, cfg.recipe, cfg.pause_omega, gen
+        batch = sampler.batch(step)  # (batch_size, seq_len + 1), the same on every rank
+        counts = sample_pause_counts(cfg, (batch.shape[0], cfg.seq_len), step)
+        local = batch[mine].to(device)
+        k_local = counts[mine] if counts is not None else None
+        # loss and expected pauses, summed over this rank's micro-batches; on the CPU for gloo
+        sums = torch.zeros(
+            2, dtype=torch.float64, device=device if d.device.type == "cuda" else "cpu"
+        )
+        for i, mb in enumerate(local.split(micro)):
+            last = i == cfg.grad_accum - 1
+            with _sync_gradients(net, model, fsdp, last):
+                with autocast(device, cfg.bf16 and device.type == "cuda"):
+                    logits, steps = step_logits(
+                        model,
+                        mb[:, :-1],
+                        cfg.w,
+                        cfg.recipe,
+                        pause_counts=None
+                        if k_local is None
+                        else k_local[i * micro : (i + 1) * micro],
+                        forward=net,
+                    )
+                out_l = losses.compute(
+                    cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams
                 )
-            out_l = losses.compute(
-                cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams
-            )
-            (out_l.loss / cfg.grad_accum).backward()
+                # DDP averages gradients over ranks; /grad_accum averages the micro-batches:
+                # the mean over equal-sized micro-batches is the mean over the global batch
+                (out_l.loss / cfg.grad_accum).backward()
             sums += (
-                torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]]).double()
+                torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]])
+                .double()
+                .to(sums.device)
                 / cfg.grad_accum
             )
-        loss_sum, pauses_sum = sums.tolist()  # CPU-GPU sync, once per step
+        distributed.all_reduce_sum(sums)
+        loss_sum, pauses_sum = (sums / d.world).tolist()  # CPU-GPU sync, once per step
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -274,46 +456,170 @@ def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None
             "elapsed_s": time.perf_counter() - t0,
         }
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            record.update({f"val_{k}": v for k, v in evaluate_nll(model, val, cfg).items()})
-        with log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            val_now = _evaluate(model, val, cfg, d, fsdp)
+            record.update({f"val_{k}": v for k, v in val_now.items()})
+        if d.main:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=f"{loss_sum:.3f}", pauses=f"{pauses_sum:.2f}", lr=f"{lr:.1e}")
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            _save_ckpt(ckpt, model, opt, done, record["elapsed_s"])
+            _save_ckpt(ckpt, model, opt, done, record["elapsed_s"], d, fsdp)
         if stop_after is not None and done >= stop_after and done < cfg.steps:
+            distributed.barrier()  # every rank stops here, after rank 0 saved
             return {"stopped_at": done}
+    bar.close()
 
-    last = json.loads(log_path.read_text().splitlines()[-1])
-    summary = {
-        "steps": cfg.steps,
-        "tokens_seen": last["tokens_seen"],
-        "final_loss": last["loss"],
-        "val": evaluate_nll(model, val, cfg),
-        "elapsed_s": time.perf_counter() - t0,
-    }
+    val_final = _evaluate(model, val, cfg, d, fsdp)
+    summary = None
+    if d.main:
+        last = record or json.loads(log_path.read_text().splitlines()[-1])
+        summary = {
+            "steps": cfg.steps,
+            "tokens_seen": last["tokens_seen"],
+            "final_loss": last["loss"],
+            "val": val_final,
+            "elapsed_s": time.perf_counter() - t0,
+        }
+    state_dict = _full_state_dict(model, fsdp)  # collective under FSDP
+    if d.main:
 
-    def write_final(tmp: Path):
-        model.save(tmp)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        def write_final(tmp: Path):
+            _save_model(model, tmp, state_dict)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    atomic_save_dir(out / "final", write_final)
-    shutil.rmtree(ckpt, ignore_errors=True)
+        atomic_save_dir(final, write_final)
+        remove_dir(ckpt)
+    summary = distributed.broadcast_object(summary)
+    distributed.barrier()  # final/ exists for every rank when train() returns
     return summary
 
 
-def _save_ckpt(path: Path, model, opt, step: int, elapsed: float) -> None:
+def _checkpoint_activations(hf_model) -> None:
+    """Recompute every decoder layer's activations in the backward pass (non-reentrant: DDP-safe)."""
+    kw = {"use_reentrant": False}
+    if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        hf_model.activation_checkpointing_enable(kw)
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
+
+def _wrap(model, d: distributed.Dist, fsdp: bool, bf16: bool):
+    """The module each training forward pass calls: the model, or DDP / FSDP2 over it."""
+    if not d.active:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        policy = fsdp_policy(bf16)
+        kw = {"mp_policy": policy} if policy is not None else {}
+        # one unit per decoder layer, then the root (embeddings, tied head, final norm)
+        for layer in getattr(getattr(model.model, "model", None), "layers", []):
+            fully_shard(layer, **kw)
+        fully_shard(model.model, **kw)
+        return model  # FSDP2 shards in place: the model's own forward gathers the layers
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [d.device.index] if d.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _sync_gradients(net, model, fsdp: bool, sync: bool):
+    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+    if fsdp:
+        model.model.set_requires_gradient_sync(sync)
+        return nullcontext()
+    if sync or not hasattr(net, "no_sync"):
+        return nullcontext()
+    return net.no_sync()
+
+
+def _evaluate(model, val, cfg, d: distributed.Dist, fsdp: bool) -> dict:
+    # Under FSDP every forward pass is a collective, so every rank scores every block;
+    # under DDP the plain module needs no collective and the ranks split the blocks.
+    return evaluate_nll(model, val, cfg, sharded=d.active and not fsdp)
+
+
+def _full_state_dict(model, fsdp: bool) -> dict | None:
+    """Under FSDP the full (unsharded) weights on the CPU, gathered from every rank; else None."""
+    if not fsdp:
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model.model, options=opts)
+    if getattr(model.model.config, "tie_word_embeddings", False):  # saved once, as a plain save
+        for key in getattr(model.model, "_tied_weights_keys", None) or ():
+            state.pop(key, None)
+    return state
+
+
+def _save_model(model, path: Path, state_dict: dict | None) -> None:
+    if state_dict is None:
+        model.save(path)
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    model.model.config.cyb = asdict(model.settings)
+    model.model.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+    model.tokenizer.save_pretrained(path)
+
+
+def _save_ckpt(path: Path, model, opt, step: int, elapsed: float, d=None, fsdp=False) -> None:
+    """Rank 0 writes the checkpoint (weights + optimizer state); gathers under FSDP first."""
+    state_dict, opt_state = _full_state_dict(model, fsdp), None
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        opt_state = get_optimizer_state_dict(model.model, opt, options=opts)
+    if d is not None and not d.main:
+        return
+
     def write(tmp: Path):
-        model.save(tmp)
-        torch.save({"opt": opt.state_dict(), "step": step, "elapsed": elapsed}, tmp / "state.pt")
+        _save_model(model, tmp, state_dict)
+        state = {"step": step, "elapsed": elapsed}
+        state["opt_full" if fsdp else "opt"] = opt_state if fsdp else opt.state_dict()
+        torch.save(state, tmp / "state.pt")
 
     atomic_save_dir(path, write)
 
 
+def _load_opt(model, opt, state: dict, fsdp: bool) -> None:
+    key = "opt_full" if fsdp else "opt"
+    if key not in state:
+        raise ValueError(
+            "the checkpoint was written "
+            + (
+                "without --fsdp: resume it without --fsdp"
+                if fsdp
+                else "with --fsdp: resume it with --fsdp"
+            )
+        )
+    if not fsdp:
+        opt.load_state_dict(state["opt"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(
+        model.model, opt, state["opt_full"], options=StateDictOptions(full_state_dict=True)
+    )
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from, so the log has each step once."""
+    """Drop log lines past the checkpoint we resume from, so the log has each step once.
+
+    A line torn by a kill mid-write (only the last can be) is not JSON and is dropped too.
+    """
     if not path.exists():
         return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step
-    ]
+    keep = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(ln)
     atomic_write(path, lambda p: p.write_text("".join(k + "\n" for k in keep)))

@@ -9,13 +9,22 @@ opens on the fixture's dataset with synthetic lines and on its CYB-AP run, and, 
 
 Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` Python package; it
 never runs `playwright install`. Skips with the reason when either is missing.
+
+The Playground is visited with the other pages (no stored run has its checkpoint on disk, so
+it asks for a path) and driven on its own, marked slow (`pytest -m slow
+tests/test_app_browser.py`): load the shipped checkpoint data/base-mixed by its path, type a
+sentence and see its coloured tokens, generate a continuation with pauses, save the scored
+text, and stop a long generation while it streams. The server works on a copy of the fixture
+database, so that save changes nothing the other tests read.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -59,6 +68,7 @@ PAGES = {
     "Tokens": CHART,
     "Linguistics": CHART,
     "Calibration": CHART,
+    "Playground": '[data-testid="stTextInput"]',  # the checkpoint path to type
     "Export": '[data-testid="stDownloadButton"]',
 }
 ERRORS = (
@@ -77,9 +87,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    db, _ = build_db()
+    tmp = Path(tempfile.mkdtemp(prefix="cyb-browser-test-"))
+    db = tmp / "cyb.duckdb"  # the Playground's save writes here, not into the shared fixture
+    shutil.copyfile(build_db()[0], db)
     port = _free_port()
-    log = open(Path(db).with_name("streamlit.log"), "w")  # noqa: SIM115 - closed below
+    log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         streamlit_command("127.0.0.1", port),
         cwd=ROOT,
@@ -101,7 +113,7 @@ def server():
                 log.flush()
                 pytest.fail("streamlit did not start:\n" + Path(log.name).read_text()[-2000:])
             time.sleep(0.3)
-        yield url
+        yield url, db
     finally:
         proc.terminate()
         try:
@@ -109,6 +121,7 @@ def server():
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _settle(page, ready: str) -> None:
@@ -134,6 +147,7 @@ def _errors(page) -> list[str]:
 
 
 def test_every_page_in_chromium(server):
+    server, _ = server
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -193,3 +207,77 @@ def test_every_page_in_chromium(server):
             assert not _errors(page), _errors(page)
         finally:
             browser.close()
+
+
+@pytest.mark.slow  # about 50 s on a busy 2-core machine: a model, spaCy, two generations
+def test_playground_in_chromium(server):
+    server, db = server
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"{server}/playground", timeout=TIMEOUT_MS)
+            _settle(page, '[data-testid="stTextInput"]')  # no stored run has its checkpoint
+            assert page.get_by_role("heading", name="Playground").first.is_visible()
+            path = page.get_by_label("Checkpoint of A")
+            path.fill("data/base-mixed")  # shipped with the project; the server runs in ROOT
+            path.press("Enter")
+            _settle(page, ".cyb-text span[title]")
+            text = page.get_by_label("Text", exact=True)
+            text.fill("The cat sat on the mat. Check the sum: 94 + 72 = 166.")
+            text.press("Control+Enter")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.cyb-text span.tok')]"
+                ".map(s => s.textContent).join('').includes('94 + 72')",
+                timeout=TIMEOUT_MS,
+            )
+            _settle(page, ".cyb-text span[title]")
+            tokens = page.locator(".cyb-text span.tok")
+            assert tokens.count() > 10
+            assert "background:" in (tokens.first.get_attribute("style") or "")
+            title = tokens.first.get_attribute("title")
+            assert "d_i [" in title and "POS" in title
+            assert page.locator(CHART).count() >= 1  # the latency histogram
+            assert not _errors(page), _errors(page)
+
+            prompt = page.get_by_label("Prompt", exact=True)
+            prompt.fill("Check the sum: 6 + 8 =")
+            prompt.press("Control+Enter")
+            _settle(page, ".cyb-text span[title]")
+            page.get_by_role("button", name="Generate").click()
+            _settle(page, ".cyb-gen span.gen")
+            generated = page.locator(".cyb-gen span.gen")
+            assert generated.count() > 0
+            assert page.locator(".cyb-gen span.cnt").first.inner_text().startswith("[")
+            assert page.get_by_text("cyb generate").first.is_visible()
+            assert not _errors(page), _errors(page)
+
+            page.get_by_role("button", name="Save to the database").click()
+            _settle(page, '[data-testid="stAlertContentSuccess"]')
+            saved = page.locator('[data-testid="stAlertContentSuccess"]').inner_text()
+            assert "base-mixed:playground/The_cat_sat_on_the-" in saved
+            _screenshot(page, SHOTS / "10-playground-scored.png")
+            assert not _errors(page), _errors(page)
+
+            # a long Recipe 2 generation, stopped while it streams
+            page.get_by_text("Recipe 2: pauses when the model asks").click()
+            _settle(page, ".cyb-gen span.gen")
+            most = page.get_by_label("Max new tokens")
+            most.fill("256")
+            most.press("Enter")
+            _settle(page, ".cyb-gen span.gen")
+            page.get_by_role("button", name="Generate").click()
+            page.wait_for_selector("text=tokens so far", timeout=TIMEOUT_MS)
+            main = page.get_by_test_id("stMainBlockContainer")  # not the toolbar's own Stop
+            main.get_by_role("button", name="Stop").click()
+            _settle(page, "text=stopped")
+            shown = page.locator(".cyb-gen span.gen").count()
+            assert 0 < shown < 256 and not _errors(page), _errors(page)
+        finally:
+            browser.close()
+    from analysis import store
+
+    with store.reading(db) as con:
+        ids = list(store.list_evals(con)["eval_id"])
+    assert any(e.startswith("base-mixed:playground/The_cat_sat_on_the-") for e in ids)

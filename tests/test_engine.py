@@ -400,3 +400,127 @@ def test_gpu_bf16_runs():
         )
     res = adaptive_eval(m, DOCS, seq_len=16, progress=False, bf16=True, dk_threshold=None)
     assert np.isfinite(res.nll).all() and res.pauses.max() <= 2
+
+
+def hand_written_pick(z, banned, gen, do_sample, temperature, top_k, top_p):
+    """The sampling code the engine had before it used transformers' processors."""
+    z = z.index_fill(-1, banned, -math.inf)
+    if not do_sample or temperature <= 0:
+        return z.argmax(-1)
+    z = z / temperature
+    if top_k:
+        z = z.masked_fill(z < z.topk(min(top_k, z.shape[-1]), -1).values[:, -1:], -math.inf)
+    if top_p is not None and top_p < 1.0:
+        zs, order = z.sort(-1, descending=True)
+        p = zs.softmax(-1)
+        drop = p.cumsum(-1) - p > top_p
+        z = z.scatter(-1, order, zs.masked_fill(drop, -math.inf))
+    return torch.multinomial(z.softmax(-1), 1, generator=gen)[:, 0]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(do_sample=False, temperature=1.0, top_k=None, top_p=None),
+        dict(do_sample=True, temperature=0.7, top_k=None, top_p=None),
+        dict(do_sample=True, temperature=1.5, top_k=20, top_p=None),
+        dict(do_sample=True, temperature=1.0, top_k=None, top_p=0.8),
+        dict(do_sample=True, temperature=2.0, top_k=50, top_p=0.9),
+    ],
+)
+def test_picker_draws_what_the_hand_written_sampler_drew(kw):
+    torch.manual_seed(0)
+    z = torch.randn(64, 500) * 3  # (B, V): 64 rows of logits
+    banned = torch.tensor([0, 2, 3, 7])
+    ours = engine.Picker(banned, torch.Generator().manual_seed(5), **kw)
+    ref_gen = torch.Generator().manual_seed(5)
+    for _ in range(5):  # the same generator stream, draw after draw
+        a, b = ours(z), hand_written_pick(z, banned, ref_gen, **kw)
+        assert torch.equal(a, b) and not torch.isin(a, banned).any()
+
+
+def test_repetition_penalty_and_min_p_match_their_definitions():
+    torch.manual_seed(1)
+    z = torch.randn(8, 50) * 2
+    history = torch.randint(0, 50, (8, 6))
+    banned = torch.tensor([49])
+    pick = engine.Picker(banned, torch.Generator(), repetition_penalty=1.8, history=lambda: history)
+    ref = z.clone()
+    for b in range(8):  # CTRL's rule: seen tokens' logits divided (> 0) or multiplied (< 0)
+        for i in set(history[b].tolist()):
+            ref[b, i] = ref[b, i] / 1.8 if ref[b, i] > 0 else ref[b, i] * 1.8
+    ref[:, 49] = -math.inf
+    assert torch.equal(pick(z), ref.argmax(-1))
+    p = z.softmax(-1)
+    p[:, 49] = 0
+    p = p / p.sum(-1, keepdim=True)
+    keep = p >= 0.3 * p.max(-1, keepdim=True).values  # min-p: at least 0.3 x the top token
+    draws = engine.Picker(banned, torch.Generator().manual_seed(0), do_sample=True, min_p=0.3)
+    seen = torch.stack([draws(z) for _ in range(200)], 1)  # (8, 200)
+    assert keep.gather(1, seen).all() and (keep.sum(-1) > 1).any()
+    assert all(len(set(seen[b].tolist())) == int(keep[b].sum()) for b in range(8))
+
+
+def gpt2_model(n_positions, w):
+    """Learned absolute positions: a position id past n_positions would fail outright."""
+    cfg = dict(model_type="gpt2", n_layer=1, n_embd=32, n_head=2, n_positions=n_positions)
+    m = model_lib.from_config({**cfg, "vocab_size": len(_TOKENIZER)}, _TOKENIZER)
+    return m.with_settings(w=w, variant="cyb-ap").eval()
+
+
+@pytest.mark.parametrize("recipe", ["constant", "variable"])
+def test_context_counts_real_tokens_and_long_prompts_are_refused_or_cut(recipe):
+    m = gpt2_model(16, w=3)
+    prompt = " ".join(["the cat sat on the mat"] * 2)  # 12 tokens
+    ids = _TOKENIZER(prompt, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 12 and m.max_positions == 16
+    # 12 + 4 real tokens = 16 positions, though 48 steps with the pauses: it fits
+    g = engine.generate(m, [prompt], recipe=recipe, max_new_tokens=4, **VARIED)[0]
+    assert len(g.token_ids) == 4 - (g.finish_reason == "eot") and g.truncated == 0
+    with pytest.raises(ValueError, match=r"prompt 2 is 12 tokens.*context is 16.*last 11 tokens"):
+        engine.generate(m, ["Yes", prompt], recipe=recipe, max_new_tokens=5)
+    with pytest.raises(ValueError, match="lower max_new_tokens"):
+        engine.generate(m, [prompt], recipe=recipe, max_new_tokens=16, truncate=True)
+    cut = engine.generate(m, ["Yes", prompt], recipe=recipe, max_new_tokens=5, truncate=True)
+    assert [c.truncated for c in cut] == [0, 1]
+    rest = _TOKENIZER.decode(ids[1:])
+    assert _TOKENIZER(rest, add_special_tokens=False)["input_ids"] == ids[1:]
+    same = engine.generate(m, ["Yes", rest], recipe=recipe, max_new_tokens=5)
+    assert [(c.token_ids, c.pauses) for c in cut] == [(c.token_ids, c.pauses) for c in same]
+
+
+def test_cli_generate_warns_about_plain_checkpoints_and_cuts_long_prompts(tmp_path, capsys):
+    m = gpt2_model(16, w=1)
+    m.model.save_pretrained(tmp_path / "plain")  # no CYB settings, as a user saves theirs
+    m.tokenizer.save_pretrained(tmp_path / "plain")
+    parser = argparse.ArgumentParser()
+    add_generate_cli(parser.add_subparsers())
+    base = ["generate", str(tmp_path / "plain"), "--max-new-tokens", "3", "--device", "cpu"]
+
+    def run(*extra):
+        args = parser.parse_args([*base, *extra])
+        args.func(args)
+        return capsys.readouterr()
+
+    got = run("--prompt", "The cat", "--recipe", "variable", "--show-pauses")
+    assert "no CYB settings" in got.err and "prints [0]" in got.err
+    assert got.out.count("[0]") == 3 and got.err.count("\n") == 2
+    got = run("--prompt", "The cat", "--w", "3", "--psi", "0.5", "--show-pauses")
+    assert got.err == "" and got.out.startswith("The cat")
+    long = " ".join(["the cat sat on the mat"] * 3)  # 18 tokens
+    with pytest.raises(ValueError, match="context is 16"):
+        run("--prompt", long)
+    got = run("--prompt", long, "--truncate")
+    assert "prompt 1 lost its first 5 of 18 tokens" in got.err and got.out.startswith(long)
+
+
+def test_bad_decoding_options_are_refused_before_work():
+    m = tiny_model(2)
+    for kw, msg in [
+        (dict(stop=["ok", ""]), "empty stop string"),
+        (dict(top_k=-1), "top_k"),
+        (dict(min_p=1.5), "min_p"),
+        (dict(repetition_penalty=0.0), "repetition_penalty"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            engine.generate(m, PROMPTS, max_new_tokens=2, **kw)

@@ -92,3 +92,43 @@ def test_tbys_reads_out_at_last_step():
 def test_empty_text_is_rejected():
     with pytest.raises(ValueError, match="empty"):
         dense_eval(tiny_model(2), ["  \n"], progress=False)
+
+
+def test_long_documents_are_tokenized_in_pieces_with_the_same_tokens():
+    """Cutting before a space between two words never changes byte-level BPE tokens: the ids
+    and offsets of real text (punctuation, numbers, newlines, runs of spaces) tokenized in
+    pieces of a few dozen characters equal one call on the whole text."""
+    from cyb_core import corpus
+    from cyb_core.dense import _cuts, doc_tokens
+
+    tok = tok_lib.load(ROOT / "data" / "tokenizer")
+    text = corpus.load_split("heldout", ROOT / "data" / "fixture")[0]["text"][:6000]
+    text += " 12 + 345 = 357.\n\n  Two  spaces, tabs\there; \u00fcber \u65e5\u672c\u8a9e."
+    whole = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    for size in (17, 50, 400):
+        cuts = _cuts(text, size)
+        assert len(cuts) > 10 and cuts[0] == 0 and cuts[-1] == len(text)
+        ids, offs = doc_tokens(tok, text, piece_chars=size)
+        assert ids.tolist() == whole["input_ids"]
+        assert [tuple(o) for o in offs.tolist()] == [tuple(o) for o in whole["offset_mapping"]]
+    assert _cuts("x" * 100, 10) == [0, 100]  # no space to cut at: one piece
+
+
+def test_streamed_scoring_of_a_long_text_equals_the_unchunked_reference(monkeypatch):
+    """A text spanning ~15 tokenizer pieces and many windows and batches (streamed) scores
+    exactly like the same text tokenized whole, and its first window like the loop reference."""
+    from cyb_core import dense
+
+    m = tiny_model(3)
+    text = " ".join(DOCS * 4)
+    monkeypatch.setattr(dense, "TOKENIZE_CHARS", 40)
+    streamed = dense_eval(m, [text], seq_len=9, batch_size=2, progress=False)
+    monkeypatch.setattr(dense, "TOKENIZE_CHARS", 10**9)
+    unchunked = dense_eval(m, [text], seq_len=9, batch_size=7, progress=False)
+    for f in ("idx", "token_id", "next_id", "char_start", "char_end", "greedy_pauses", "correct"):
+        np.testing.assert_array_equal(getattr(streamed, f), getattr(unchunked, f))
+    for f in ("d", "t", "s", "nll", "expected_pauses"):
+        np.testing.assert_allclose(getattr(streamed, f), getattr(unchunked, f), rtol=1e-5)
+    ids, rows = reference(m, text)
+    assert streamed.next_id.tolist() == ids[1:]
+    np.testing.assert_allclose(streamed.nll[:9], [r[3] for r in rows[:9]], rtol=1e-4)

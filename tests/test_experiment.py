@@ -1,3 +1,4 @@
+import json
 import signal
 import subprocess
 import sys
@@ -133,12 +134,15 @@ def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
 
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert (
-        again.returncode == 0
-        and "trained now" not in again.stdout
-        and "evaluated now" not in again.stdout
-    )
+    again = subprocess.run([*cmd, "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)  # the whole of stdout is one JSON object
+    assert [
+        (e["eval_id"], e["trained_now"], e["evaluated_now"]) for e in summary["evaluations"]
+    ] == [
+        ("runs.base-1x1-s0:fixture/heldout.d1.c1500:dense", False, False),
+        ("runs.ap-1x1-s0:fixture/heldout.d1.c1500:dense", False, False),
+    ]
 
     with store.reading(tmp_path / "cyb.duckdb") as con:
         runs = con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
@@ -150,3 +154,35 @@ def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
     assert runs == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
     assert evals == [("runs.ap-1x1-s0", "complete"), ("runs.base-1x1-s0", "complete")]
     assert steps == [("runs.ap-1x1-s0", 16, 16, 16), ("runs.base-1x1-s0", 16, 16, 16)]
+
+
+def test_a_run_has_one_id_whichever_command_registers_it(tmp_path):
+    """The runner records its id in the run directory, `cyb eval DIR` reads it, and `cyb eval ID`
+    finds the stored checkpoint of any run id in the database (also one an older version gave)."""
+    from analysis.evaluation import record_run_id, resolve_target, run_eval, run_id_of
+
+    cfg = experiment.load_config(write_config(tmp_path))
+    cfg["runs"], cfg["defaults"]["tokens"], cfg["eval"]["max_chars"] = cfg["runs"][:1], 256, 200
+    rows = list(experiment.run(cfg, progress=False))
+    run_dir, db = tmp_path / "runs" / "base-1x1-s0", tmp_path / "cyb.duckdb"
+    assert rows[0]["run_id"] == run_id_of(run_dir) == "runs.base-1x1-s0"
+    for target in (run_dir, run_dir / "final", "runs.base-1x1-s0"):
+        assert resolve_target(target, db=db).run_id == "runs.base-1x1-s0"
+    assert resolve_target(run_dir, run_id="custom").run_id == "custom"
+
+    text = tmp_path / "story.txt"
+    text.write_text("The students didn't know. " * 4)
+    s = run_eval(run_dir, text=text, db=db, max_chars=60, progress=False)
+    assert s["eval_id"] == "runs.base-1x1-s0:text/story.txt.c60:dense"
+    run_eval(run_dir, text=text, db=db, run_id="old-name", max_chars=60, progress=False)
+    s = run_eval("old-name", text=text, db=db, max_chars=40, progress=False)  # by its id
+    assert s["eval_id"] == "old-name:text/story.txt.c40:dense"
+    with store.reading(db) as con:
+        assert con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall() == [
+            ("old-name",),
+            ("runs.base-1x1-s0",),
+        ]
+    with pytest.raises(store.StoreError, match="no run 'ghost' in"):
+        resolve_target("ghost", db=db)
+    record_run_id(run_dir, "renamed")  # idempotent rewrite, read back
+    assert run_id_of(run_dir) == "renamed"

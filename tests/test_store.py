@@ -96,6 +96,46 @@ def test_other_schema_version_and_foreign_database_are_refused(fixture, tmp_path
         ]
 
 
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE meta (id INTEGER, note VARCHAR)",  # its own meta: other columns
+        "CREATE TABLE meta (key VARCHAR, value VARCHAR); INSERT INTO meta VALUES ('owner', 'x')",
+        "CREATE TABLE meta (key VARCHAR, value VARCHAR); CREATE TABLE runs (run_id VARCHAR)",
+    ],
+)
+def test_a_foreign_database_with_a_meta_table_is_never_modified(ddl, tmp_path):
+    foreign = tmp_path / "theirs.duckdb"
+    with duckdb.connect(str(foreign)) as con:
+        con.execute(ddl)
+    before = foreign.read_bytes()
+    _, tables = synthetic_tables()
+    for check in (
+        lambda: store.check_database(foreign),
+        lambda: store.connect_read(foreign),
+        lambda: store.write_eval(
+            foreign, run=RUN, eval_row={"run_id": "s", "dataset": "x", "mode": "dense"}, **tables
+        ),
+    ):
+        with pytest.raises(StoreError, match="not a cyb database"):
+            check()
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.duckdb"]  # no staging, no WAL
+
+
+def test_check_database_refuses_before_writing(tmp_path):
+    (tmp_path / "garbage.duckdb").write_text("not a database")
+    with pytest.raises(StoreError, match="cannot open"):
+        store.check_database(tmp_path / "garbage.duckdb")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        store.check_database(tmp_path / "file" / "cyb.duckdb")
+    with pytest.raises(StoreError, match="is a directory"):
+        store.check_database(tmp_path)
+    new = tmp_path / "new" / "cyb.duckdb"
+    assert store.check_database(new) == new and not new.parent.exists()  # nothing created
+
+
 def counts_unchecked(db: Path) -> dict:
     with duckdb.connect(str(db), read_only=True) as con:
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in store.TABLES}
@@ -163,7 +203,7 @@ def test_reevaluation_replaces_only_on_success(fixture, tmp_path):
             **tables,
         )
     assert counts(db) == before
-    assert not any(store.staging_dir(db).iterdir())  # the shards are gone
+    assert store.staging_dirs(db) == []  # the shards are gone, and no folder is left
     store.write_eval(
         db,
         run={**RUN, "run_id": run_id},
@@ -180,6 +220,8 @@ def test_reevaluation_replaces_only_on_success(fixture, tmp_path):
             == tables["tokens"].num_rows
         )
         assert con.execute("SELECT count(*) FROM evals").fetchall()[0][0] == 1
+    assert store.staging_dirs(db) == []  # after success too: nothing but the database beside it
+    assert not [p for p in db.parent.iterdir() if "staging" in p.name]
 
 
 def test_adaptive_storage(tmp_path):
@@ -275,9 +317,7 @@ def test_killed_writer_leaves_no_partial_rows_and_a_rerun_completes(fixture, tmp
         eval_row={"run_id": "other", "dataset": "syn", "mode": "dense"},
         **tables,
     )
-    assert not any(
-        store.staging_dir(db).iterdir()
-    )  # the killed writer's shards were cleaned up too
+    assert store.staging_dirs(db) == []  # the killed writer's shards were cleaned up too
     with store.reading(db) as con:
         assert con.execute("SELECT count(*) FROM evals").fetchall()[0][0] == 2
         assert (

@@ -48,6 +48,28 @@ def test_classify_marks_answers_lines_and_leaves_prose_alone():
     assert synthetic.classify("Chapter 3 = the end").max() == 0
 
 
+def _classify_reference(text: str) -> np.ndarray:
+    """The plain per-match loop: mark each match's whole line, then its answer."""
+    codes = np.zeros(len(text), dtype=np.int8)
+    for pattern in synthetic.PATTERNS:
+        for m in pattern.finditer(text):
+            start = text.rfind("\n", 0, m.start()) + 1
+            end = text.find("\n", m.end())
+            end = len(text) if end < 0 else end + 1
+            codes[start:end] = np.maximum(codes[start:end], 1)
+            codes[m.start("c") : m.end("c")] = 2
+    return codes
+
+
+@pytest.mark.parametrize("joiner", ["\n", " "])  # " ": a whole book on one line
+def test_classify_equals_the_per_match_reference(joiner):
+    docs = synthetic.documents("heldout", 4000, seed=3)
+    text = joiner.join(["Prose with ünïcode 𝔘 and 12 + 3 apples."] + [d["text"] for d in docs])
+    expected = _classify_reference(text)
+    assert (expected == 2).any() and (expected < 2).any()
+    np.testing.assert_array_equal(synthetic.classify(text), expected)
+
+
 def test_token_classes_take_the_highest_class_a_span_touches():
     text = "ab 12 + 7 = 19."
     start = np.array([0, 2, 10, 11, 14, 15])

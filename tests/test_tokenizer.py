@@ -36,3 +36,41 @@ def test_special_tokens_inside_text_and_roundtrip():
 def test_missing_tokenizer_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="cyb tokenizer"):
         tok_lib.load(tmp_path)
+
+
+@pytest.mark.parametrize("ckpt", ["base", "base-mixed", "tokenizer"])
+def test_our_tokenizers_prepend_nothing(ckpt):
+    """Shipped results stay as they are: our tokenizer has no BOS of its own."""
+    from cyb_core import model as model_lib
+    from cyb_core.data import token_stream
+
+    path = Path(__file__).resolve().parents[1] / "data" / ckpt
+    tok = model_lib._load_tokenizer(path) if ckpt != "tokenizer" else TOK
+    assert tok_lib.bos_ids(tok) == []
+    texts = ["It wasn't me.", "Alice didn't know."]
+    plain = [TOK(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert tok_lib.encode(tok, texts) == plain
+    assert token_stream(texts, tok).tolist() == [*plain[0], 0, *plain[1], 0]
+
+
+def test_bos_comes_from_the_tokenizers_own_post_processing():
+    from tokenizers import processors
+
+    inner = TOK.backend_tokenizer
+    saved = inner.post_processor
+    try:
+        bos = tok_lib.EOT  # any special token will do for the check
+        inner.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, 0)]
+        )
+        assert TOK("It")["input_ids"][0] == 0 and tok_lib.bos_ids(TOK) == [0]
+        ids, offs = tok_lib.encode_with_offsets(TOK, ["It was", ""])
+        assert ids[0][0] == 0 and offs[0][0] == (0, 0) and ids[1] == [0] and offs[1] == [(0, 0)]
+        assert ids[0][1:] == TOK("It was", add_special_tokens=False)["input_ids"]
+        assert [TOK.decode(i) for i in ids[0][1:]] == ["It", " was"] and offs[0][1:] == [
+            (0, 2),
+            (2, 6),
+        ]
+    finally:
+        inner.post_processor = saved
+    assert tok_lib.bos_ids(TOK) == []

@@ -1,12 +1,13 @@
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from cyb_core import model as model_lib
-from cyb_core.train import TrainConfig, lr_at, train
+from cyb_core.train import POSITIVE, TrainConfig, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = str(ROOT / "data" / "fixture")
@@ -158,3 +159,52 @@ def test_masked_pauses_are_never_predicted_and_survive_a_reload(tiny_base, tmp_p
     logits, _ = m(torch.tensor([[20, 30, 40]]))
     assert torch.isneginf(logits[..., m.pause_ids]).all()
     assert torch.isfinite(logits[..., m.dk_id]).all()
+
+
+@pytest.mark.parametrize("field,flag", list(POSITIVE.items()))
+def test_non_positive_numeric_options_are_refused_with_their_flag(field, flag, tmp_path):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"{field} must be a positive integer.*{flag}"):
+            tiny_config(tmp_path, **{field: bad})
+
+
+def test_a_failed_start_writes_nothing_and_the_corrected_rerun_runs(tmp_path, capsys):
+    from cyb.cli import main
+
+    out = tmp_path / "tr" / "m"
+    base = ["train", "--out", str(out), "--data-root", FIXTURE, "--split", "finetune"]
+    small = ["--seq-len", "16", "--batch-size", "4", "--tokens", "64", "--device", "cpu"]
+    small += ["--variant", "baseline"]
+    assert main([*base, "--init", str(tmp_path / "nope"), *small]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cyb train: error: cannot load --init")
+    assert "Traceback" not in err[0]
+    assert not (tmp_path / "tr").exists()  # nothing written, not even the run folder
+    assert main([*base, "--init", "scratch:tiny", "--grad-accum", "0", *small]) == 1
+    assert "--grad-accum 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "tr").exists()
+    assert main([*base, "--init", "scratch:tiny", *small]) == 0  # the corrected command
+    assert (out / "final" / "summary.json").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_error_before_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        train(tiny_config(blocker / "run"), progress=False)
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        train(tiny_config(blocker), progress=False)
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_error_before_work(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="cannot write to"):
+            train(tiny_config(ro / "run"), progress=False)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)

@@ -1,0 +1,263 @@
+"""Data-parallel training: N processes (gloo on the CPU) reproduce one process at the same global batch.
+
+The multi-process tests launch `torchrun` (and `accelerate launch`) on the real `cyb train`
+command, as a user would; each takes 20-60 s on two cores, so they are marked slow. The fast
+tests cover the single-process path of the same code and the arithmetic the equivalence rests on.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cyb_core import distributed
+from cyb_core.train import TrainConfig, evaluate_nll, sample_pause_counts, train
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIXTURE = str(ROOT / "data" / "fixture")
+
+# One setting for the in-process run and the launched command (flag names = field names).
+SETTINGS = dict(
+    init="scratch:tiny",
+    data_root=FIXTURE,
+    split="finetune",
+    variant="cyb-ap",
+    w=3,
+    recipe="variable",  # Recipe 2: pause counts sampled per step, the part easiest to get wrong
+    seq_len=16,
+    batch_size=8,
+    tokens=16 * 8 * 6,
+    lr=3e-3,
+    eval_every=3,
+    ckpt_every=2,
+    device="cpu",
+)
+
+
+def config(out, **kw) -> TrainConfig:
+    merged = {**SETTINGS, "tokenizer": str(ROOT / "data" / "tokenizer"), **kw}
+    hparams = {"omega": merged.pop("omega", "1:1:2")}
+    return TrainConfig(out=str(out), hparams=hparams, **merged)
+
+
+def cli_args(out, **kw) -> list[str]:
+    merged = {**SETTINGS, "omega": "1:1:2", **kw}
+    args = ["train", "--out", str(out)]
+    for k, v in merged.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "final" / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    wa, wb = weights(a), weights(b)
+    assert sorted(wa) == sorted(wb)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+
+
+def log_steps(run: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def launch(nproc: int, args: list[str], **popen) -> subprocess.Popen:
+    """`torchrun --nproc_per_node N cyb ARGS`, as docs/scaling.md documents it."""
+    cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks share two cores
+    return subprocess.Popen([*cmd, str(BIN / "cyb"), *args], cwd=ROOT, env=env, text=True, **popen)
+
+
+def run_launched(nproc: int, args: list[str], timeout: float = 300) -> str:
+    p = launch(nproc, args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out[-3000:]
+    return out
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_shard_range_covers_every_item_once_in_order():
+    for n in range(0, 12):
+        for world in range(1, 5):
+            parts = [distributed.shard_range(n, r, world) for r in range(world)]
+            assert [i for p in parts for i in p] == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_per_rank_micro_batch_and_its_error():
+    assert distributed.per_rank(32, 4, 2) == 4
+    assert distributed.per_rank(8, 1, 1) == 8
+    with pytest.raises(ValueError, match="not divisible by 2 processes x 3 micro-batches"):
+        distributed.per_rank(8, 2, 3)
+
+
+def test_setup_without_a_launcher_is_one_process(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    d = distributed.setup("cpu")
+    assert (d.rank, d.world, d.main, d.active) == (0, 1, True, False)
+    assert not torch.distributed.is_initialized()
+    x = torch.tensor([1.0, 2.0])
+    assert distributed.all_reduce_sum(x).tolist() == [1.0, 2.0]
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+
+
+def test_pause_counts_are_drawn_for_the_global_batch(tmp_path):
+    cfg = config(tmp_path)
+    a, b = sample_pause_counts(cfg, (8, 16), 3), sample_pause_counts(cfg, (8, 16), 3)
+    assert torch.equal(a, b) and a.shape == (8, 16) and 0 <= a.min() and a.max() <= 2
+    assert not torch.equal(a, sample_pause_counts(cfg, (8, 16), 4))  # a new draw each step
+    assert sample_pause_counts(config(tmp_path, recipe="constant"), (8, 16), 3) is None
+
+
+def test_sharded_validation_without_a_group_equals_the_plain_one(tmp_path):
+    from cyb_core import model as model_lib
+    from cyb_core import tokenizer as tok_lib
+
+    cfg = config(tmp_path)
+    m = model_lib.new_base(tok_lib.load(cfg.tokenizer), "tiny").with_settings(w=3)
+    blocks = torch.randint(10, 500, (5, 17))
+    assert evaluate_nll(m, blocks, cfg, batch_size=2, sharded=True) == pytest.approx(
+        evaluate_nll(m, blocks, cfg, batch_size=3)
+    )
+
+
+def test_single_process_parallel_path_and_grad_accum_match_the_plain_run(tmp_path):
+    """parallel=True without a launcher is the plain run; grad_accum splits the same global batch
+    (and its Recipe 2 pause draw) into micro-batches, which is what each DDP rank does."""
+    kw = dict(tokens=16 * 8 * 2, val_blocks=2)  # two steps: a few seconds
+    plain = train(config(tmp_path / "plain", **kw), progress=False)
+    par = train(config(tmp_path / "par", **kw), progress=False, parallel=True, grad_ckpt=True)
+    assert par["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    assert_same_weights(tmp_path / "plain", tmp_path / "par", atol=1e-6)
+    accum = train(config(tmp_path / "accum", grad_accum=4, **kw), progress=False)
+    assert accum["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-4)
+    assert_same_weights(tmp_path / "plain", tmp_path / "accum", atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- slow: 2 processes
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    return out, train(config(out), progress=False)
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "final" / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(one_process, tmp_path):
+    """Each rank: 8 / 2 = 4 rows per step in 2 micro-batches of 2 (DDP no_sync on the first)."""
+    ref, ref_summary = one_process
+    out = tmp_path / "two"
+    log = run_launched(2, cli_args(out, grad_accum=2))
+    assert log.count("validation perplexity") == 1  # rank 0 alone reports
+    got = summary(out)
+    assert got["final_loss"] == pytest.approx(ref_summary["final_loss"], rel=1e-4)
+    assert got["val"]["nll"] == pytest.approx(ref_summary["val"]["nll"], rel=1e-4)
+    assert_same_weights(ref, out, atol=1e-5)
+    assert log_steps(out) == list(range(1, 7))
+    assert not (out / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_process(one_process, tmp_path):
+    ref, ref_summary = one_process
+    out = tmp_path / "fsdp"
+    run_launched(2, [*cli_args(out), "--fsdp", "--grad-ckpt"])
+    assert summary(out)["final_loss"] == pytest.approx(ref_summary["final_loss"], rel=1e-4)
+    assert_same_weights(ref, out, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_killing_both_ranks_mid_run_then_resuming(tmp_path):
+    steps = 24
+    ref = tmp_path / "ref"
+    train(config(ref, tokens=16 * 8 * steps), progress=False)
+    out = tmp_path / "killed"
+    args = cli_args(out, tokens=16 * 8 * steps)
+    p = launch(
+        2, args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    log, deadline = out / "log.jsonl", time.monotonic() + 240
+    while time.monotonic() < deadline and p.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 7 and (out / "ckpt").exists():
+            break
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+    p.wait()
+    assert not (out / "final").exists(), "the run ended before it could be killed"
+    assert (out / "ckpt").exists() or (out / "ckpt.old").exists()
+    run_launched(2, args)
+    assert_same_weights(ref, out, atol=1e-5)
+    assert log_steps(out) == list(range(1, steps + 1))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "final", "log.jsonl"]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_single_process_path(one_process, tmp_path):
+    """`accelerate launch` with one process runs the command as is; it must match the plain run."""
+    if shutil.which("accelerate", path=str(BIN)) is None:
+        pytest.skip("accelerate is not installed (pip install -e '.[accelerate]')")
+    ref, ref_summary = one_process
+    out = tmp_path / "acc"
+    cmd = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    r = subprocess.run(
+        [*cmd, str(BIN / "cyb"), *cli_args(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert summary(out)["final_loss"] == pytest.approx(ref_summary["final_loss"], rel=1e-5)
+    assert_same_weights(ref, out, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_dense_eval_under_torchrun_shards_documents_and_writes_one_evaluation(
+    one_process, tmp_path
+):
+    """Two ranks split the documents; rank 0 writes one evaluation equal to one process's."""
+    run, _ = one_process
+    args = ["eval", str(run), "--split", "heldout", "--data-root", FIXTURE, "--mode", "dense"]
+    args += ["--max-docs", "3", "--max-chars", "1500", "--seq-len", "32", "--device", "cpu"]
+    args += ["--json", "--no-progress"]
+    one = subprocess.run(
+        [str(BIN / "cyb"), *args, "--db", str(tmp_path / "one.duckdb")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    s1 = json.loads(one.stdout.strip().splitlines()[-1])
+    out = run_launched(2, [*args, "--db", str(tmp_path / "two.duckdb")])
+    lines, dec, i = [], json.JSONDecoder(), out.find("{")
+    while i >= 0:  # the ranks print at once: their lines may share one line of the output
+        obj, end = dec.raw_decode(out, i)
+        lines.append(obj)
+        i = out.find("{", end)
+    assert len(lines) == 2 and lines[0] == lines[1]  # every rank reports rank 0's summary
+    s2 = lines[0]
+    assert s2["eval_id"] == s1["eval_id"] and s2["n_tokens"] == s1["n_tokens"]
+    for k in ("ppl", "mean_expected_pauses", "accuracy"):
+        assert s2[k] == pytest.approx(s1[k], rel=1e-5), k
+
+    from analysis import store
+
+    assert store.eval_summary(tmp_path / "two.duckdb", s1["eval_id"]) == pytest.approx(
+        store.eval_summary(tmp_path / "one.duckdb", s1["eval_id"]), rel=1e-5
+    )
