@@ -245,12 +245,12 @@ def test_dense_eval_under_torchrun_shards_documents_and_writes_one_evaluation(
     assert one.returncode == 0, one.stderr[-3000:]
     s1 = json.loads(one.stdout.strip().splitlines()[-1])
     out = run_launched(2, [*args, "--db", str(tmp_path / "two.duckdb")])
-    lines, dec, i = [], json.JSONDecoder(), out.find("{")
-    while i >= 0:  # the ranks print at once: their lines may share one line of the output
+    lines, dec, i = [], json.JSONDecoder(), out.find('{"')
+    while i >= 0:  # stderr shares the stream: find the JSON objects wherever they start
         obj, end = dec.raw_decode(out, i)
         lines.append(obj)
-        i = out.find("{", end)
-    assert len(lines) == 2 and lines[0] == lines[1]  # every rank reports rank 0's summary
+        i = out.find('{"', end)
+    assert len(lines) == 1  # rank 0 alone prints the summary
     s2 = lines[0]
     assert s2["eval_id"] == s1["eval_id"] and s2["n_tokens"] == s1["n_tokens"]
     for k in ("ppl", "mean_expected_pauses", "accuracy"):
