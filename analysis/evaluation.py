@@ -105,14 +105,21 @@ def resolve_target(
     path: str | Path, run_id: str | None = None, db: str | Path | None = None
 ) -> Target:
     """Find the checkpoint to evaluate and what is known about its run (see module docstring).
-    A `path` that does not exist is looked up as a run id in the database `db`."""
+    A `path` that does not exist is looked up as a run id in the database `db`, then as a hub
+    id in the local Hugging Face cache (never downloaded: a mistyped run id must not go online).
+    """
     path = Path(path)
     if not path.exists():
         known = _stored_checkpoint(str(path), db)
         if known is None:
+            from cyb_core.model import cached
+
+            known = cached(str(path))
+        if known is None:
             raise StoreError(
-                f"no run or checkpoint at {path}, and no run {str(path)!r} in "
-                f"{store.default_db_path(db)}: give a directory or a stored run id"
+                f"no run or checkpoint at {path}, no run {str(path)!r} in "
+                f"{store.default_db_path(db)} and no such model in the local Hugging Face "
+                "cache: give a directory, a stored run id or a cached hub id"
             )
         return resolve_target(known, run_id or str(path))
     run_dir, ckpt, status = None, None, "checkpoint"

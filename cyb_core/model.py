@@ -196,6 +196,18 @@ _HUB_ID = re.compile(r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?")
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 
 
+def cached(name: str | Path, cache_dir: str | Path | None = None) -> Path | None:
+    """A hub id's snapshot directory in the local HF cache, or None; never touches the network."""
+    if not _HUB_ID.fullmatch(str(name)) or ".." in str(name):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name), cache_dir=cache_dir, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or a malformed cache entry
+        return None
+
+
 def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local directory as it is, else a hub id's snapshot directory in the local HF cache.
 
@@ -208,10 +220,9 @@ def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
     from huggingface_hub import constants, snapshot_download
 
     where = cache_dir or constants.HF_HUB_CACHE
-    try:
-        return Path(snapshot_download(str(name), cache_dir=cache_dir, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or a malformed cache entry
-        pass
+    found = cached(name, cache_dir)
+    if found is not None:
+        return found
     if constants.is_offline_mode():
         raise FileNotFoundError(
             f"no directory {name} and no hub model {name!r} in the local Hugging Face cache "

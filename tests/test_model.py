@@ -169,6 +169,12 @@ def test_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch):
     assert model_lib.resolve("org/tiny") == snap
     with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache|hf download"):
         model_lib.load("org/missing")
+    from analysis.evaluation import resolve_target  # cyb eval: the cache, never the network
+
+    target = resolve_target("org/tiny", db=tmp_path / "none.duckdb")
+    assert target.checkpoint == snap and target.run_id == "org/tiny"
+    with pytest.raises(ValueError, match="local Hugging Face cache"):
+        resolve_target("org/missing", db=tmp_path / "none.duckdb")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):  # a path, never a hub id
         model_lib.load(tmp_path / "org" / "tiny")
     (tmp_path / "org" / "tiny").mkdir(parents=True)  # a local directory wins over the cache
