@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -252,7 +251,9 @@ def cmd_eval(args) -> None:
         w=args.w,
         psi=args.psi,
     )
-    if int(os.environ.get("RANK", 0)) != 0:
+    from cyb_core.distributed import env_world
+
+    if env_world()[0] != 0:
         return  # under torchrun every rank holds the summary; rank 0 alone prints it
     if args.json:
         print(json.dumps(s))

@@ -36,7 +36,6 @@ between them by RANK / WORLD_SIZE, each on GPU LOCAL_RANK.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ import torch
 from analysis import store
 from analysis.evaluation import load_docs, record_run_id, run_eval
 from cyb_core import variants
+from cyb_core.distributed import env_world
 from cyb_core.train import TrainConfig, resolve_device, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
@@ -158,10 +158,10 @@ def run(
 ) -> Iterator[dict]:
     """Train and evaluate what is missing; yields one status row per job and mode as each finishes."""
     db = store.default_db_path(db, cfg.get("db"))
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world, local_rank = env_world()
     # ranks share a machine's GPUs; on a CPU-only machine every rank trains on the CPU
     gpu = world > 1 and torch.cuda.is_available()
-    device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if gpu else None
+    device = f"cuda:{local_rank}" if gpu else None
     ev = cfg.get("eval", {})
     split, max_docs, max_chars = (
         ev.get("split", "heldout"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from . import variants
@@ -259,7 +258,9 @@ def cmd_train(args):
         grad_ckpt=args.grad_ckpt,
         fsdp=args.fsdp,
     )
-    if os.environ.get("RANK", "0") != "0":  # rank 0 alone reports
+    from .distributed import env_world
+
+    if env_world()[0] != 0:  # rank 0 alone reports
         return
     if args.json:
         print(json.dumps({"out": args.out, "final": str(Path(args.out) / "final"), **summary}))
