@@ -49,12 +49,24 @@ def env_world() -> tuple[int, int, int]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """cpu, cuda, cuda:N or auto; a bare `cuda`/`auto` under a launcher is GPU LOCAL_RANK."""
+    """cpu, cuda, cuda:N, mps or auto; a bare `cuda`/`auto` under a launcher is GPU LOCAL_RANK.
+
+    A device this machine lacks is refused here, before any work (ValueError naming the fix).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and env_world()[1] > 1:
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    dev = torch.device("cuda", local_rank) if name == "cuda" and env_world()[1] > 1 else None
+    try:
+        dev = dev or torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: expected cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda" and (
+        not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ValueError(f"--device {name}: no such CUDA device here; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    return dev
 
 
 def setup(device: str = "auto") -> Dist:

@@ -101,6 +101,7 @@ TRAIN = "train --init {ckpt} --data-root " + str(FIXTURE) + " --out {tmp}/run --
 ROWS = [
     # ------------------------------------------------------------------ eval
     ("eval {truncated} --text {text} --db {db}", "damaged or truncated"),
+    ("eval {ckpt} --text {text} --db {db} --device cuda:99", "no such CUDA device"),
     ("eval {badtok} --text {text} --db {db}", "tokenizer"),
     ("eval {unknown_variant} --text {text} --db {db}", "unknown loss variant 'nope'"),
     ("eval {bad_w} --text {text} --db {db}", "w must be in"),
@@ -123,6 +124,7 @@ ROWS = [
     ("eval {ckpt} --split nosuch --data-root " + str(FIXTURE) + " --db {db}", "nosuch"),
     # ------------------------------------------------------------------ generate
     ("generate {truncated} --prompt Hi", "damaged or truncated"),
+    (GEN + " --device cuda:99", "no such CUDA device"),
     ("generate {unknown_variant} --prompt Hi", "unknown loss variant 'nope'"),
     ("generate {bad_w} --prompt Hi", "w must be in"),
     ("generate {nowhere} --prompt Hi", "no checkpoint"),
@@ -167,6 +169,7 @@ ROWS = [
     ("train --init {nowhere} --out {tmp}/run", "no checkpoint"),
     ("train --init {ckpt} --out {file}/run --tokens 64", "file"),
     (TRAIN + " --grad-accum 0", "grad-accum"),
+    (TRAIN + " --device cuda:99", "no such CUDA device"),
     (TRAIN + " --batch-size 0", "batch-size"),
     (TRAIN + " --seq-len 0", "seq-len"),
     (TRAIN + " --ckpt-every 0", "ckpt-every"),
