@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dense import EvalResult, doc_tokens, token_windows
+from .dense import EvalResult, doc_windows
 from .engine import Context, Out, run_adaptive, wants_pause
 
 
@@ -77,11 +77,10 @@ def adaptive_eval(
     gen = torch.Generator(device=dev).manual_seed(seed)
     asks = partial(wants_pause, policy, dk_threshold, gen)
     # streamed as in dense_eval: windows are cut from compact token arrays a batch at a time
-    tokens = [doc_tokens(model.tokenizer, d) for d in docs]
-    windows = token_windows(tokens, [len(d) for d in docs], model.tokenizer.eos_token_id, seq_len)
+    N, windows = doc_windows(docs, model.tokenizer, seq_len)
     parts: dict[str, list] = {f.name: [] for f in fields(EvalResult)}
     bar = tqdm(
-        total=sum(len(ids) for ids, _ in tokens),  # every token is an input once
+        total=N,  # every token is an input once
         disable=not progress,
         unit="tok",
         desc="adaptive eval",

@@ -20,6 +20,7 @@ import itertools
 import math
 import re
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -150,7 +151,7 @@ def _cut_safe(tokenizer) -> bool:
 
 def doc_tokens(tokenizer, text: str, piece_chars: int | None = None) -> tuple[np.ndarray, ...]:
     """(ids (n,), offsets (n, 2)) of one document, with the tokenizer's BOS prefix at (0, 0) and
-    no end-of-text: what tokenizer.encode_with_offsets gives. A long document is tokenized in
+    no end-of-text. A long document is tokenized in
     pieces (bounded memory) when the tokenizer is cut-safe (_cut_safe), so the ids are the same."""
     size = piece_chars or TOKENIZE_CHARS
     if len(text) > size and _cut_safe(tokenizer):
@@ -177,11 +178,13 @@ def token_windows(tokens, lengths: list[int], eos: int, seq_len: int):
             yield j, start, w_ids, [tuple(o) for o in offs[start : start + seq_len].tolist()]
 
 
-def doc_windows(docs: list[str], tokenizer, seq_len: int):
-    """Yield (doc index, first token index, ids of up to seq_len + 1 tokens, char offsets),
-    one window at a time (documents are tokenized first, into compact arrays)."""
+def doc_windows(docs: list[str], tokenizer, seq_len: int) -> tuple[int, Iterator]:
+    """(N, windows): the number of input tokens (each is an input once) and a lazy iterator of
+    (doc index, first token index, ids of up to seq_len + 1 tokens, char offsets). Documents are
+    tokenized first, into compact arrays; a window's lists exist only while its batch is built."""
     tokens = [doc_tokens(tokenizer, d) for d in docs]
-    yield from token_windows(tokens, [len(d) for d in docs], tokenizer.eos_token_id, seq_len)
+    n = sum(len(ids) for ids, _ in tokens)
+    return n, token_windows(tokens, [len(d) for d in docs], tokenizer.eos_token_id, seq_len)
 
 
 @torch.no_grad()
@@ -203,9 +206,7 @@ def dense_eval(
     readout = variants.get(model.settings.variant).readout
     # streamed: windows are cut from compact token arrays one batch at a time, so the memory
     # of a long text is its tokens and its results, never its windows or their logits
-    tokens = [doc_tokens(model.tokenizer, d) for d in docs]
-    windows = token_windows(tokens, [len(d) for d in docs], model.tokenizer.eos_token_id, seq_len)
-    N = sum(len(ids) for ids, _ in tokens)  # every token is an input once
+    N, windows = doc_windows(docs, model.tokenizer, seq_len)
     # results go straight into arrays of N rows, made at the first batch (dtype and shape of
     # its columns): thousands of small per-window arrays would fragment the heap of a long run
     out: dict[str, np.ndarray] = {}

@@ -121,14 +121,3 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     """Ids of each text with the tokenizer's BOS prefix (bos_ids) and no end-of-text."""
     bos = bos_ids(tokenizer)
     return [[*bos, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-
-def encode_with_offsets(
-    tokenizer, texts: list[str]
-) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """encode() and each id's character span in its text; the BOS prefix gets (0, 0)."""
-    bos = bos_ids(tokenizer)
-    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-    ids = [[*bos, *i] for i in enc["input_ids"]]
-    offs = [[*([(0, 0)] * len(bos)), *map(tuple, o)] for o in enc["offset_mapping"]]
-    return ids, offs

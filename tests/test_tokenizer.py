@@ -64,7 +64,11 @@ def test_bos_comes_from_the_tokenizers_own_post_processing():
             single=f"{bos} $A", special_tokens=[(bos, 0)]
         )
         assert TOK("It")["input_ids"][0] == 0 and tok_lib.bos_ids(TOK) == [0]
-        ids, offs = tok_lib.encode_with_offsets(TOK, ["It was", ""])
+        from cyb_core.dense import doc_tokens
+
+        pairs = [doc_tokens(TOK, t) for t in ("It was", "")]
+        ids = [i.tolist() for i, _ in pairs]
+        offs = [list(map(tuple, o.tolist())) for _, o in pairs]
         assert ids[0][0] == 0 and offs[0][0] == (0, 0) and ids[1] == [0] and offs[1] == [(0, 0)]
         assert ids[0][1:] == TOK("It was", add_special_tokens=False)["input_ids"]
         assert [TOK.decode(i) for i in ids[0][1:]] == ["It", " was"] and offs[0][1:] == [
