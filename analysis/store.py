@@ -30,6 +30,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cyb_core.atomic import write_target
+
 SCHEMA_VERSION = 2
 # Each older version -> statements that bring it one version up (applied by writers only).
 MIGRATIONS = {1: ("ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_class VARCHAR",)}
@@ -187,20 +189,13 @@ def reading(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
         con.close()
 
 
-def _existing_ancestor(path: Path) -> Path:
-    for p in (path, *path.parents):
-        if p.exists():
-            return p
-    return Path(".")
-
-
 def check_writable_dir(directory: str | Path, what: str) -> None:
     """Refuse, before any work, a folder that cannot be created or written (`what` names it
     for the message, e.g. "--db data/cyb.duckdb"); writes nothing."""
-    base = _existing_ancestor(Path(directory).absolute())
-    if not base.is_dir():
+    base, problem = write_target(directory)
+    if problem == "file":
         raise StoreError(f"{what}: {base} is a file, not a folder; choose another path")
-    if not os.access(base, os.W_OK | os.X_OK):
+    if problem == "read-only":
         raise StoreError(
             f"{what}: {base} is not writable; change its permissions or choose another path"
         )

@@ -53,6 +53,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_target(directory: str | Path) -> tuple[Path, str | None]:
+    """Where creating `directory` (or a file in it) would write, and why it cannot, or None:
+    the nearest existing ancestor, and "file" (it is not a folder) or "read-only". Checks
+    before any work; writes nothing (os.access honours read-only mounts; root may write)."""
+    base = Path(directory).absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        return base, "file"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return base, "read-only"
+    return base, None
+
+
 def _siblings(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
 

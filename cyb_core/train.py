@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -21,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, losses, pauses, variants
 from . import model as model_lib
-from .atomic import atomic_save_dir, atomic_write, recover_dir, remove_dir
+from .atomic import atomic_save_dir, atomic_write, recover_dir, remove_dir, write_target
 from .data import BlockSampler, split_blocks
 from .precision import autocast, fsdp_policy, master_weights
 
@@ -276,17 +274,11 @@ def _check_out(out: Path, cfg: TrainConfig) -> str | None:
             return f"{cfg_path} is not a run config: choose a new --out or delete {out}"
         if not _same_config(stored, cfg):
             return f"{out} holds a run with a different config: choose a new --out or delete {out}"
-    probe = out
-    while not probe.exists():  # the nearest existing ancestor is where mkdir will write
-        probe = probe.parent
-    if not probe.is_dir():
+    probe, problem = write_target(out)
+    if problem == "file":
         return f"cannot create {out}: {probe} is a file, not a directory; choose another --out"
-    try:  # os.access ignores read-only mounts and is always true for root: try a real file
-        fd, name = tempfile.mkstemp(dir=probe, prefix=".cyb-write-check.")
-        os.close(fd)
-        os.unlink(name)
-    except OSError as e:
-        return f"cannot write to {probe} ({e.strerror}): choose another --out or make it writable"
+    if problem == "read-only":
+        return f"cannot write to {probe} (read-only): choose another --out or make it writable"
     return None
 
 
