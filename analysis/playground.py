@@ -153,7 +153,7 @@ def load(path: str | Path, device="cpu", run_id: str | None = None) -> Loaded:
     )
     try:
         model = evaluation.load_model(target.checkpoint, device)
-    except StoreError as e:
+    except StoreError as e:  # load_model's own message, in the page's words for a bad file
         if isinstance(e.__cause__, SafetensorError):
             raise StoreError(f"{corrupt} ({str(e.__cause__).splitlines()[0]})") from e
         raise
@@ -162,8 +162,6 @@ def load(path: str | Path, device="cpu", run_id: str | None = None) -> Loaded:
             f"the weights in {target.checkpoint} do not fit its config.json (a model of another "
             "shape); re-save the checkpoint with `save_pretrained`"
         ) from e
-    except SafetensorError as e:
-        raise StoreError(f"{corrupt} ({str(e).splitlines()[0]})") from e
     except MemoryError as e:
         raise StoreError(f"{target.checkpoint} does not fit in memory on {device}") from e
     return Loaded(target, model)
