@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cyb_core.names import observes_pauses
+
 from .classes import CLASSES
 from .runs import eval_classes as eval_classes
 from .runs import run_rows as run_rows
@@ -47,9 +49,10 @@ CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 def _measure(info: dict, measure: str) -> str:
     if measure not in MEASURES:
         raise StoreError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if measure == "observed" and info["mode"] != "adaptive":
+    if measure == "observed" and not observes_pauses(info["mode"]):
         raise StoreError(
-            f"{info['eval_id']} is a dense evaluation: observed pauses exist only in adaptive mode"
+            f"{info['eval_id']} is a dense evaluation: observed pauses exist only where pauses "
+            "were placed per token (adaptive, shuffled, uniformK)"
         )
     return MEASURES[measure]
 

@@ -25,7 +25,8 @@ The config is TOML:
     name = "cyb-ap"
     variant = "cyb-ap"
     hparams = { omega = "0:0:0:1", gamma = 1.0 }
-    modes = ["dense", "adaptive"]     # optional, overrides [eval].modes
+    modes = ["dense", "adaptive"]     # optional, overrides [eval].modes; also shuffled (after
+                                      # adaptive) and uniformK (K pauses after every token)
     seeds = [0, 1, 2]                 # optional, overrides [grid].seeds (likewise regimes)
 
 A run whose final model exists is not trained again; an evaluation already complete in the
@@ -48,6 +49,7 @@ from analysis import store
 from analysis.evaluation import load_docs, record_run_id, run_eval
 from cyb_core import variants
 from cyb_core.distributed import env_world
+from cyb_core.names import parse_mode
 from cyb_core.train import TrainConfig, resolve_device, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
@@ -128,6 +130,11 @@ def jobs(cfg: dict) -> list[Job]:
                 f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}"
             )
         modes = tuple(spec.pop("modes", ev.get("modes", ["dense"])))
+        for mode in modes:
+            try:
+                parse_mode(mode)
+            except ValueError as e:
+                raise ValueError(f"run {name}: {e}") from None
         seeds = spec.pop("seeds", None)
         regimes = spec.pop("regimes", grid.get("regimes", ["1x1"]))
         merged = {**defaults, **spec}
@@ -191,10 +198,13 @@ def run(
             eval_id = store.make_eval_id(job.run_id, dataset, mode)
             done = store.eval_summary(db, eval_id) is not None
             if not done:
+                kind, pauses = parse_mode(mode)
                 run_eval(
                     tc.out,
                     split=split,
-                    mode=mode,
+                    mode=kind,
+                    pauses=pauses,
+                    seed=tc.seed,  # shuffled: the permutation's seed is the run's
                     db=db,
                     root=root,
                     run_id=job.run_id,
