@@ -19,6 +19,7 @@ from cyb_core.names import observes_pauses
 
 from .classes import CLASSES
 from .runs import eval_classes as eval_classes
+from .runs import frontier as frontier
 from .runs import run_rows as run_rows
 from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves

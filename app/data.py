@@ -129,6 +129,11 @@ def data_groups(overview: pd.DataFrame) -> pd.DataFrame:
 
 
 @_cache
+def frontier(src: Source, dataset: str, token_class: str | None = None) -> pd.DataFrame:
+    return _read(src, queries.frontier, dataset, token_class)
+
+
+@_cache
 def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
     return _read(src, queries.training_curves, list(run_ids) if run_ids else None)
 
