@@ -245,6 +245,24 @@ def check_database(db_path: str | Path | None = None, *, write: bool = True) -> 
     return path
 
 
+def upgrade(path: str | Path | None = None, timeout: float = 120.0) -> None:
+    """Bring an existing database of an older schema version up to this one (MIGRATIONS), so
+    that readers accept it; a current or missing database is left as it is."""
+    path = default_db_path(path)
+    if not path.is_file():
+        return
+    with reading(path, timeout) if _current(path, timeout) else connect_write(path, timeout):
+        pass
+
+
+def _current(path: Path, timeout: float) -> bool:
+    con = _connect(path, True, timeout)
+    try:
+        return schema_version(con) in (None, SCHEMA_VERSION)
+    finally:
+        con.close()
+
+
 @contextmanager
 def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
     """A short-lived read-write connection with the schema applied; closed on exit."""

@@ -182,6 +182,7 @@ def run(
     ]
     # every check that can fail runs before the first training: the database, the eval split
     store.check_database(db)
+    store.upgrade(db)  # an older schema: readers (the done-checks below) need the current one
     datasets = {
         root: load_docs(split, None, root, max_docs, max_chars)[0]
         for root in {ev.get("root", job.config.data_root) for job in todo}
