@@ -16,6 +16,7 @@ The config is TOML:
     split = "heldout"
     modes = ["dense"]
     max_chars = 60000                 # optional: evaluate on a slice of the split
+    batch_size = 16                   # optional: windows per forward pass (speed, not results)
 
     [grid]
     seeds = [0]
@@ -212,6 +213,7 @@ def run(
                     max_docs=max_docs,
                     max_chars=max_chars,
                     seq_len=tc.seq_len,
+                    batch_size=ev.get("batch_size", 16),  # windows per forward (not results)
                     device=str(resolve_device(tc.device)),
                     progress=progress,
                     parallel=False,  # the ranks split the grid, not one evaluation

@@ -168,7 +168,8 @@ def section(d: Data) -> list[str]:
     if ev is None or not len(ev):
         return s + [
             "No frontier experiment collected yet: run `make frontier` (or `cyb experiment "
-            "configs/frontier/<grid>.toml`), then `cyb results collect` and `render`.\n"
+            "configs/frontier/<grid>.toml`), then `python -m analysis.results collect --frontier-only` "
+            "and `render`.\n"
         ]
     rho = getattr(d, "frontier_spearman", pd.DataFrame(columns=["experiment"]))
     s += [INTRO, RULE + "\n", RULES + "\n"]
