@@ -109,6 +109,22 @@ def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame
     ).df()
 
 
+def nll_gain(con, eval_a: str, eval_b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Per token idx in [start, start + n) of one document evaluated in both: nll_a, nll_b and
+    gain = nll_a - nll_b (positive: B predicts it better), e.g. a baseline's minus a control's:
+    where extra positions pay. Tokens are matched by position and id."""
+    for e in (eval_a, eval_b):
+        require_eval(con, e)
+    return con.execute(
+        """SELECT a.idx, a.token_id, a.nll AS nll_a, b.nll AS nll_b, a.nll - b.nll AS gain
+           FROM tokens a JOIN tokens b ON b.eval_id = $b AND b.doc_id = a.doc_id
+                AND b.idx = a.idx AND b.token_id = a.token_id
+           WHERE a.eval_id = $a AND a.doc_id = $d AND a.idx >= $start AND a.idx < $start + $n
+           ORDER BY a.idx""",
+        {"a": eval_a, "b": eval_b, "d": doc_id, "start": start, "n": n},
+    ).df()
+
+
 # ----------------------------------------------------------------------------- token types
 
 

@@ -201,6 +201,12 @@ def first_doc(doc_ids: list[str]) -> int:
 
 
 @_cache
+def nll_gain(src: Source, a: str, b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Per-token nll of evaluation a minus b on one page (analysis.queries.nll_gain)."""
+    return _read(src, queries.nll_gain, a, b, doc_id, start, n)
+
+
+@_cache
 def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
     """Token rows idx in [start, start + n) of one document (analysis.queries.doc_page)."""
     return _read(src, queries.doc_page, eval_id, doc_id, start, n)
