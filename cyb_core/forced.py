@@ -113,18 +113,21 @@ def forced_eval(
             logits, _ = model(
                 ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
             )
-        logits = ex.to_steps(logits)  # (B, T, W, V); steps past a token's count repeat its last
-        # every step "available" so d is read at the answer step too, as adaptive records it
-        q = losses.step_quantities(logits.float(), targets, model.dk_id)
-        taken = i <= cnt[..., None]  # (B, T, W) steps in context
+        # per position (B, L), then per token and step (B, T, W) by index: no (B, T, W, V).
+        # ex.labels cannot serve: it has no target for a window's last token, `targets` does
+        labels = targets.gather(1, ex.real_index.clamp_min(0))  # (B, L)
+        log_d, log_t = (
+            ex.to_steps(x) for x in losses.position_quantities(logits, labels, model.dk_id)
+        )
+        taken = i <= cnt[..., None]  # (B, T, W) steps in context; past them to_steps repeats
         nan = torch.tensor(math.nan, device=dev)
-        log_t_at = q.log_t.gather(-1, cnt[..., None])[..., 0]  # (B, T) read at the count's step
-        at = logits.gather(2, cnt[:, :, None, None].expand(*cnt.shape, 1, logits.shape[-1]))
-        at = at[:, :, 0].index_fill(-1, torch.tensor([model.dk_id], device=dev), -math.inf)
+        read = ex.gather_index.gather(-1, cnt[..., None])[..., 0]  # (B, T) position read out
+        at = logits[torch.arange(len(chunk), device=dev)[:, None], read]  # (B, T, V)
+        at = at.index_fill(-1, torch.tensor([model.dk_id], device=dev), -math.inf)
         row = {
-            "d": torch.where(taken[..., : W - 1], q.log_d[..., : W - 1].exp(), nan),
-            "t": torch.where(taken, q.log_t.exp(), nan),
-            "nll": -log_t_at,
+            "d": torch.where(taken[..., : W - 1], log_d[..., : W - 1].exp(), nan),
+            "t": torch.where(taken, log_t.exp(), nan),
+            "nll": -log_t.gather(-1, cnt[..., None])[..., 0],
             "correct": at.argmax(-1) == targets,
             "token_id": inputs,
             "next_id": targets,
