@@ -26,6 +26,7 @@ APP_PORT ?= 8501
 demo: $(STAMP)
 	$(BIN)/cyb experiment configs/demo.toml $(DEMO_ARGS)
 	$(BIN)/cyb experiment configs/waiting/demo.toml
+	$(BIN)/cyb experiment configs/frontier/demo.toml
 	$(BIN)/cyb app --db data/cyb.duckdb --port $(APP_PORT)
 
 # where waiting pays (docs/results.md section 10): from scratch, then fine-tuned from data/base-mixed

@@ -17,6 +17,8 @@ FORCED = ("adaptive", "shuffled", "uniform0", "uniform1", "uniform2", "uniform3"
 
 def test_frontier_configs_expand_with_three_seeds_per_headline_arm():
     for path in sorted(CONFIGS.glob("*.toml")):
+        if path.name == "demo.toml":  # one run; its baseline and control are the waiting demo's
+            continue
         jobs = experiment.jobs(experiment.load_config(path))
         by_arm: dict[str, list] = {}
         for j in jobs:
@@ -33,6 +35,16 @@ def test_frontier_configs_expand_with_three_seeds_per_headline_arm():
 
 
 @pytest.mark.slow  # three trainings, eight evaluations, spaCy: a few minutes on 2 cores
+def test_the_demo_frontier_shares_the_waiting_demos_text_and_base():
+    front = experiment.load_config(CONFIGS / "demo.toml")
+    wait = experiment.load_config(ROOT / "configs" / "waiting" / "demo.toml")
+    keys = ("root", "split", "max_docs", "max_chars")
+    assert [front["eval"][k] for k in keys] == [wait["eval"][k] for k in keys]
+    assert front["db"] == wait["db"] and front["defaults"]["init"] == wait["defaults"]["init"]
+    (job,) = experiment.jobs(front)
+    assert job.modes == FORCED and job.config.recipe == "variable"
+
+
 def test_the_gpu_grid_runs_at_toy_scale_and_section_11_reads_it(tmp_path):
     cfg = experiment.apply_overrides(
         experiment.load_config(CONFIGS / "gpu.toml"),
