@@ -14,7 +14,7 @@ st.caption(
 
 TABLE = [
     "run_id", "variant", "recipe", "w_max", "hparams", "lr", "batch_size", "seq_len", "psi",
-    "train_tokens", "data_tokens", "dataset", "mode", "n_tokens", "ppl", "mean_expected_pauses",
+    "train_tokens", "data_tokens", "dataset", "mode", "n_tokens", "ppl", "positions", "mean_expected_pauses",
     "mean_greedy_pauses", "mean_observed_pauses", "accuracy", "run_status", "eval_id",
 ]  # fmt: skip
 
@@ -50,6 +50,9 @@ with ui.problems():
         column_config={
             "ppl": st.column_config.NumberColumn("perplexity", format="%.3f"),
             "mean_expected_pauses": st.column_config.NumberColumn("mean E[S]", format="%.3f"),
+            "positions": st.column_config.NumberColumn(
+                "positions per token", format="%.3f", help="1 + mean pauses in context (dense: W)"
+            ),
             "accuracy": st.column_config.NumberColumn(format="percent"),
         },
     )
