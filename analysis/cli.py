@@ -24,7 +24,7 @@ TABLE_KINDS = {
     "histogram": "distribution of pauses per token",
     "steps": "mean of s over tokens (answer after 0..W-1 pauses)",
     "kwic": "every occurrence of --token with context and pauses",
-    "runs": "perplexity and mean pauses per evaluation",
+    "runs": "perplexity, positions per token and mean pauses per evaluation",
     "train-log": "training curves (all runs, or --run-id)",
 }
 KINDS = {
