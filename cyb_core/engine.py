@@ -144,6 +144,14 @@ class Out:
 
 
 _NO_TOKEN = 2**62
+GPU_POLL_EVERY = 8  # decoding steps between checks that every row is done, off the CPU
+
+
+def poll_every(device: torch.device) -> int:
+    """Steps between `Out.poll` syncs: every step on the CPU (a check costs nothing there),
+    GPU_POLL_EVERY elsewhere (each check waits for the device; a row that is done only
+    keeps stepping, masked, until the next one)."""
+    return 1 if device.type == "cpu" else GPU_POLL_EVERY
 
 
 def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
@@ -323,7 +331,7 @@ def _start(
     model.eval()
     dev = model.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    out = Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
+    out = Out(model, len(ids), max_new_tokens, stop, every=poll_every(dev))
     out.truncated = cut
     prompt_ids = torch.full((len(ids), max(map(len, ids))), model.dk_id, dtype=torch.long)
     for b, p in enumerate(ids):
