@@ -73,6 +73,7 @@ def adaptive_eval(
         raise ValueError(f"dk_threshold must be in [0, 1] or None, got {dk_threshold}")
     model.eval()
     W, dev = model.settings.w, model.device
+    model.check_window(seq_len)
     policy = "sample" if dk_threshold is None else "threshold"
     gen = torch.Generator(device=dev).manual_seed(seed)
     asks = partial(wants_pause, policy, dk_threshold, gen)

@@ -203,6 +203,7 @@ def dense_eval(
         raise ValueError(f"seq_len and batch_size must be at least 1, got {seq_len}, {batch_size}")
     model.eval()
     W, pad = model.settings.w, model.pad_id
+    model.check_window(seq_len)
     readout = variants.get(model.settings.variant).readout
     # streamed: windows are cut from compact token arrays one batch at a time, so the memory
     # of a long text is its tokens and its results, never its windows or their logits

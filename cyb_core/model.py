@@ -112,6 +112,22 @@ class CYBModel(torch.nn.Module):
         but a model that ignores position ids counts every pause as a position (W per token)."""
         return n_real * (self.settings.w if self.ignores_position_ids else 1)
 
+    def check_window(self, n_real: int) -> None:
+        """Warn when n_real tokens with their pauses overflow the model's sliding window.
+
+        Sliding-window models (Mistral, Gemma 2/3, ...) count their window in slots, not
+        position ids: a token and its W-1 pauses take W of them, so the window covers W times
+        fewer real tokens than it says.
+        """
+        window, w = sliding_window(self.model.config), self.settings.w
+        if window is not None and w > 1 and n_real * w > window:
+            warn_once(
+                f"{self.model.config.model_type} attends over a sliding window of {window} "
+                f"slots; with w={w} (a token and its pauses take {w}) {n_real} tokens fill "
+                f"{n_real * w}, so a token sees only the last {window // w} tokens: use at most "
+                f"{window // w} tokens per sequence (--seq-len) for the full window"
+            )
+
     def _check_positions(self) -> None:
         if self.ignores_position_ids and self.settings.w > 1:
             warn_once(

@@ -337,6 +337,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
 
     resuming = ckpt.is_dir()
     model = _load_model(cfg, ckpt if resuming else None)
+    model.check_window(cfg.seq_len)
     blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
     n_val = min(cfg.val_blocks, len(blocks) // 10)
     val, blocks = blocks[:n_val], blocks[n_val:]
