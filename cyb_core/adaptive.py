@@ -89,7 +89,7 @@ def adaptive_eval(
     while chunk := list(itertools.islice(windows, batch_size)):
         forced = [w[2] for w in chunk]
         rec = _Record(len(chunk), max(map(len, forced)), W, model.dk_id, dev)
-        out = Out(model, len(chunk), 0, None, every=poll_every(dev))
+        out = Out(model, len(chunk), 0, None, every=poll_every(dev, W))
         for _ in run_adaptive(model, forced, Context(model, True, bf16), out, asks, rec=rec):
             pass
         got = {k: getattr(rec, k).cpu().numpy() for k in ("d", "t", "pauses", "nll", "correct")}

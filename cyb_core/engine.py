@@ -154,11 +154,12 @@ _NO_TOKEN = 2**62
 GPU_POLL_EVERY = 8  # decoding steps between checks that every row is done, off the CPU
 
 
-def poll_every(device: torch.device) -> int:
-    """Steps between `Out.poll` syncs: every step on the CPU (a check costs nothing there),
-    GPU_POLL_EVERY elsewhere (each check waits for the device; a row that is done only
-    keeps stepping, masked, until the next one)."""
-    return 1 if device.type == "cpu" else GPU_POLL_EVERY
+def poll_every(device: torch.device, steps_per_token: int = 1) -> int:
+    """Steps between `Out.poll` syncs: every step on the CPU (a check costs nothing there);
+    elsewhere GPU_POLL_EVERY tokens' worth, each check waiting for the device. A Recipe 2 step
+    is one position, and a token takes up to W of them (steps_per_token), so there it is
+    GPU_POLL_EVERY * W steps. Rows that are done meanwhile keep stepping, masked."""
+    return 1 if device.type == "cpu" else GPU_POLL_EVERY * steps_per_token
 
 
 def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
@@ -339,7 +340,8 @@ def _start(
     model.eval()
     dev = model.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    out = Out(model, len(ids), max_new_tokens, stop, every=poll_every(dev))
+    per_token = model.settings.w if recipe == "variable" else 1
+    out = Out(model, len(ids), max_new_tokens, stop, every=poll_every(dev, per_token))
     out.truncated = cut
     prompt_ids = torch.full((len(ids), max(map(len, ids))), model.dk_id, dtype=torch.long)
     for b, p in enumerate(ids):

@@ -224,8 +224,7 @@ def step_quantities(
     prior = None if psi is None else dk_prior_bias(V, psi)
     tgt = targets.clamp_min(0)[:, :, None].expand(B, T, W).reshape(-1)
     lse_nodk, z_dk, z_y = (
-        v.view(B, T, W)
-        for v in _VocabReduce.apply(logits.reshape(-1, V), dk_id, tgt, rows, prior)
+        v.view(B, T, W) for v in _VocabReduce.apply(logits.reshape(-1, V), dk_id, tgt, rows, prior)
     )
     lse = torch.logaddexp(lse_nodk, z_dk)  # over the whole vocabulary
     before = torch.arange(W, device=logits.device) < (steps - 1)[..., None]

@@ -434,6 +434,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
                 )
                 # DDP averages gradients over ranks; /grad_accum averages the micro-batches:
                 # the mean over equal-sized micro-batches is the mean over the global batch
+                del logits  # (B, T, W, V): the loss keeps what backward needs, nothing more
                 (out_l.loss / cfg.grad_accum).backward()
             sums += (
                 torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]])
