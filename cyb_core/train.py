@@ -358,10 +358,15 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
 
     device = d.device
     torch.manual_seed(cfg.seed)
-    master_weights(model).to(device).train()  # fp32 weights; bf16 only inside autocast
+    master_weights(model).train()  # fp32 weights; bf16 only inside autocast
+    if not fsdp:
+        model.to(device)
     if grad_ckpt:
         _checkpoint_activations(model.model)
+    # under FSDP the weights stay on the CPU until fully_shard moves them, a layer at a time, and
+    # keeps this rank's shard: the device never holds the whole model
     net = _wrap(model, d, fsdp, cfg.bf16 and device.type == "cuda")
+    model.to(device)  # FSDP: anything left unmanaged; otherwise already there
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -376,7 +381,10 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
     )
     start, elapsed = 0, 0.0
     if resuming:
-        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
+        # FSDP: the full optimizer state stays in host memory (mapped, not read whole), and
+        # each rank moves only its shard to the device (set_optimizer_state_dict)
+        where = "cpu" if fsdp else device
+        state = torch.load(ckpt / "state.pt", map_location=where, weights_only=True, mmap=True)
         _load_opt(model, opt, state, fsdp)
         start, elapsed = state["step"], state["elapsed"]
     log_path = out / "log.jsonl"

@@ -146,7 +146,8 @@ def test_a_training_step_converts_a_bounded_number_of_tensors(tmp_path, recipe):
     print(f"one training step ({recipe}, 2 micro-batches): {short}")
     assert short == long  # independent of the tokens per step
     on_device = {k: v for k, v in short.items() if k != "item"}  # item: AdamW's CPU counters
-    assert sum(on_device.values()) <= 24, short
+    # at most 16 per micro-batch, none per token (a per-token sync would be 64+ at seq_len 64)
+    assert sum(on_device.values()) <= 32, short
 
 
 # ----------------------------------------------------------------------------- bf16
