@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-gpu torch-build demo app test test-slow test-all lint bench gpu-check \
-	pretrain data paper results waiting waiting-gpu clean-venv
+	pretrain data paper results waiting waiting-gpu frontier frontier-gpu clean-venv
 
 install: $(STAMP)
 ifneq ($(strip $(TORCH_INDEX)),)
@@ -57,6 +57,29 @@ waiting: $(STAMP)
 # the same comparison at 16x the parameters on one GPU (install a CUDA torch first, docs/scaling.md)
 waiting-gpu: $(STAMP)
 	$(BIN)/cyb experiment configs/waiting/gpu.toml
+
+# does a model's own placement of pauses beat random placement? (docs/results.md section 11)
+# Every grid is evaluated twice: natural held-out text ([eval] of its config) and the synthetic
+# lines (SYNTHETIC_EVAL). Two processes split a grid (one per core); resumable.
+FRONTIER_PROCS ?= 2
+EXPERIMENT = OMP_NUM_THREADS=1 $(BIN)/torchrun --nnodes 1 --nproc-per-node $(FRONTIER_PROCS) \
+	--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:0 -m cyb experiment --no-progress
+SYNTHETIC_EVAL = --set eval.root=data/mixed --set eval.max_docs=30 --set eval.max_chars=3000
+
+frontier: $(STAMP)
+	$(EXPERIMENT) configs/frontier/mixed.toml
+	$(EXPERIMENT) configs/frontier/mixed.toml $(SYNTHETIC_EVAL)
+	$(EXPERIMENT) configs/frontier/natural.toml
+	$(EXPERIMENT) configs/frontier/natural.toml $(SYNTHETIC_EVAL)
+	$(BIN)/python -m analysis.results collect --frontier-only
+	$(BIN)/python -m analysis.results render
+
+# the same grid at the medium preset on one GPU (install a CUDA torch first, docs/scaling.md)
+frontier-gpu: $(STAMP)
+	$(BIN)/cyb experiment configs/frontier/gpu.toml
+	$(BIN)/cyb experiment configs/frontier/gpu.toml $(SYNTHETIC_EVAL)
+	$(BIN)/python -m analysis.results collect --frontier-only  # every data/frontier*.duckdb
+	$(BIN)/python -m analysis.results render
 
 app: $(STAMP)
 	$(BIN)/cyb app --port $(APP_PORT)

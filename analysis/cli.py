@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cyb_core.names import EVAL_MODES
+
 DB_HELP = "DuckDB file (default: $CYB_DB, else data/cyb.duckdb)"
 TABLE_KINDS = {
     "tokens": "raw token rows of the evaluation",
@@ -57,8 +59,17 @@ def add_cli(subparsers) -> None:
     e.add_argument(
         "--mode",
         default="dense",
-        choices=["dense", "adaptive"],
-        help="dense (Recipe 1) or adaptive (Recipe 2, observed pauses) (default: %(default)s)",
+        choices=EVAL_MODES,
+        help="dense (Recipe 1: W-1 pauses after every token), adaptive (Recipe 2: a pause while "
+        "the model says don't-know), shuffled (the run's stored adaptive pause counts permuted "
+        "within each document, seeded by --seed: the placement control) or uniform (--pauses K "
+        "after every token, read out at step K; stored as uniformK) (default: %(default)s)",
+    )
+    e.add_argument(
+        "--pauses",
+        type=int,
+        metavar="K",
+        help="with --mode uniform: pauses after every token, 0..W-1",
     )
     e.add_argument("--db", help=DB_HELP)
     e.add_argument(
@@ -113,7 +124,8 @@ def add_cli(subparsers) -> None:
         "--seed",
         type=int,
         default=0,
-        help="adaptive: seed for sampled pauses (default: %(default)s)",
+        help="adaptive: seed for sampled pauses; shuffled: seed of the permutation "
+        "(default: %(default)s)",
     )
     e.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)"
@@ -164,8 +176,8 @@ def add_cli(subparsers) -> None:
     x.add_argument("--dataset", help="dataset of the evaluation, when the run has several")
     x.add_argument(
         "--mode",
-        choices=["dense", "adaptive"],
-        help="mode of the evaluation, when the run has both",
+        help="mode of the evaluation, when the run has several: dense, adaptive, shuffled or "
+        "uniformK",
     )
     x.add_argument("--against", help="compare: the second run id (same --dataset/--mode)")
     x.add_argument(
@@ -250,6 +262,7 @@ def cmd_eval(args) -> None:
         lock_timeout=args.lock_timeout,
         w=args.w,
         psi=args.psi,
+        pauses=args.pauses,
     )
     from cyb_core.distributed import env_world
 
@@ -260,7 +273,8 @@ def cmd_eval(args) -> None:
         return
     print(
         f"{s['eval_id']}: {s['n_tokens']} tokens, perplexity {s['ppl']:.2f}, mean expected pauses "
-        f"{s['mean_expected_pauses']:.3f}, accuracy {s['accuracy']:.3f}; written to {s['db']} "
+        f"{s['mean_expected_pauses']:.3f}, positions per token {s['positions']:.2f}, accuracy "
+        f"{s['accuracy']:.3f}; written to {s['db']} "
         f"(evaluation {s['eval_s']:.1f} s, write {s['write_s']:.2f} s)"
     )
 

@@ -12,6 +12,7 @@ adds .dN / .cN so a partial evaluation never replaces a full one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from cyb_core import synthetic
+from cyb_core.names import mode_name
 
 from . import pos, store
 from .store import StoreError
@@ -398,10 +400,13 @@ def score_docs(
     progress: bool = False,
     nlp=None,
     sharded: bool = False,
+    counts: list | None = None,
 ):
     """Evaluate documents ([{doc_id, text}]) and tag them: (EvalResult, the tables of
     `build_tables`), everything `store.write_eval` needs but the run and eval rows. `cyb eval`
     and the app's playground (analysis.playground) both score text through here.
+    mode: dense, adaptive, or forced (shuffled / uniformK: `counts`, pauses per input token of
+    each document, cyb_core.forced).
     sharded (dense, in a process group): the ranks split the documents; rank 0 gets the result
     and the tables, the other ranks (None, None)."""
     texts = [d["text"] for d in docs]
@@ -418,7 +423,7 @@ def score_docs(
         )
         if result is None:  # another rank's share is scored; rank 0 tags and stores
             return None, None
-    else:
+    elif mode == "adaptive":
         from cyb_core.adaptive import adaptive_eval
 
         result = adaptive_eval(
@@ -431,8 +436,83 @@ def score_docs(
             progress=progress,
             bf16=bf16,
         )
-    words = pos.tag_texts(texts, nlp, progress=progress)
+    else:
+        from cyb_core.forced import forced_eval
+
+        result = forced_eval(
+            model,
+            texts,
+            counts,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            progress=progress,
+            bf16=bf16,
+        )
+    words = _tagged(texts, nlp, progress)
     return result, build_tables(result, docs, words, model.tokenizer)
+
+
+def _own_counts(run_id: str, dataset: str, docs: list[dict], db) -> list[np.ndarray]:
+    """Pauses per input token of each document from the run's stored adaptive evaluation of
+    the same dataset (what `--mode shuffled` permutes)."""
+    source = store.make_eval_id(run_id, dataset, "adaptive")
+    stored = store.stored_pauses(db, source)
+    if stored is None:
+        raise StoreError(
+            f"--mode shuffled permutes the pauses of the adaptive evaluation {source}, which "
+            f"{store.default_db_path(db)} does not hold: run `cyb eval` with --mode adaptive "
+            "on the same text first"
+        )
+    missing = [d["doc_id"] for d in docs if d["doc_id"] not in stored]
+    if missing or any(None in stored[d["doc_id"]] for d in docs):
+        raise StoreError(
+            f"the adaptive evaluation {source} has no pause counts for document "
+            f"{(missing or ['?'])[0]}: evaluate it again with --mode adaptive"
+        )
+    return [np.array(stored[d["doc_id"]], dtype=np.int64) for d in docs]
+
+
+def _forced_counts(model, docs, mode: str, pauses: int | None, own, seed: int):
+    """The pauses per input token a forced mode evaluates with (None for dense and adaptive),
+    checked against the model and the text before any forward pass."""
+    from cyb_core import forced
+
+    W = model.settings.w
+    if mode == "uniform" and pauses > W - 1:
+        raise StoreError(
+            f"--pauses {pauses} needs W > {pauses}, the model has W = {W}: pass --pauses "
+            f"{W - 1} or less (or --w)"
+        )
+    if mode == "uniform":
+        return forced.uniform_counts(model, [d["text"] for d in docs], pauses)
+    if mode != "shuffled":
+        return None
+    counts = forced.shuffle_counts(own, seed)
+    try:
+        forced.check_counts(model, [d["text"] for d in docs], counts)
+    except ValueError as e:
+        raise StoreError(f"--mode shuffled: {e}") from e
+    return counts
+
+
+_TAGGED: dict[str, list] = {}  # the default pipeline's words of the texts tagged last
+
+
+def _tagged(texts: list[str], nlp, progress: bool) -> list:
+    """spaCy's words of `texts`; a process that evaluates one text in many modes and runs
+    (`cyb experiment`) tags it once. Only the default pipeline is cached (a caller's nlp may
+    differ), and only the last few texts."""
+    if nlp is not None:
+        return pos.tag_texts(texts, nlp, progress=progress)
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    key = h.hexdigest()
+    if key not in _TAGGED:
+        while len(_TAGGED) >= 4:
+            _TAGGED.pop(next(iter(_TAGGED)))
+        _TAGGED[key] = pos.tag_texts(texts, None, progress=progress)
+    return _TAGGED[key]
 
 
 def check_settings(
@@ -474,6 +554,7 @@ def run_eval(
     w: int | None = None,
     psi: float | None = None,
     parallel: bool | None = None,
+    pauses: int | None = None,
 ) -> dict:
     """Evaluate, tag and store; returns a summary. Everything is computed before the database
     is opened, so the write lock is held only for the final load. dk_threshold (adaptive):
@@ -482,9 +563,16 @@ def run_eval(
     then ends in .wW / .psiPSI, so the checkpoint's own evaluation is not replaced.
     parallel (None: when a launcher set WORLD_SIZE > 1): the ranks of `torchrun ... cyb eval`
     split the documents of a dense evaluation and rank 0 alone tags and writes; `cyb
-    experiment` passes False, its ranks evaluate different runs."""
+    experiment` passes False, its ranks evaluate different runs.
+    mode shuffled: the run's adaptive evaluation of the same dataset, its pause counts permuted
+    within each document (seeded by `seed`); mode uniform: `pauses` after every token. Stored
+    under the mode's name (shuffled, uniformK; cyb_core.names.mode_name)."""
     t0 = time.perf_counter()
     check_settings(seq_len, batch_size, lock_timeout, dk_threshold)
+    try:
+        stored_mode = mode_name(mode, pauses)
+    except ValueError as e:
+        raise StoreError(str(e)) from e
     overrides = {k: v for k, v in (("w", w), ("psi", psi)) if v is not None}
     if overrides:
         from cyb_core.model import CYBSettings
@@ -498,8 +586,9 @@ def run_eval(
         tgt.run_id += "".join(f".{k}{v:g}" for k, v in overrides.items())
     name, docs = load_docs(split, text, root, max_docs, max_chars)
     dataset = dataset or name
-    eval_id = store.make_eval_id(tgt.run_id, dataset, mode)  # validates before the slow part
+    eval_id = store.make_eval_id(tgt.run_id, dataset, stored_mode)  # validated before the work
     store.check_database(db)  # a foreign, read-only or garbage --db: refused before the work
+    own = _own_counts(tgt.run_id, dataset, docs, db) if mode == "shuffled" else None
 
     from cyb_core import distributed
 
@@ -518,10 +607,12 @@ def run_eval(
             f"--seq-len {seq_len} needs {model.positions_needed(seq_len)} positions but the "
             f"model's context is {ctx}: pass --seq-len {ctx // model.positions_needed(1)} or less"
         )
+    counts = _forced_counts(model, docs, mode, pauses, own, seed)
     result, tables = score_docs(
         model,
         docs,
         mode=mode,
+        counts=counts,
         seq_len=seq_len,
         batch_size=batch_size,
         dk_threshold=dk_threshold,
@@ -538,7 +629,7 @@ def run_eval(
         db,
         run=run_row(tgt, model.settings, log),
         train_log=log,
-        eval_row={"run_id": tgt.run_id, "dataset": dataset, "mode": mode},
+        eval_row={"run_id": tgt.run_id, "dataset": dataset, "mode": stored_mode},
         timeout=lock_timeout,
         **tables,
     )
@@ -546,6 +637,7 @@ def run_eval(
         "eval_id": eval_id,
         "db": str(store.default_db_path(db)),
         **result.summary(),
+        "mode": stored_mode,
         "eval_s": t_eval - t0,
         "write_s": time.perf_counter() - t_eval,
     }

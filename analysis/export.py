@@ -15,6 +15,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from cyb_core.atomic import atomic_write
+from cyb_core.names import observes_pauses
 
 from . import pos, queries
 from .store import StoreError, require_eval
@@ -133,7 +134,7 @@ def conllu_lines(con, eval_id: str) -> list[str]:
     A word spanning several model tokens lists one value per token (`ExpPauses=0.20,1.10`),
     DK vectors separated by ';', and `ModelTokens=N`."""
     info = require_eval(con, eval_id)
-    adaptive = info["mode"] == "adaptive"
+    adaptive = observes_pauses(info["mode"])  # pauses in context per token
     docs = con.execute(
         "SELECT doc_id, text FROM docs WHERE eval_id = ? ORDER BY doc_id", [eval_id]
     ).fetchall()

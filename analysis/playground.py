@@ -25,6 +25,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from cyb_core.names import LIVE_MODES
+
 from . import evaluation, queries, store
 from .store import StoreError
 
@@ -199,8 +201,8 @@ def score(
 ) -> Scored:
     """Score `text` as `cyb eval CHECKPOINT --text FILE` with the same settings does."""
     text = check_text(text)
-    if mode not in store.MODES:
-        raise StoreError(f"mode must be one of {', '.join(store.MODES)}, got {mode!r}")
+    if mode not in LIVE_MODES:
+        raise StoreError(f"mode must be one of {', '.join(LIVE_MODES)}, got {mode!r}")
     docs = [{"doc_id": DOC_ID, "text": text}]
     result, tables = evaluation.score_docs(
         loaded.model,

@@ -15,8 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cyb_core.names import observes_pauses
+
 from .classes import CLASSES
 from .runs import eval_classes as eval_classes
+from .runs import frontier as frontier
 from .runs import run_rows as run_rows
 from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves
@@ -47,9 +50,10 @@ CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 def _measure(info: dict, measure: str) -> str:
     if measure not in MEASURES:
         raise StoreError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if measure == "observed" and info["mode"] != "adaptive":
+    if measure == "observed" and not observes_pauses(info["mode"]):
         raise StoreError(
-            f"{info['eval_id']} is a dense evaluation: observed pauses exist only in adaptive mode"
+            f"{info['eval_id']} is a dense evaluation: observed pauses exist only where pauses "
+            "were placed per token (adaptive, shuffled, uniformK)"
         )
     return MEASURES[measure]
 
@@ -102,6 +106,22 @@ def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame
            WHERE r.idx >= $start AND r.idx < $start + $n
            ORDER BY r.idx""",
         {"e": eval_id, "d": doc_id, "start": start, "n": n},
+    ).df()
+
+
+def nll_gain(con, eval_a: str, eval_b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Per token idx in [start, start + n) of one document evaluated in both: nll_a, nll_b and
+    gain = nll_a - nll_b (positive: B predicts it better), e.g. a baseline's minus a control's:
+    where extra positions pay. Tokens are matched by position and id."""
+    for e in (eval_a, eval_b):
+        require_eval(con, e)
+    return con.execute(
+        """SELECT a.idx, a.token_id, a.nll AS nll_a, b.nll AS nll_b, a.nll - b.nll AS gain
+           FROM tokens a JOIN tokens b ON b.eval_id = $b AND b.doc_id = a.doc_id
+                AND b.idx = a.idx AND b.token_id = a.token_id
+           WHERE a.eval_id = $a AND a.doc_id = $d AND a.idx >= $start AND a.idx < $start + $n
+           ORDER BY a.idx""",
+        {"a": eval_a, "b": eval_b, "d": doc_id, "start": start, "n": n},
     ).df()
 
 

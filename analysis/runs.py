@@ -15,7 +15,8 @@ def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.
     """Perplexity and pause use per complete evaluation, with the run's settings."""
     return con.execute(
         """SELECT e.eval_id, e.run_id, r.variant, r.recipe, r.w_max, r.train_tokens, e.dataset, e.mode,
-                  e.n_tokens, e.ppl, e.mean_expected_pauses, a.mean_greedy_pauses, a.mean_observed_pauses,
+                  e.n_tokens, e.ppl, e.mean_expected_pauses, e.positions, a.mean_greedy_pauses,
+                  a.mean_observed_pauses,
                   a.accuracy, e.created_at
            FROM evals e LEFT JOIN runs r USING (run_id)
            LEFT JOIN (SELECT eval_id, avg(greedy_pauses) AS mean_greedy_pauses, avg(pauses) AS mean_observed_pauses,
@@ -23,6 +24,24 @@ def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.
            WHERE e.status = 'complete' AND (?::VARCHAR IS NULL OR e.dataset = ?) AND (?::VARCHAR IS NULL OR e.mode = ?)
            ORDER BY e.dataset, e.mode, e.ppl""",
         [dataset, dataset, mode, mode],
+    ).df()
+
+
+def frontier(con, dataset: str, token_class: str | None = None) -> pd.DataFrame:
+    """Quality against compute: per complete evaluation of `dataset` (every mode), the mean nll
+    and perplexity of its rows (of one token class, or all) and its positions per real token
+    there (1 + mean pauses in context; dense: W), with the run's variant, seed and arm (its id
+    without the seed suffix -sN, so the seeds of one setting share an arm)."""
+    return con.execute(
+        """SELECT e.eval_id, e.run_id, regexp_replace(e.run_id, '-s[0-9]+$', '') AS arm,
+                  r.variant, r.recipe, coalesce(r.w_max, 1) AS w_max, r.seed, e.mode,
+                  count(*) AS n, avg(t.nll) AS nll, exp(avg(t.nll)) AS ppl,
+                  coalesce(1 + avg(t.pauses), any_value(coalesce(r.w_max, 1))) AS positions
+           FROM evals e JOIN tokens t USING (eval_id) LEFT JOIN runs r USING (run_id)
+           WHERE e.status = 'complete' AND e.dataset = ?
+                 AND (?::VARCHAR IS NULL OR t.token_class = ?::VARCHAR)
+           GROUP BY ALL ORDER BY arm, e.mode, r.seed""",
+        [dataset, token_class, token_class],
     ).df()
 
 

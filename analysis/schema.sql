@@ -36,12 +36,14 @@ CREATE TABLE IF NOT EXISTS evals (
     eval_id VARCHAR PRIMARY KEY,
     run_id VARCHAR,
     dataset VARCHAR,                  -- split name, or text/<file name> for a user's file
-    mode VARCHAR,                     -- dense | adaptive
+    mode VARCHAR,                     -- dense | adaptive | shuffled | uniformK (cyb_core.names)
     n_tokens BIGINT,
     ppl DOUBLE,                       -- exp(mean nll) over all rows of the evaluation
     mean_expected_pauses DOUBLE,
     status VARCHAR,                   -- complete; readers only ever see complete evaluations
-    created_at TIMESTAMP
+    created_at TIMESTAMP,
+    positions DOUBLE                  -- positions per real token: 1 + mean pauses in context
+                                      -- (dense: W). Added in schema version 3.
 );
 
 CREATE TABLE IF NOT EXISTS docs (
@@ -86,7 +88,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     s DOUBLE[],                       -- s_0..s_{W-1}; adaptive: one-hot at the answer step
     expected_pauses DOUBLE,
     greedy_pauses INTEGER,
-    pauses INTEGER,                   -- pauses actually taken (adaptive); NULL in dense mode
+    pauses INTEGER,                   -- pauses in context (adaptive, shuffled, uniformK); NULL in dense mode
     nll DOUBLE,                       -- -log p(next token)
     correct BOOLEAN,
     token_class VARCHAR               -- class of the *next* token (the one predicted): natural |

@@ -31,15 +31,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cyb_core.atomic import write_target
+from cyb_core.names import parse_mode
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# positions per real token of an evaluation: 1 + the pauses in context per token where they
+# were placed per token (adaptive, shuffled, uniformK), else W (dense: W-1 after every token)
+_POSITIONS = """CASE WHEN count(pauses) = count(*) AND count(*) > 0 THEN 1 + avg(pauses) END"""
 # Each older version -> statements that bring it one version up (applied by writers only).
-MIGRATIONS = {1: ("ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_class VARCHAR",)}
+MIGRATIONS = {
+    1: ("ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_class VARCHAR",),
+    2: (
+        "ALTER TABLE evals ADD COLUMN IF NOT EXISTS positions DOUBLE",
+        f"""UPDATE evals SET positions = coalesce(
+            (SELECT {_POSITIONS} FROM tokens t WHERE t.eval_id = evals.eval_id),
+            (SELECT r.w_max FROM runs r WHERE r.run_id = evals.run_id), 1)""",
+    ),
+}
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 DEFAULT_DB = Path("data/cyb.duckdb")
 TABLES = ("meta", "runs", "train_log", "evals", "docs", "words", "tokens")
 EVAL_TABLES = ("tokens", "words", "docs")  # rows keyed by eval_id
-MODES = ("dense", "adaptive")
 RUN_COLUMNS = (
     "run_id",
     "variant",
@@ -69,8 +80,10 @@ def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
     for name, v in (("run id", run_id), ("dataset", dataset)):
         if not _ID.fullmatch(v or ""):
             raise StoreError(f"{name} {v!r} must be non-empty without ':' or whitespace")
-    if mode not in MODES:
-        raise StoreError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    try:
+        parse_mode(mode)
+    except ValueError as e:
+        raise StoreError(str(e)) from e
     return f"{run_id}:{dataset}:{mode}"
 
 
@@ -232,6 +245,24 @@ def check_database(db_path: str | Path | None = None, *, write: bool = True) -> 
     return path
 
 
+def upgrade(path: str | Path | None = None, timeout: float = 120.0) -> None:
+    """Bring an existing database of an older schema version up to this one (MIGRATIONS), so
+    that readers accept it; a current or missing database is left as it is."""
+    path = default_db_path(path)
+    if not path.is_file():
+        return
+    with reading(path, timeout) if _current(path, timeout) else connect_write(path, timeout):
+        pass
+
+
+def _current(path: Path, timeout: float) -> bool:
+    con = _connect(path, True, timeout)
+    try:
+        return schema_version(con) in (None, SCHEMA_VERSION)
+    finally:
+        con.close()
+
+
 @contextmanager
 def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
     """A short-lived read-write connection with the schema applied; closed on exit."""
@@ -365,10 +396,38 @@ def _load(
         )
     con.execute("DELETE FROM evals WHERE eval_id = ?", [eid])
     con.execute(
-        "INSERT INTO evals SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), avg(expected_pauses), 'complete', ? "
+        "INSERT INTO evals (eval_id, run_id, dataset, mode, n_tokens, ppl, mean_expected_pauses, "
+        "status, created_at, positions) SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), "
+        f"avg(expected_pauses), 'complete', ?, coalesce({_POSITIONS}, ?) "
         "FROM tokens WHERE eval_id = ?",
-        [eid, eval_row["run_id"], eval_row["dataset"], eval_row["mode"], now, eid],
+        [
+            eid,
+            eval_row["run_id"],
+            eval_row["dataset"],
+            eval_row["mode"],
+            now,
+            run.get("w_max") or 1,
+            eid,
+        ],
     )
+
+
+def stored_pauses(db_path: str | Path | None, eval_id: str) -> dict[str, list[int]] | None:
+    """{doc_id: pauses in context per input token, in token order} of a complete evaluation
+    that placed pauses per token; None when the database holds no such evaluation."""
+    db_path = default_db_path(db_path)
+    if not db_path.is_file():
+        return None
+    with reading(db_path) as con:
+        if not con.execute(
+            "SELECT 1 FROM evals WHERE eval_id = ? AND status = 'complete'", [eval_id]
+        ).fetchall():
+            return None
+        rows = con.execute(
+            "SELECT doc_id, list(pauses ORDER BY idx) FROM tokens WHERE eval_id = ? GROUP BY doc_id",
+            [eval_id],
+        ).fetchall()
+    return dict(rows)
 
 
 def delete_eval(db_path: str | Path | None, eval_id: str, timeout: float = 120.0) -> bool:
@@ -390,7 +449,7 @@ def list_evals(con):
     """Complete evaluations with their run's settings, newest first (a DataFrame)."""
     return con.execute(
         "SELECT e.eval_id, e.run_id, e.dataset, e.mode, r.variant, r.recipe, r.w_max, e.n_tokens, e.ppl, "
-        "e.mean_expected_pauses, e.created_at FROM evals e LEFT JOIN runs r USING (run_id) "
+        "e.mean_expected_pauses, e.positions, e.created_at FROM evals e LEFT JOIN runs r USING (run_id) "
         "WHERE e.status = 'complete' ORDER BY e.created_at DESC, e.eval_id"
     ).df()
 
@@ -469,7 +528,9 @@ def eval_summary(db_path: str | Path, eval_id: str) -> dict | None:
         return None
     with reading(db_path) as con:
         rows = con.execute(
-            "SELECT ppl, mean_expected_pauses FROM evals WHERE eval_id = ? AND status = 'complete'",
+            "SELECT ppl, mean_expected_pauses, positions FROM evals "
+            "WHERE eval_id = ? AND status = 'complete'",
             [eval_id],
         ).fetchall()
-    return {"ppl": rows[0][0], "mean_expected_pauses": rows[0][1]} if rows else None
+    keys = ("ppl", "mean_expected_pauses", "positions")
+    return dict(zip(keys, rows[0], strict=True)) if rows else None

@@ -129,6 +129,11 @@ def data_groups(overview: pd.DataFrame) -> pd.DataFrame:
 
 
 @_cache
+def frontier(src: Source, dataset: str, token_class: str | None = None) -> pd.DataFrame:
+    return _read(src, queries.frontier, dataset, token_class)
+
+
+@_cache
 def training_curves(src: Source, run_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
     return _read(src, queries.training_curves, list(run_ids) if run_ids else None)
 
@@ -193,6 +198,12 @@ def first_doc(doc_ids: list[str]) -> int:
     waiting should pay), else the first."""
     prefix = synthetic.SOURCE + "/"
     return next((i for i, d in enumerate(doc_ids) if str(d).startswith(prefix)), 0)
+
+
+@_cache
+def nll_gain(src: Source, a: str, b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
+    """Per-token nll of evaluation a minus b on one page (analysis.queries.nll_gain)."""
+    return _read(src, queries.nll_gain, a, b, doc_id, start, n)
 
 
 @_cache

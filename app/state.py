@@ -18,6 +18,7 @@ import streamlit as st
 from analysis.classes import CLASSES
 from analysis.store import StoreError
 from cyb_core import variants
+from cyb_core.names import EVAL_MODES, observes_pauses, parse_mode
 
 from . import data
 
@@ -140,6 +141,12 @@ def _class_filter(src: data.Source, eval_id: str) -> str | None:
     return None if chosen == "all" else chosen
 
 
+def _mode_order(name: str) -> tuple[int, int]:
+    """dense, adaptive, shuffled, then uniform0, uniform1, ..."""
+    mode, k = parse_mode(name)
+    return EVAL_MODES.index(mode), k or 0
+
+
 def sidebar(src: data.Source, evals: pd.DataFrame) -> Filters:
     """Draw the shared filters (evals must not be empty) and remember them for the pages."""
     sb = st.sidebar
@@ -148,14 +155,16 @@ def sidebar(src: data.Source, evals: pd.DataFrame) -> Filters:
     _keep("f_dataset", datasets)
     dataset = sb.selectbox("Dataset", datasets, key="f_dataset", help="evaluated text")
     on_ds = evals[evals["dataset"] == dataset]
-    modes = [m for m in ("dense", "adaptive") if m in set(on_ds["mode"])]
+    modes = sorted(set(on_ds["mode"]), key=_mode_order)
     _keep("f_mode", modes)
     mode = sb.radio(
         "Mode",
         modes,
         key="f_mode",
         horizontal=True,
-        help="dense: W-1 pauses after every token (Recipe 1); adaptive: pauses the model asked for",
+        help="dense: W-1 pauses after every token (Recipe 1); adaptive: pauses the model asked "
+        "for; shuffled: those counts permuted within each document; uniformK: K pauses after "
+        "every token",
     )
     rows = on_ds[on_ds["mode"] == mode].sort_values("run_id")
     labels = {r["eval_id"]: _label(r) for r in rows.to_dict("records")}
@@ -184,7 +193,7 @@ def sidebar(src: data.Source, evals: pd.DataFrame) -> Filters:
         help="other runs on the same text and mode, shown next to the selected one",
     )
     token_class = _class_filter(src, row["eval_id"])
-    measures = [m for m in MEASURES if m != "observed" or mode == "adaptive"]
+    measures = [m for m in MEASURES if m != "observed" or observes_pauses(mode)]
     _keep("f_measure", measures)
     measure = sb.selectbox("Measure", measures, key="f_measure", format_func=MEASURES.get)
     min_count = sb.slider(

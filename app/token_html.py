@@ -135,6 +135,36 @@ def diff_html(
     return _spans(m["piece"], m["gap"], diff_colors(diff, max(w - 1, 1)), titles)
 
 
+def gain_html(rows: pd.DataFrame, gain: pd.DataFrame, span: float, names=("base", "other")) -> str:
+    """The text coloured by a per-token nll gain (analysis.queries.nll_gain, `gain` = nll of
+    names[0] minus nll of names[1]; blue: names[1] predicts the token better), next to pauses."""
+    m = rows[["idx", "token_id", "token", "piece", "gap", "pauses", "expected_pauses"]].merge(
+        gain, on=["idx", "token_id"], how="left"
+    )
+    d = m["gain"].to_numpy(float)
+    titles = [
+        f"{show_token(t)!r}: -log p {_num(a)} ({names[0]}) vs {_num(b)} ({names[1]}), "
+        f"gain {_num(g, '+.2f')}\npauses here: {_num(p if not pd.isna(p) else e)}"
+        for t, a, b, g, p, e in zip(
+            m["token"], m["nll_a"], m["nll_b"], d, m["pauses"], m["expected_pauses"], strict=True
+        )
+    ]
+    # blue where names[1] is better: the diff scale is blue for negative values
+    return _spans(m["piece"], m["gap"], diff_colors(-d, span), titles)
+
+
+def gain_legend_html(span: float, names=("base", "other")) -> str:
+    ticks = np.linspace(-span, span, 5)
+    cells = "".join(
+        f'<span style="display:inline-block;padding:2px 12px;background:{c};color:{_text_color(c)}">{t:+.1f}</span>'
+        for t, c in zip(ticks, diff_colors(-ticks, span), strict=True)
+    )
+    return (
+        f'<div class="cyb-legend">nll of {names[0]} minus nll of {names[1]} (blue: '
+        f"{names[1]} better): {cells}</div>"
+    )
+
+
 def legend_html(w: int) -> str:
     """A colour bar for processing steps 1..W."""
     ticks = np.linspace(1, w, max(w, 2))

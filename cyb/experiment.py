@@ -16,6 +16,7 @@ The config is TOML:
     split = "heldout"
     modes = ["dense"]
     max_chars = 60000                 # optional: evaluate on a slice of the split
+    batch_size = 16                   # optional: windows per forward pass (speed, not results)
 
     [grid]
     seeds = [0]
@@ -25,7 +26,8 @@ The config is TOML:
     name = "cyb-ap"
     variant = "cyb-ap"
     hparams = { omega = "0:0:0:1", gamma = 1.0 }
-    modes = ["dense", "adaptive"]     # optional, overrides [eval].modes
+    modes = ["dense", "adaptive"]     # optional, overrides [eval].modes; also shuffled (after
+                                      # adaptive) and uniformK (K pauses after every token)
     seeds = [0, 1, 2]                 # optional, overrides [grid].seeds (likewise regimes)
 
 A run whose final model exists is not trained again; an evaluation already complete in the
@@ -48,6 +50,7 @@ from analysis import store
 from analysis.evaluation import load_docs, record_run_id, run_eval
 from cyb_core import variants
 from cyb_core.distributed import env_world
+from cyb_core.names import parse_mode
 from cyb_core.train import TrainConfig, resolve_device, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
@@ -128,6 +131,11 @@ def jobs(cfg: dict) -> list[Job]:
                 f"every [[runs]] needs a name of letters, digits, '-', '_' or '.'; got {name!r}"
             )
         modes = tuple(spec.pop("modes", ev.get("modes", ["dense"])))
+        for mode in modes:
+            try:
+                parse_mode(mode)
+            except ValueError as e:
+                raise ValueError(f"run {name}: {e}") from None
         seeds = spec.pop("seeds", None)
         regimes = spec.pop("regimes", grid.get("regimes", ["1x1"]))
         merged = {**defaults, **spec}
@@ -177,6 +185,7 @@ def run(
     ]
     # every check that can fail runs before the first training: the database, the eval split
     store.check_database(db)
+    store.upgrade(db)  # an older schema: readers (the done-checks below) need the current one
     datasets = {
         root: load_docs(split, None, root, max_docs, max_chars)[0]
         for root in {ev.get("root", job.config.data_root) for job in todo}
@@ -193,16 +202,20 @@ def run(
             eval_id = store.make_eval_id(job.run_id, dataset, mode)
             done = store.eval_summary(db, eval_id) is not None
             if not done:
+                kind, pauses = parse_mode(mode)
                 run_eval(
                     tc.out,
                     split=split,
-                    mode=mode,
+                    mode=kind,
+                    pauses=pauses,
+                    seed=tc.seed,  # shuffled: the permutation's seed is the run's
                     db=db,
                     root=root,
                     run_id=job.run_id,
                     max_docs=max_docs,
                     max_chars=max_chars,
                     seq_len=tc.seq_len,
+                    batch_size=ev.get("batch_size", 16),  # windows per forward (not results)
                     device=str(resolve_device(tc.device)),
                     progress=progress,
                     parallel=False,  # the ranks split the grid, not one evaluation

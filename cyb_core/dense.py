@@ -45,7 +45,7 @@ class EvalResult:
     s: (N, W) probability that the answer is given at step i;
     expected_pauses: (N,) sum_i i s_i; greedy_pauses: (N,) first i with d_i < 0.5;
     nll: (N,) -log p(y); correct: (N,) the non-DK argmax at the greedy stop equals the target;
-    pauses: (N,) pauses actually taken (adaptive evaluation only, None in dense mode).
+    pauses: (N,) pauses in context (adaptive and forced evaluations; None in dense mode).
 
     Adaptive evaluation (cyb_core.adaptive) fills the same structure: d and t are NaN for the
     steps it did not take, s is one-hot at the step where it answered, expected and greedy
@@ -71,6 +71,13 @@ class EvalResult:
     def ppl(self) -> float:
         return math.exp(float(self.nll.mean()))
 
+    @property
+    def positions(self) -> float:
+        """Positions per real token: 1 + the mean pauses in context (dense: W, all of them)."""
+        if self.pauses is None:
+            return float(self.t.shape[1])
+        return 1.0 + float(self.pauses.mean())
+
     def summary(self) -> dict:
         return {
             "n_tokens": len(self.nll),
@@ -79,6 +86,7 @@ class EvalResult:
             "mean_expected_pauses": float(self.expected_pauses.mean()),
             "mean_greedy_pauses": float(self.greedy_pauses.mean()),
             "accuracy": float(self.correct.mean()),
+            "positions": self.positions,
         }
 
     def to_frame(self) -> pd.DataFrame:

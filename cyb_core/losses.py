@@ -234,6 +234,26 @@ def step_quantities(
     return q.with_omega(omega)
 
 
+@torch.no_grad()
+def position_quantities(
+    logits: Tensor, targets: Tensor, dk_id: int, psi: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """(log d, log t), each (B, L), of every position of logits (B, L, V) for targets (B, L):
+    the don't-know probability and the target's probability with DK renormalised away, without
+    a (B, L, V) copy (the vocabulary is reduced a chunk of rows at a time). For evaluation;
+    targets < 0 are read as token 0. psi: as in step_quantities (the DK prior added in fp32)."""
+    B, L, V = logits.shape
+    rows = lse_chunk_rows(V, logits.device)
+    prior = None if psi is None else dk_prior_bias(V, psi)
+    lse_nodk, z_dk, z_y = (
+        v.view(B, L)
+        for v in _VocabReduce.apply(
+            logits.reshape(-1, V), dk_id, targets.clamp_min(0).reshape(-1), rows, prior
+        )
+    )
+    return z_dk - torch.logaddexp(lse_nodk, z_dk), z_y - lse_nodk
+
+
 def log_p(q: StepQuantities) -> Tensor:
     """(B, T) log sum_i s_i t_i: the predictive log-probability if q uses omega one-hot last."""
     return torch.logsumexp(q.log_s + q.log_t, dim=-1)

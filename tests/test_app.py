@@ -98,7 +98,10 @@ def test_runs_page(app, db):
     at = app()  # Runs is the default page
     assert at.title[0].value == "Runs"
     figs = figures(at)
-    assert set(figs) == {"ppl_by_run", "ppl_vs_data", "training_curves"}
+    assert set(figs) == {"frontier", "ppl_by_run", "ppl_vs_data", "training_curves"}
+    # the frontier: a mean marker per arm and mode at W positions (dense: all of them)
+    means = {t["name"]: t["x"] for t in figs["frontier"]["data"] if t.get("name")}
+    assert means == {"ap-full dense": [4.0], "ap-half dense": [4.0], "tbys-3 dense": [4.0]}
     bars = {x for xs in traces(figs["ppl_by_run"]) for x in xs}
     assert bars == {"ap-full", "ap-half", "tbys-3"}
     # the two CYB-AP runs differ only in their data: one line through both
@@ -348,6 +351,23 @@ def test_classes_page(app, db):
 
     natural = app("classes")
     assert "no synthetic lines" in natural.info[0].value and not natural.dataframe
+
+
+def test_nll_gain_colours_a_page_by_one_run_minus_another(db):
+    base, ap = f"base:{MIXED}:dense", AP_MIXED
+    with store.reading(db[0]) as con:
+        doc = queries.documents(con, ap)["doc_id"].iloc[0]
+        rows = queries.doc_page(con, ap, doc, 0, 50)
+        g = queries.nll_gain(con, base, ap, doc, 0, 50)
+        a, b = (queries.token_rows(con, e) for e in (base, ap))
+    want = (
+        a[a["doc_id"] == doc].set_index("idx")["nll"]
+        - b[b["doc_id"] == doc].set_index("idx")["nll"]
+    )
+    assert len(g) == 50
+    np.testing.assert_allclose(g["gain"], want.loc[g["idx"]].to_numpy())
+    out = token_html.gain_html(rows, g, 2.0, ("base", "ap"))
+    assert out.count('class="tok"') == 50 and "gain " in out and "pauses here" in out
 
 
 def test_text_page_opens_on_a_synthetic_document(app):

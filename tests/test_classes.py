@@ -135,6 +135,26 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     assert rows[0] == ("synthetic:again:dense", 2 * N) and rows[1] == (eid, 0)  # old rows kept
 
 
+def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_path):
+    import shutil
+
+    import duckdb
+
+    db, eid, _, _ = stored
+    old = tmp_path / "v2.duckdb"
+    shutil.copy(db, old)
+    with duckdb.connect(str(old)) as con:
+        want = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
+        con.execute("ALTER TABLE evals DROP COLUMN positions")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(store.StoreError, match="upgrades it"):
+        store.connect_read(old)
+    store.upgrade(old)  # what `cyb experiment` does before its first read
+    with store.reading(old) as con:
+        got = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
+    assert got == want and want[0][0] is not None
+
+
 def build_tables_again():
     docs = [
         {"doc_id": f"doc{j}", "text": t.ljust(2 * N, "g")[: 2 * N]} for j, t in enumerate(TEXTS)

@@ -5,6 +5,7 @@ waiting experiments (configs/waiting/*.toml).
     python -m analysis.results render    # Parquet -> docs/results.md and docs/results/fig-*.png
     python -m analysis.results           # both
     python -m analysis.results collect --waiting-only   # only the waiting-* experiments
+    python -m analysis.results collect --frontier-only  # only the frontier-* experiments (section 11)
 
 `collect` needs the runs and the evaluation database (the waiting ones, runs/waiting-* and
 data/waiting.duckdb, are read when they are there); `render` needs only the committed Parquet
@@ -20,6 +21,7 @@ from pathlib import Path
 from .collect import collect
 from .data import DATA_DIR, DOC, ResultsError
 from .document import render
+from .frontier import collect as collect_frontier
 from .waiting_collect import update
 
 WAITING_DBS = Path("data")  # where the waiting experiments' databases are looked for
@@ -58,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         help="collect only the waiting experiments, keeping the other tables in --data",
     )
     p.add_argument(
+        "--frontier-db",
+        type=Path,
+        action="append",
+        help="database of frontier experiments for section 11, repeatable (default: every "
+        "data/frontier*.duckdb)",
+    )
+    p.add_argument(
+        "--frontier-only",
+        action="store_true",
+        help="collect only the frontier experiments, keeping the other tables in --data",
+    )
+    p.add_argument(
         "--data", type=Path, default=DATA_DIR, help="compact results data (default: %(default)s)"
     )
     p.add_argument("--doc", type=Path, default=DOC, help="document to write (default: %(default)s)")
@@ -71,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         else sorted(WAITING_DBS.glob("waiting*.duckdb"))
     )
     try:
-        if args.action in ("collect", "all") and args.waiting_only:
+        if args.action in ("collect", "all") and args.frontier_only:
+            fdbs = args.frontier_db or sorted(WAITING_DBS.glob("frontier*.duckdb"))
+            print(f"collected {collect_frontier(args.data, fdbs)}")
+        elif args.action in ("collect", "all") and args.waiting_only:
             print(f"collected {update(args.data, args.waiting_root, dbs)}")
         elif args.action in ("collect", "all"):
             waiting = {"waiting_root": args.waiting_root, "waiting_dbs": dbs}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cyb_core.atomic import atomic_write
 
-from . import overview, pauses, perplexity, verdicts, waiting
+from . import frontier, overview, pauses, perplexity, verdicts, waiting
 from .data import DATA_DIR, DATASET, DOC, Data
 from .figures import build_figures
 
@@ -32,6 +32,7 @@ def render(
         pauses.tokens(d),
         verdicts.what_reproduced(d),
         waiting.section(d),
+        frontier.section(d),
         overview.runs(d),
     )
     text = "\n".join(part for section in sections for part in section)

@@ -54,10 +54,17 @@ def _experiment(d: Data, exp: str) -> list[str]:
     ds = dataset(d, exp)
     n = [f[f"{c}_n"].dropna() for c in CLASSES]  # the same for every run: one evaluation set
     counts = " / ".join(f"{int(x.iloc[0]):,}" if len(x) else "–" for x in n)
+    sizes = [float(x.iloc[0]) if len(x) else 0.0 for x in n]
+    lines = (
+        f"; {sizes[1] / sum(sizes):.0%} are template tokens of the synthetic lines, the words "
+        "and operands around an answer, so held-out perplexity mostly measures those"
+        if sum(sizes)
+        else ""
+    )
     s = [
         f"### `{exp}`\n",
         f"Start: {init}; {tokens} real tokens per run; held-out set `{ds or 'not evaluated'}` "
-        f"({counts} answer / synthetic / natural tokens).\n",
+        f"({counts} answer / synthetic / natural tokens{lines}).\n",
         _measures(f, names) + "\n",
     ]
     if len(gain := _gain(f, names)):

@@ -16,10 +16,14 @@ from .waiting_data import by_seed
 RULE = (
     "Verdicts compare two settings paired by seed (same initialisation and data order): "
     "**shown** when at least 3 seeds agree in sign and the mean difference exceeds 2 sd of the "
-    "differences, **suggestive** when they agree with fewer seeds or a smaller margin, **not "
+    "differences (with 3 seeds that is t > 3.46, p ≈ 0.07 two-sided: a screen, not a "
+    "significance test), **suggestive** when they agree with fewer seeds or a smaller margin, **not "
     "shown** when they disagree; a single seed is anecdotal."
 )
 MEASURES = (("answer_nll", "answer-token nll", ".3f"), ("ppl", "held-out ppl", ".1f"))
+# where pause positions pay from scratch: natural text, in held-out tokens and on the validation
+# slice (held back from the training split; mixed corpus: its natural half is most of the loss)
+NATURAL = (("natural_nll", "natural-token nll", ".3f"), ("val_ppl", "validation ppl", ".1f"))
 
 
 def best_cyb_ap(f: pd.DataFrame) -> tuple[str | None, int]:
@@ -33,12 +37,12 @@ def best_cyb_ap(f: pd.DataFrame) -> tuple[str | None, int]:
     return str(top["mean"].idxmin()), len(top)
 
 
-def compare(f: pd.DataFrame, a: str | None, b: str | None, what: str) -> str:
+def compare(f: pd.DataFrame, a: str | None, b: str | None, what: str, measures=MEASURES) -> str:
     """'**what** (a − b ...): answer-token nll <paired>: **verdict**; held-out ppl ...'."""
     if a is None or b is None or not (f["name"] == a).any() or not (f["name"] == b).any():
         return f"**{what}**: not run (needs both {a or 'a cyb-ap run'} and {b})."
     parts = []
-    for col, label, spec in MEASURES:
+    for col, label, spec in measures:
         diffs = seeds.paired(by_seed(f, a, col), by_seed(f, b, col))
         v = seeds.verdict(diffs)
         if v in (seeds.SHOWN, seeds.SUGGESTIVE):  # say which way
@@ -87,9 +91,16 @@ def lines(f: pd.DataFrame) -> list[str]:
         return [
             "No pair to compare: the experiment has no baseline or control next to a cyb-ap run."
         ]
+    waits = f["answer_pauses"][f["name"] == best].mean() if best and "answer_pauses" in f else None
+    cost = (
+        f"The CYB objective's cost, not waiting's (it waits {waits:.3f} steps on answers)"
+        if waits is not None and not np.isnan(waits) and waits < 0.1
+        else "Waiting"
+    )
     return [
         compare(f, "control", "baseline", "Pause positions in context"),
-        compare(f, best, "control", "Waiting") + picked,
+        compare(f, "control", "baseline", "Pause positions on natural text", NATURAL),
+        compare(f, best, "control", cost) + picked,
         compare(f, best, "baseline", "Pauses and waiting together"),
         pause_ratio(f),
     ]

@@ -7,6 +7,7 @@ import streamlit as st
 
 from analysis import playground as pg
 from app import charts, data, state, token_html, ui
+from cyb_core.names import LIVE_MODES
 
 PATH = "<path>"  # the run picker's option for a checkpoint path typed in
 TEXT = (
@@ -104,7 +105,7 @@ text = st.text_area(
 c1, c2, _ = st.columns([1, 2, 2])
 mode = c1.radio(
     "Mode",
-    ["dense", "adaptive"],
+    list(LIVE_MODES),
     key="pg_mode",
     horizontal=True,
     help="dense: expected pauses with W-1 pauses after every token (Recipe 1); adaptive: the "

@@ -1,5 +1,5 @@
-"""Runs: every run and evaluation, perplexity per run (Fig. 4), perplexity against training
-data (Fig. 6) and training curves."""
+"""Runs: the frontier of quality against positions per real token, every run and evaluation,
+perplexity per run (Fig. 4), perplexity against training data (Fig. 6) and training curves."""
 
 import streamlit as st
 
@@ -17,6 +17,20 @@ TABLE = [
     "train_tokens", "data_tokens", "dataset", "mode", "n_tokens", "ppl", "mean_expected_pauses",
     "mean_greedy_pauses", "mean_observed_pauses", "accuracy", "run_status", "eval_id",
 ]  # fmt: skip
+
+with ui.problems():
+    cls = f" ({f.token_class} tokens)" if f.token_class else ""
+    st.subheader(f"Frontier on {f.dataset}{cls}")
+    y = st.radio("Quality", ["nll", "ppl"], horizontal=True, key="frontier_y",
+                 format_func={"nll": "mean nll", "ppl": "perplexity"}.get)  # fmt: skip
+    st.caption(
+        "Every evaluation of this text in every mode: does a model's own placement of pauses "
+        "(adaptive, star) beat the same counts shuffled within each document (x) and K pauses "
+        "after every token (uniformK, squares joined by a dashed line), at the positions it "
+        "spends? Small dots are seeds, large markers their mean; the sidebar's token class "
+        "filter applies."
+    )
+    ui.chart(charts.frontier(data.frontier(f.src, f.dataset, f.token_class), y), "frontier")
 
 with ui.problems():
     ec = data.eval_classes(f.src).set_index("eval_id")

@@ -12,6 +12,29 @@ st.caption(
     "Hover a token for d_i, t_i, s_i, the next token and its part of speech."
 )
 
+
+def _gain_pair() -> tuple[str, str] | None:
+    """(baseline eval, control eval) when the user asks to colour by the control's gain."""
+    ev = data.evals(f.src)
+    ev = ev[ev["dataset"] == f.dataset]
+    bases = ev[ev["variant"] == "baseline"]["eval_id"].tolist()
+    ctrls = ev[ev["variant"] == "control"]["eval_id"].tolist()
+    if not bases or not ctrls:
+        return None
+    on = st.toggle(
+        "Next to the pauses, colour each token by a control's nll gain over a baseline",
+        key="text_gain",
+        help="where extra positions pay on this text: the baseline's minus the control's "
+        "-log p per token (blue: the control predicts it better), beside where this run pauses",
+    )
+    if not on:
+        return None
+    c1, c2 = st.columns(2)
+    base = c1.selectbox("Baseline", bases, key="text_gain_base")
+    ctrl = c2.selectbox("Control", ctrls, key="text_gain_ctrl")
+    return base, ctrl
+
+
 with ui.problems():
     docs = data.documents(f.src, f.eval_id)
     c1, c2, c3 = st.columns([2, 2, 2])
@@ -43,7 +66,19 @@ with ui.problems():
     st.caption(f"tokens {start + 1:,}-{min(start + size, n_tokens):,} of {n_tokens:,} in {doc}")
 
     rows = data.doc_page(f.src, f.eval_id, doc, start, size)
-    if side is None:
+    gain = _gain_pair()
+    if gain is not None:
+        base, ctrl = gain
+        g = data.nll_gain(f.src, base, ctrl, doc, start, size)
+        left, right = st.columns(2)
+        left.markdown(f"**Pauses of {f.label(f.eval_id)}**")
+        left.html(token_html.legend_html(f.w))
+        left.html(token_html.text_html(rows, f.w, colour))
+        right.markdown(f"**Where positions pay: {base.split(':')[0]} minus {ctrl.split(':')[0]}**")
+        names = ("baseline", "control")
+        right.html(token_html.gain_legend_html(2.0, names))
+        right.html(token_html.gain_html(rows, g, 2.0, names))
+    elif side is None:
         st.html(token_html.legend_html(f.w))
         st.html(token_html.text_html(rows, f.w, colour))
     else:

@@ -1,0 +1,75 @@
+"""The frontier experiments: configs expand as documented, the GPU grid runs at toy scale with
+every evaluation mode, and section 11 is rebuilt from what it collects."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import store
+from analysis.results import frontier
+from cyb import experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "frontier"
+FORCED = ("adaptive", "shuffled", "uniform0", "uniform1", "uniform2", "uniform3")
+
+
+def test_frontier_configs_expand_with_three_seeds_per_headline_arm():
+    for path in sorted(CONFIGS.glob("*.toml")):
+        jobs = experiment.jobs(experiment.load_config(path))
+        by_arm: dict[str, list] = {}
+        for j in jobs:
+            by_arm.setdefault(j.run_id.split(".", 1)[1].rsplit("-1x1", 1)[0], []).append(j)
+        assert {"baseline", "control-w4"} <= set(by_arm), path
+        budgets = {j.config.tokens for j in jobs}
+        assert len(budgets) == 1, path  # equal real-token budgets
+        for arm, js in by_arm.items():
+            c = js[0].config
+            if c.recipe == "variable":
+                assert js[0].modes == FORCED, (path, arm)
+            if arm in ("baseline", "control-w4") or len(js) > 1:
+                assert len(js) >= 3, (path, arm)
+
+
+@pytest.mark.slow  # three trainings, eight evaluations, spaCy: a few minutes on 2 cores
+def test_the_gpu_grid_runs_at_toy_scale_and_section_11_reads_it(tmp_path):
+    cfg = experiment.apply_overrides(
+        experiment.load_config(CONFIGS / "gpu.toml"),
+        [
+            f"out={tmp_path / 'frontier-gpu'}",
+            "init=scratch:tiny",
+            "tokens=256",
+            "seq_len=16",
+            "batch_size=8",
+            "val_blocks=2",
+            "eval_every=2",
+            "ckpt_every=100",
+            "device=cpu",
+            "eval.max_chars=200",
+            "eval.max_docs=2",
+            "grid.seeds=[0]",
+        ],
+    )
+    db = tmp_path / "frontier-gpu.duckdb"
+    only = "(baseline|control-w4|cyb-va-r4321)-"
+    rows = list(experiment.run(cfg, db=str(db), progress=False, only=only))
+    assert {r["mode"] for r in rows} == {"dense", *FORCED}
+    with store.reading(db) as con:
+        got = dict(
+            con.execute("SELECT mode, positions FROM evals WHERE mode LIKE 'uniform%'").fetchall()
+        )
+    assert got == {f"uniform{k}": 1 + k for k in range(4)}
+    data = tmp_path / "data"
+    frontier.collect(data, [db])
+    ev = pd.read_parquet(data / "frontier_evals.parquet")
+    rho = pd.read_parquet(data / "frontier_spearman.parquet")
+    assert set(ev["arm"]) == {"baseline", "control-w4", "cyb-va-r4321"}
+    assert len(rho) == len(frontier.CLASSES)  # one adaptive evaluation with both partners
+
+    class D:
+        frontier_evals, frontier_spearman = ev, rho
+
+    text = "\n".join(frontier.section(D()))
+    assert "### `frontier-gpu` on `heldout.d2.c200`" in text
+    assert "**cyb-va-r4321**" in text and "placement" in text
