@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -57,6 +58,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cpu" and torch.version.cuda is None and os.path.exists(_NVIDIA_DRIVER):
+            _warn_cpu_only_torch()
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -76,6 +79,22 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
     return dev
+
+
+_NVIDIA_DRIVER = "/proc/driver/nvidia/version"
+_warned_cpu_only = []
+
+
+def _warn_cpu_only_torch() -> None:
+    """An NVIDIA driver with a CPU-only torch: --device auto would quietly run on the CPU."""
+    if not _warned_cpu_only:
+        _warned_cpu_only.append(True)
+        print(
+            f"warning: this machine has an NVIDIA GPU but torch {torch.__version__} is a "
+            "CPU-only build, so --device auto runs on the CPU: make install-gpu installs a "
+            "CUDA build",
+            file=sys.stderr,
+        )
 
 
 DIST_TIMEOUT_MIN = 10.0  # a collective that waits longer than this fails instead of hanging

@@ -327,3 +327,16 @@ def test_cuda_with_a_cpu_only_torch_is_one_line_naming_the_fix(monkeypatch):
     with pytest.raises(ValueError, match="CPU-only build: install a CUDA build") as e:
         distributed.resolve_device("cuda")
     assert "\n" not in str(e.value)
+
+
+def test_auto_on_a_gpu_machine_with_a_cpu_only_torch_warns_once(monkeypatch, tmp_path, capsys):
+    driver = tmp_path / "nvidia-version"
+    driver.write_text("NVRM version: test\n")
+    monkeypatch.setattr(distributed, "_NVIDIA_DRIVER", str(driver))
+    monkeypatch.setattr(distributed, "_warned_cpu_only", [])
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.resolve_device("auto") == torch.device("cpu")
+    assert distributed.resolve_device("auto") == torch.device("cpu")
+    err = capsys.readouterr().err
+    assert err.count("CPU-only build") == 1 and "make install-gpu" in err
