@@ -100,24 +100,36 @@ def test_dense_and_adaptive_eval_on_cuda_match_the_cpu():
     np.testing.assert_allclose(gpu.nll, cpu.nll, atol=1e-4, rtol=0)
     np.testing.assert_allclose(gpu.d, cpu.d, atol=1e-4, rtol=0)
     bf = dense_eval(m, DOCS, seq_len=16, progress=False, bf16=True)
-    assert np.isfinite(bf.nll).all() and abs(bf.nll.mean() - cpu.nll.mean()) < 0.05
+    assert np.isfinite(bf.nll).all() and abs(bf.nll.mean() - cpu.nll.mean()) < 0.1
     gpu_ad = adaptive_eval(m, DOCS, seq_len=16, progress=False)
     np.testing.assert_array_equal(gpu_ad.pauses, cpu_ad.pauses)
     np.testing.assert_allclose(gpu_ad.nll, cpu_ad.nll, atol=1e-4, rtol=0)
 
 
-def test_adaptive_eval_on_cuda_syncs_far_less_than_once_per_token():
-    m = tiny().to("cuda")
-    doc = "Alice didn't know what to say, so she said nothing at all. " * 8
+def cuda_syncs(fn):
+    """(fn's result, the host syncs CUDA's sync debug mode reports while it runs)."""
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = adaptive_eval(m, [doc], seq_len=128, progress=False, dk_threshold=None)
+            out = fn()
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
-    assert len(syncs) < len(res.nll) / 4, f"{len(syncs)} syncs for {len(res.nll)} tokens"
+    return out, sum("synchroniz" in str(w.message) for w in caught)
+
+
+def test_adaptive_eval_on_cuda_syncs_far_less_than_once_per_token():
+    """Syncs per extra token (a longer text minus a shorter one: setup copies cancel)."""
+    m = tiny().to("cuda")
+    got = {}
+    for n in (4, 16):
+        doc = "Alice didn't know what to say, so she said nothing at all. " * n
+        res, syncs = cuda_syncs(
+            lambda doc=doc: adaptive_eval(m, [doc], seq_len=512, progress=False, dk_threshold=None)
+        )
+        got[n] = (len(res.nll), syncs)
+    (t0, s0), (t1, s1) = got[4], got[16]
+    assert (s1 - s0) < (t1 - t0) / 4, got
 
 
 def test_a_cpu_checkpoint_resumes_on_the_gpu(tmp_path):
@@ -133,7 +145,7 @@ def test_a_cpu_checkpoint_resumes_on_the_gpu(tmp_path):
 _LAUNCHED = """
 import sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{root!r}, {tests!r}]
 from test_distributed import config
 from cyb_core.train import train
 train(config(Path({out!r}), device="cuda", bf16=False), progress=False, parallel=True,
@@ -148,7 +160,9 @@ def test_ddp_and_fsdp_over_nccl_match_one_gpu(tmp_path, fsdp):
     train(dist_config(ref, device="cuda", bf16=False), progress=False)
     out = tmp_path / "two"
     script = tmp_path / "launched.py"
-    script.write_text(_LAUNCHED.format(tests=str(ROOT / "tests"), out=str(out), fsdp=fsdp))
+    script.write_text(
+        _LAUNCHED.format(root=str(ROOT), tests=str(ROOT / "tests"), out=str(out), fsdp=fsdp)
+    )
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(script)]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
