@@ -42,7 +42,8 @@ def lse_chunk_rows(V: int, device: torch.device) -> int:
 
 @functools.lru_cache(maxsize=512)
 def _device_constant(values: tuple, dtype: torch.dtype, device: str) -> Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
+    with torch.inference_mode(False):  # made under inference_mode, it could not serve autograd
+        return torch.tensor(values, dtype=dtype, device=device)
 
 
 def device_constant(values: Sequence | Tensor, dtype: torch.dtype, device) -> Tensor:
@@ -280,8 +281,9 @@ def dk_prior_bias(V: int, psi: float) -> tuple[float, float]:
 @functools.lru_cache(maxsize=64)
 def _prior_vector(V: int, dk_id: int, psi: float, dtype: torch.dtype, device: str) -> Tensor:
     c_other, c_dk = dk_prior_bias(V, psi)
-    bias = torch.full((V,), c_other, dtype=dtype, device=device)
-    bias[dk_id] = c_dk
+    with torch.inference_mode(False):
+        bias = torch.full((V,), c_other, dtype=dtype, device=device)
+        bias[dk_id] = c_dk
     return bias
 
 
