@@ -340,3 +340,16 @@ def test_auto_on_a_gpu_machine_with_a_cpu_only_torch_warns_once(monkeypatch, tmp
     assert distributed.resolve_device("auto") == torch.device("cpu")
     err = capsys.readouterr().err
     assert err.count("CPU-only build") == 1 and "make install-gpu" in err
+
+
+def test_chunk_rows_are_sized_per_device_and_counts_are_checked_on_the_cpu():
+    V = 262144  # Gemma's vocabulary
+    assert losses.lse_chunk_rows(V, torch.device("cpu")) == 16
+    assert losses.lse_chunk_rows(V, torch.device("cuda")) == 256
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="pause counts must be in 0..2"):
+        pauses.expand_with_counts(ids, 3, [901, 902], torch.tensor([[0, 3, 1]]))
+    with pytest.raises(ValueError, match="counts must have the shape"):
+        pauses.expand_with_counts(ids, 3, [901, 902], torch.tensor([[0, 1]]))
+    ex = pauses.expand_with_counts(ids, 3, [901, 902], torch.tensor([[0, 2, 1]]))
+    assert ex.input_ids.tolist() == [[5, 6, 901, 902, 7, 901]]
