@@ -1,15 +1,32 @@
 # Every target creates .venv and installs what it needs on first use.
-# GPU users: make TORCH="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128" ...
+# GPU users: `make install-gpu` (a CUDA torch, replacing a CPU build already in .venv), or
+# make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+GPU_INDEX ?= https://download.pytorch.org/whl/cu128
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo app test test-all lint bench pretrain data paper results waiting waiting-gpu frontier frontier-gpu clean-venv
+.PHONY: install install-gpu torch-build demo app test test-slow test-all lint bench gpu-check \
+	pretrain data paper results waiting waiting-gpu frontier frontier-gpu clean-venv
 
 install: $(STAMP)
+ifneq ($(strip $(TORCH_INDEX)),)
+install: torch-build
+endif
+
+# A torch from TORCH_INDEX in place of a CPU build the venv already has: pip keeps an installed
+# 2.13.0+cpu as satisfying torch==2.13.0, after which --device auto would quietly pick the CPU.
+torch-build: $(STAMP)
+	$(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is None)" \
+		|| ($(BIN)/python -m pip uninstall -y -q torch \
+			&& $(BIN)/python -m pip install -q "$(TORCH)" $(TORCH_INDEX))
+
+install-gpu:
+	$(MAKE) install TORCH_INDEX="--index-url $(GPU_INDEX)"
+	$(BIN)/python -c "import sys, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count()); sys.exit(torch.version.cuda is None)"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,8 +88,18 @@ app: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the slow tests alone (multi-process training, kill-and-resume): about 80-120 s on 2 cores
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# the first run on a GPU (docs/scaling.md): every gpu test, timings, bf16 checks; under 8 min on
+# one H200. On a CPU-only machine it runs its CPU parts and says what it skipped.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py

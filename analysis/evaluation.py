@@ -410,11 +410,12 @@ def score_docs(
     sharded (dense, in a process group): the ranks split the documents; rank 0 gets the result
     and the tables, the other ranks (None, None)."""
     texts = [d["text"] for d in docs]
+    bf16 = model.device.type == "cuda"  # as in training: bf16 autocast on a GPU, fp32 elsewhere
     if mode == "dense":
         from cyb_core.dense import dense_eval
         from cyb_core.distributed import shard_eval
 
-        kw = dict(seq_len=seq_len, batch_size=batch_size, progress=progress)
+        kw = dict(seq_len=seq_len, batch_size=batch_size, progress=progress, bf16=bf16)
         result = (
             shard_eval(dense_eval, model, texts, **kw)
             if sharded
@@ -433,12 +434,19 @@ def score_docs(
             dk_threshold=dk_threshold,
             seed=seed,
             progress=progress,
+            bf16=bf16,
         )
     else:
         from cyb_core.forced import forced_eval
 
         result = forced_eval(
-            model, texts, counts, seq_len=seq_len, batch_size=batch_size, progress=progress
+            model,
+            texts,
+            counts,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            progress=progress,
+            bf16=bf16,
         )
     words = _tagged(texts, nlp, progress)
     return result, build_tables(result, docs, words, model.tokenizer)

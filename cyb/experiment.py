@@ -170,6 +170,8 @@ def run(
     # ranks share a machine's GPUs; on a CPU-only machine every rank trains on the CPU
     gpu = world > 1 and torch.cuda.is_available()
     device = f"cuda:{local_rank}" if gpu else None
+    if gpu:  # kernels and caches of this rank on its own GPU, not all on GPU 0
+        torch.cuda.set_device(local_rank)
     ev = cfg.get("eval", {})
     split, max_docs, max_chars = (
         ev.get("split", "heldout"),

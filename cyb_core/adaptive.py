@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .dense import EvalResult, doc_windows
-from .engine import Context, Out, run_adaptive, wants_pause
+from .engine import Context, Out, poll_every, run_adaptive, wants_pause
 
 
 class _Record:
@@ -73,6 +73,7 @@ def adaptive_eval(
         raise ValueError(f"dk_threshold must be in [0, 1] or None, got {dk_threshold}")
     model.eval()
     W, dev = model.settings.w, model.device
+    model.check_window(seq_len)
     policy = "sample" if dk_threshold is None else "threshold"
     gen = torch.Generator(device=dev).manual_seed(seed)
     asks = partial(wants_pause, policy, dk_threshold, gen)
@@ -88,7 +89,7 @@ def adaptive_eval(
     while chunk := list(itertools.islice(windows, batch_size)):
         forced = [w[2] for w in chunk]
         rec = _Record(len(chunk), max(map(len, forced)), W, model.dk_id, dev)
-        out = Out(model, len(chunk), 0, None, every=1 if dev.type == "cpu" else 8)
+        out = Out(model, len(chunk), 0, None, every=poll_every(dev, W))
         for _ in run_adaptive(model, forced, Context(model, True, bf16), out, asks, rec=rec):
             pass
         got = {k: getattr(rec, k).cpu().numpy() for k in ("d", "t", "pauses", "nll", "correct")}

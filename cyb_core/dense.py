@@ -211,6 +211,7 @@ def dense_eval(
         raise ValueError(f"seq_len and batch_size must be at least 1, got {seq_len}, {batch_size}")
     model.eval()
     W, pad = model.settings.w, model.pad_id
+    model.check_window(seq_len)
     readout = variants.get(model.settings.variant).readout
     # streamed: windows are cut from compact token arrays one batch at a time, so the memory
     # of a long text is its tokens and its results, never its windows or their logits
@@ -232,10 +233,16 @@ def dense_eval(
         ex = pauses.expand_constant(inputs, W, model.pause_ids, attention_mask=attn[:, :-1])
         with autocast(model.device, bf16 and model.device.type == "cuda"):
             logits, _ = model(
-                ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
+                ex.input_ids,
+                position_ids=ex.position_ids,
+                attention_mask=ex.attention_mask,
+                prior=False,
             )
-        logits = ex.to_steps(logits).float()  # (B, T, W, V)
-        q = losses.step_quantities(logits, targets, model.dk_id)
+        # (B, T, W, V) without the DK prior, bf16 under autocast: no full-size fp32 copy; the
+        # loss upcasts a chunk at a time and adds the prior in fp32. The argmax below is the
+        # same with or without it (it shifts every column but DK, and DK is excluded).
+        logits = ex.to_steps(logits)
+        q = losses.step_quantities(logits, targets, model.dk_id, psi=model.settings.psi)
         policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
         log_s, nll = policy.log_s, -losses.log_p(policy)
         # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step

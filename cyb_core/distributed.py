@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -49,17 +51,27 @@ def env_world() -> tuple[int, int, int]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """cpu, cuda, cuda:N, mps or auto; a bare `cuda`/`auto` under a launcher is GPU LOCAL_RANK.
+    """cpu, cuda, cuda:N, mps or auto; any CUDA device under a launcher is GPU LOCAL_RANK
+    (`cuda:0` given to every rank of torchrun would put them all on one GPU).
 
     A device this machine lacks is refused here, before any work (ValueError naming the fix).
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device("cuda", local_rank) if name == "cuda" and env_world()[1] > 1 else None
+        if name == "cpu" and torch.version.cuda is None and os.path.exists(_NVIDIA_DRIVER):
+            _warn_cpu_only_torch()
     try:
-        dev = dev or torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name}: expected cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda" and torch.version.cuda is None and torch.version.hip is None:
+        raise ValueError(
+            f"--device {name}: no such CUDA device here, this torch ({torch.__version__}) is a "
+            "CPU-only build: install a CUDA build (make install-gpu, docs/scaling.md) or use "
+            "--device cpu"
+        )
+    if dev.type == "cuda" and env_world()[1] > 1:
+        dev = torch.device("cuda", local_rank)
     if dev.type == "cuda" and (
         not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
     ):
@@ -69,10 +81,31 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def setup(device: str = "auto") -> Dist:
+_NVIDIA_DRIVER = "/proc/driver/nvidia/version"
+_warned_cpu_only = []
+
+
+def _warn_cpu_only_torch() -> None:
+    """An NVIDIA driver with a CPU-only torch: --device auto would quietly run on the CPU."""
+    if not _warned_cpu_only:
+        _warned_cpu_only.append(True)
+        print(
+            f"warning: this machine has an NVIDIA GPU but torch {torch.__version__} is a "
+            "CPU-only build, so --device auto runs on the CPU: make install-gpu installs a "
+            "CUDA build",
+            file=sys.stderr,
+        )
+
+
+DIST_TIMEOUT_MIN = 10.0  # a collective that waits longer than this fails instead of hanging
+
+
+def setup(device: str = "auto", timeout_min: float = DIST_TIMEOUT_MIN) -> Dist:
     """Join the launcher's process group (once per process) and return this process's place.
 
     Safe to call more than once (the group is kept) and with no launcher (one process).
+    timeout_min: how long a collective waits for the other ranks (rank 0 alone writes
+    checkpoints and evaluations meanwhile) before it fails.
     """
     rank, world, local = env_world()
     dev = resolve_device(device, local)
@@ -82,7 +115,13 @@ def setup(device: str = "auto") -> Dist:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        dist.init_process_group(
+            backend,
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(minutes=timeout_min),
+            device_id=dev if dev.type == "cuda" else None,  # NCCL binds this rank to its GPU
+        )
         atexit.register(teardown)  # a caller that does not leave the group leaves it at exit
     return Dist(rank, world, local, dev)
 

@@ -78,7 +78,9 @@ class Context:
     """A DynamicCache and the 2D attention mask (B, past + new) that must grow with it.
 
     With use_cache=False the whole sequence is kept and recomputed at each call instead (the
-    slow reference); either way a call returns the float32 logits of the new positions.
+    slow reference); either way a call returns the float32 logits of the new positions (of the
+    last `keep` of them: the model's head runs on those alone). CYBModel turns the 2-D mask of
+    a cached call into the 4-D one, so a decoding step never waits for the GPU.
     """
 
     def __init__(self, model, use_cache: bool = True, bf16: bool = False):
@@ -86,14 +88,17 @@ class Context:
         self.cache = DynamicCache(config=model.model.config) if use_cache else None
         self.ids = self.pos = self.mask = None
 
-    def __call__(self, ids: Tensor, pos: Tensor, valid: Tensor | None = None) -> Tensor:
-        L = ids.shape[1]
+    def __call__(
+        self, ids: Tensor, pos: Tensor, valid: Tensor | None = None, keep: int = 0
+    ) -> Tensor:
+        L = keep or ids.shape[1]
         valid = torch.ones_like(ids) if valid is None else valid.long()
         self.mask = valid if self.mask is None else torch.cat([self.mask, valid], 1)
         if not self.use_cache:
             self.ids = ids if self.ids is None else torch.cat([self.ids, ids], 1)
             self.pos = pos if self.pos is None else torch.cat([self.pos, pos], 1)
             ids, pos = self.ids, self.pos
+        kw = {"logits_to_keep": L} if L < ids.shape[1] else {}
         with autocast(self.model.device, self.bf16):
             logits, self.cache = self.model(
                 ids,
@@ -101,8 +106,10 @@ class Context:
                 attention_mask=self.mask,
                 cache=self.cache,
                 use_cache=self.use_cache,
+                **kw,
             )
-        return logits[:, -L:].float()  # (B, L, V)
+        # fp32 already (CYBModel adds the DK prior in fp32): (B, L, V)
+        return logits[:, -L:].float()
 
 
 class Out:
@@ -144,6 +151,15 @@ class Out:
 
 
 _NO_TOKEN = 2**62
+GPU_POLL_EVERY = 8  # decoding steps between checks that every row is done, off the CPU
+
+
+def poll_every(device: torch.device, steps_per_token: int = 1) -> int:
+    """Steps between `Out.poll` syncs: every step on the CPU (a check costs nothing there);
+    elsewhere GPU_POLL_EVERY tokens' worth, each check waiting for the device. A Recipe 2 step
+    is one position, and a token takes up to W of them (steps_per_token), so there it is
+    GPU_POLL_EVERY * W steps. Rows that are done meanwhile keep stepping, masked."""
+    return 1 if device.type == "cpu" else GPU_POLL_EVERY * steps_per_token
 
 
 def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) -> Tensor:
@@ -214,7 +230,7 @@ def _run_constant(model, prompts: list[list[int]], ctx: Context, out: Out, asks,
         ids[b, L - n :] = torch.tensor([x for tok in p for x in (tok, *pauses)])
         pos[b, L - n :] = torch.arange(len(p)).repeat_interleave(W)
         valid[b, L - n :] = 1
-    logits = ctx(ids.to(dev), pos.to(dev), valid.to(dev))[:, -W:]  # (B, W, V) last prompt token
+    logits = ctx(ids.to(dev), pos.to(dev), valid.to(dev), keep=W)  # (B, W, V) last prompt token
     tail = torch.tensor(pauses, dtype=torch.long, device=dev).expand(B, W - 1)
     n_real = torch.tensor([len(p) for p in prompts], device=dev)
     for i in itertools.count():
@@ -320,10 +336,12 @@ def _start(
     ids, cut = fit_prompts(
         model, tok_lib.encode(model.tokenizer, prompts), max_new_tokens, truncate
     )
+    model.check_window(max(map(len, ids)) + max_new_tokens)
     model.eval()
     dev = model.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    out = Out(model, len(ids), max_new_tokens, stop, every=1 if dev.type == "cpu" else 8)
+    per_token = model.settings.w if recipe == "variable" else 1
+    out = Out(model, len(ids), max_new_tokens, stop, every=poll_every(dev, per_token))
     out.truncated = cut
     prompt_ids = torch.full((len(ids), max(map(len, ids))), model.dk_id, dtype=torch.long)
     for b, p in enumerate(ids):

@@ -110,14 +110,18 @@ def forced_eval(
             inputs, W, model.pause_ids, cnt, attention_mask=attn[:, :-1], pad_id=pad
         )
         with autocast(dev, bf16 and dev.type == "cuda"):
-            logits, _ = model(
-                ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
+            logits, _ = model(  # without the DK prior: added in fp32 by position_quantities
+                ex.input_ids,
+                position_ids=ex.position_ids,
+                attention_mask=ex.attention_mask,
+                prior=False,
             )
         # per position (B, L), then per token and step (B, T, W) by index: no (B, T, W, V).
         # ex.labels cannot serve: it has no target for a window's last token, `targets` does
         labels = targets.gather(1, ex.real_index.clamp_min(0))  # (B, L)
         log_d, log_t = (
-            ex.to_steps(x) for x in losses.position_quantities(logits, labels, model.dk_id)
+            ex.to_steps(x)
+            for x in losses.position_quantities(logits, labels, model.dk_id, model.settings.psi)
         )
         taken = i <= cnt[..., None]  # (B, T, W) steps in context; past them to_steps repeats
         nan = torch.tensor(math.nan, device=dev)

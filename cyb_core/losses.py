@@ -13,6 +13,7 @@ W = steps[t] and that truncated vector gives.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,10 +24,38 @@ from torch import Tensor
 from . import variants
 
 IGNORE_INDEX = -100
-LSE_CHUNK_BYTES = 16 * 2**20  # fp32 bytes of logits upcast at a time in the vocabulary logsumexp
+# fp32 bytes of logits upcast at a time in the vocabulary logsumexp: on a CPU a chunk that stays
+# in cache; on a GPU one large enough (256 rows at V = 256k) that a micro-batch is a few dozen
+# kernel launches, not thousands, while staying small next to the (N, V) logits themselves
+LSE_CHUNK_BYTES = 16 * 2**20
+LSE_CHUNK_BYTES_GPU = 256 * 2**20
 NEG_INF = float("-inf")
 
 VectorSpec = str | Sequence[float] | Tensor
+
+
+def lse_chunk_rows(V: int, device: torch.device) -> int:
+    """Rows of (N, V) logits upcast at a time by the vocabulary reduction on `device`."""
+    budget = LSE_CHUNK_BYTES if torch.device(device).type == "cpu" else LSE_CHUNK_BYTES_GPU
+    return max(1, budget // (4 * V))
+
+
+@functools.lru_cache(maxsize=512)
+def _device_constant(values: tuple, dtype: torch.dtype, device: str) -> Tensor:
+    with torch.inference_mode(False):  # made under inference_mode, it could not serve autograd
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+def device_constant(values: Sequence | Tensor, dtype: torch.dtype, device) -> Tensor:
+    """A small constant tensor (ids, omega, gamma, rho) made once per device, dtype and value.
+
+    Building it with torch.tensor(..., device=cuda) at every step is a host-to-device copy from
+    pageable memory, which waits for the GPU; a cached copy costs nothing. Never modify it.
+    `values`: numbers or a CPU tensor (read on the host).
+    """
+    if isinstance(values, Tensor):
+        values = values.tolist()  # a CPU tensor: no device sync
+    return _device_constant(tuple(values), dtype, str(torch.device(device)))
 
 
 @dataclass(frozen=True)
@@ -112,10 +141,13 @@ class _VocabReduce(torch.autograd.Function):
     Upcast to >= fp32 one chunk of rows at a time; only the logits themselves and the (N,)
     results are kept for backward, and backward writes one gradient tensor, so a bf16
     (N, V) input never gets a full-size fp32 copy nor several full-size gradients.
+    `prior` (c_other, c_dk), host floats: the DK prior's biases (dk_prior_bias), added here in
+    fp32 to the (N,) results; the logits never carry them, so bf16 logits lose nothing to
+    rounding log(psi V) (~0.03 nat at bf16's spacing) and no full-size biased copy exists.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, dk_id: int, target: Tensor, rows: int):
+    def forward(ctx, x: Tensor, dk_id: int, target: Tensor, rows: int, prior=None):
         dtype = torch.promote_types(x.dtype, torch.float32)
         lse = torch.empty(x.shape[0], dtype=dtype, device=x.device)
         buf = torch.empty(min(rows, x.shape[0]), x.shape[1], dtype=dtype, device=x.device)
@@ -126,8 +158,12 @@ class _VocabReduce(torch.autograd.Function):
             lse[a : a + rows] = top.squeeze(1) + chunk.sub_(top).exp_().sum(1).log()
         z_dk = x[:, dk_id].to(dtype)
         z_y = x.gather(1, target[:, None]).squeeze(1).to(dtype)
-        ctx.save_for_backward(x, lse, target)
+        ctx.save_for_backward(x, lse, target)  # lse of the logits as given: backward's softmax
         ctx.dk_id, ctx.rows = dk_id, rows
+        if prior is not None:
+            c_other, c_dk = prior
+            lse, z_dk = lse + c_other, z_dk + c_dk
+            z_y = z_y + torch.full_like(z_y, c_other).masked_fill_(target == dk_id, c_dk)
         return lse, z_dk, z_y
 
     @staticmethod
@@ -142,7 +178,7 @@ class _VocabReduce(torch.autograd.Function):
             p[:, ctx.dk_id] = g_dk[b]
             p.scatter_add_(1, target[b, None], g_y[b, None])
             grad[b] = p
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _log_s(log_d: Tensor, log_1md: Tensor, steps: Tensor, omega: Tensor | None) -> Tensor:
@@ -150,8 +186,8 @@ def _log_s(log_d: Tensor, log_1md: Tensor, steps: Tensor, omega: Tensor | None) 
     W = log_d.shape[-1]
     i = torch.arange(W, device=log_d.device)
     if omega is None:
-        omega = (i == W - 1).to(torch.float64)
-    om = omega.to(device=log_d.device, dtype=log_d.dtype)
+        omega = [0.0] * (W - 1) + [1.0]
+    om = device_constant(omega, log_d.dtype, log_d.device)  # (W,), cached per device
     Om = om.flip(0).cumsum(0).flip(0)  # Omega_i = sum_{j >= i} omega_j
     log_om, log_Om = om.log(), torch.where(Om > 0, Om.log(), torch.zeros_like(Om))  # constants
     last = (steps - 1)[..., None]  # (B, T, 1)
@@ -173,19 +209,23 @@ def step_quantities(
     dk_id: int,
     steps: Tensor | None = None,
     omega: VectorSpec | None = None,
+    psi: float | None = None,
 ) -> StepQuantities:
     """log d, log(1 - d), log t, log s from logits (B, T, W, V) and targets (B, T).
 
     omega defaults to one-hot at the last step (the model's own stopping policy). Targets
-    < 0 (e.g. -100) are read as token 0; the caller masks those tokens.
+    < 0 (e.g. -100) are read as token 0; the caller masks those tokens. psi: the logits come
+    without the DK prior (CYBModel(..., prior=False)) and it is applied here, in fp32, as
+    apply_dk_prior would; None: the logits already carry it (or none is wanted).
     """
     B, T, W, V = logits.shape
     if steps is None:
         steps = torch.full((B, T), W, dtype=torch.long, device=logits.device)
-    rows = max(1, LSE_CHUNK_BYTES // (4 * V))
+    rows = lse_chunk_rows(V, logits.device)
+    prior = None if psi is None else dk_prior_bias(V, psi)
     tgt = targets.clamp_min(0)[:, :, None].expand(B, T, W).reshape(-1)
     lse_nodk, z_dk, z_y = (
-        v.view(B, T, W) for v in _VocabReduce.apply(logits.reshape(-1, V), dk_id, tgt, rows)
+        v.view(B, T, W) for v in _VocabReduce.apply(logits.reshape(-1, V), dk_id, tgt, rows, prior)
     )
     lse = torch.logaddexp(lse_nodk, z_dk)  # over the whole vocabulary
     before = torch.arange(W, device=logits.device) < (steps - 1)[..., None]
@@ -196,17 +236,20 @@ def step_quantities(
 
 
 @torch.no_grad()
-def position_quantities(logits: Tensor, targets: Tensor, dk_id: int) -> tuple[Tensor, Tensor]:
+def position_quantities(
+    logits: Tensor, targets: Tensor, dk_id: int, psi: float | None = None
+) -> tuple[Tensor, Tensor]:
     """(log d, log t), each (B, L), of every position of logits (B, L, V) for targets (B, L):
     the don't-know probability and the target's probability with DK renormalised away, without
     a (B, L, V) copy (the vocabulary is reduced a chunk of rows at a time). For evaluation;
-    targets < 0 are read as token 0."""
+    targets < 0 are read as token 0. psi: as in step_quantities (the DK prior added in fp32)."""
     B, L, V = logits.shape
-    rows = max(1, LSE_CHUNK_BYTES // (4 * V))
+    rows = lse_chunk_rows(V, logits.device)
+    prior = None if psi is None else dk_prior_bias(V, psi)
     lse_nodk, z_dk, z_y = (
         v.view(B, L)
         for v in _VocabReduce.apply(
-            logits.reshape(-1, V), dk_id, targets.clamp_min(0).reshape(-1), rows
+            logits.reshape(-1, V), dk_id, targets.clamp_min(0).reshape(-1), rows, prior
         )
     )
     return z_dk - torch.logaddexp(lse_nodk, z_dk), z_y - lse_nodk
@@ -228,16 +271,31 @@ def greedy_pauses(log_d: Tensor) -> Tensor:
     return (log_d < math.log(0.5)).int().argmax(-1)  # argmax returns the first maximum
 
 
-def apply_dk_prior(logits: Tensor, dk_id: int, psi: float = 0.9) -> Tensor:
-    """Bias logits (..., V) so that DK starts with probability ~psi (method.md section 1)."""
+def dk_prior_bias(V: int, psi: float) -> tuple[float, float]:
+    """(bias of every other column, bias of DK) of the DK prior, as host floats."""
     if not 0.0 < psi < 1.0:
         raise ValueError(f"psi must be in (0, 1), got {psi}")
-    V = logits.shape[-1]
-    bias = torch.full(
-        (V,), math.log((1.0 - psi) * V / (V - 1)), dtype=logits.dtype, device=logits.device
-    )
-    bias[dk_id] = math.log(psi * V)
-    return logits + bias
+    return math.log((1.0 - psi) * V / (V - 1)), math.log(psi * V)
+
+
+@functools.lru_cache(maxsize=64)
+def _prior_vector(V: int, dk_id: int, psi: float, dtype: torch.dtype, device: str) -> Tensor:
+    c_other, c_dk = dk_prior_bias(V, psi)
+    with torch.inference_mode(False):
+        bias = torch.full((V,), c_other, dtype=dtype, device=device)
+        bias[dk_id] = c_dk
+    return bias
+
+
+def apply_dk_prior(logits: Tensor, dk_id: int, psi: float = 0.9) -> Tensor:
+    """Bias logits (..., V) so that DK starts with probability ~psi (method.md section 1).
+
+    The bias is added in the logits' dtype: for bf16 logits that rounds it, so the trainer and
+    the evaluators apply the prior in fp32 instead (step_quantities(psi=...), engine.Context).
+    """
+    dk_prior_bias(logits.shape[-1], psi)  # checks psi
+    dev = str(logits.device)
+    return logits + _prior_vector(logits.shape[-1], dk_id, float(psi), logits.dtype, dev)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -287,7 +345,8 @@ def cyb_ap_loss(
     q: StepQuantities, omega: VectorSpec | None = None, gamma: float = 1.0, gamma_kind: str = "exp"
 ) -> Tensor:
     W = q.log_t.shape[-1]
-    log_g = discount(gamma, W, gamma_kind).to(q.log_t).log()  # -inf where gamma_i = 0; gamma_0 = 1
+    # -inf where gamma_i = 0; gamma_0 = 1; cached per device
+    log_g = device_constant(discount(gamma, W, gamma_kind), q.log_t.dtype, q.log_t.device).log()
     qw = q if omega is None else q.with_omega(omega)
     return -torch.logsumexp(qw.log_s + log_g + q.log_t, dim=-1)
 
@@ -296,9 +355,8 @@ def _rho(rho: VectorSpec | None, q: StepQuantities, allow_zeros: bool) -> Tensor
     """(B, T, W) prior over steps (uniform by default), truncated to each token's steps."""
     W = q.log_t.shape[-1]
     spec = rho if rho is not None else [1.0] * W
-    return _truncate(
-        parse_vector(spec, W, allow_zeros=allow_zeros, name="rho").to(q.log_t), q.steps
-    )
+    v = parse_vector(spec, W, allow_zeros=allow_zeros, name="rho")
+    return _truncate(device_constant(v, q.log_t.dtype, q.log_t.device), q.steps)
 
 
 def cyb_va_loss(q: StepQuantities, rho: VectorSpec | None = None) -> Tensor:
@@ -336,11 +394,16 @@ def compute(
     dk_id: int,
     mask: Tensor | None = None,
     steps: Tensor | None = None,
+    *,
+    psi: float | None = None,
     **hparams,
 ) -> LossOutput:
     """CYB loss of `variant` for logits (B, T, W, V) and targets (B, T).
 
-    mask (B, T): False/0 drops a token, as does target -100. steps (B, T): Recipe 2.
+    mask (B, T): False/0 drops a token, as does target -100. steps (B, T): Recipe 2; their
+    values are checked here when they are on the CPU (on a GPU that would wait for it:
+    pauses.expand_with_counts checks the counts on the CPU before they move). psi: logits
+    without the DK prior, applied here in fp32 (step_quantities).
     Metrics (detached, means over kept tokens): expected_pauses and nll (-log p(y) under the
     variant's own answer policy, method.md section 5).
     """
@@ -356,10 +419,12 @@ def compute(
             f"and {tuple(targets.shape)}"
         )
     W = logits.shape[2]
-    # CPU-GPU sync
-    if steps is not None and (steps.shape != targets.shape or steps.min() < 1 or steps.max() > W):
+    if steps is not None and (
+        steps.shape != targets.shape
+        or (steps.device.type == "cpu" and steps.numel() and (steps.min() < 1 or steps.max() > W))
+    ):
         raise ValueError(f"steps must be (B, T) with values in 1..{W}")
-    q = step_quantities(logits, targets, dk_id, steps)
+    q = step_quantities(logits, targets, dk_id, steps, psi=psi)
     fn = globals()[spec.loss]
     with torch.no_grad():  # tokens whose target the model rules out (log t = -inf) cost +inf
         dead = ~torch.isfinite(fn(q, **hparams))

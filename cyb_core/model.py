@@ -27,7 +27,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
-from .losses import apply_dk_prior
+from .losses import apply_dk_prior, device_constant
 from .names import MODEL_PRESETS, RECIPES
 
 hf_logging.disable_progress_bar()
@@ -112,6 +112,22 @@ class CYBModel(torch.nn.Module):
         but a model that ignores position ids counts every pause as a position (W per token)."""
         return n_real * (self.settings.w if self.ignores_position_ids else 1)
 
+    def check_window(self, n_real: int) -> None:
+        """Warn when n_real tokens with their pauses overflow the model's sliding window.
+
+        Sliding-window models (Mistral, Gemma 2/3, ...) count their window in slots, not
+        position ids: a token and its W-1 pauses take W of them, so the window covers W times
+        fewer real tokens than it says.
+        """
+        window, w = sliding_window(self.model.config), self.settings.w
+        if window is not None and w > 1 and n_real * w > window:
+            warn_once(
+                f"{self.model.config.model_type} attends over a sliding window of {window} "
+                f"slots; with w={w} (a token and its pauses take {w}) {n_real} tokens fill "
+                f"{n_real * w}, so a token sees only the last {window // w} tokens: use at most "
+                f"{window // w} tokens per sequence (--seq-len) for the full window"
+            )
+
     def _check_positions(self) -> None:
         if self.ignores_position_ids and self.settings.w > 1:
             warn_once(
@@ -129,25 +145,73 @@ class CYBModel(torch.nn.Module):
         return self.model.get_output_embeddings().weight.shape[0]
 
     def forward(
-        self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False
+        self,
+        input_ids,
+        position_ids=None,
+        attention_mask=None,
+        cache=None,
+        use_cache=False,
+        *,
+        prior: bool = True,
+        logits_to_keep: int = 0,
     ):
-        """Logits (B, L, V) with the DK prior applied, and the updated cache."""
+        """Logits (B, L, V) with the DK prior applied, and the updated cache.
+
+        The prior's constants are added in fp32: bf16 logits (under autocast) come back as fp32,
+        a copy worth making for the few positions a decoding step reads. Callers that read
+        every position (training, dense evaluation) pass prior=False and let the loss add it
+        chunk by chunk (losses.step_quantities(psi=...)). logits_to_keep: logits of only the
+        last this many positions (0: all), for callers that read only those.
+        """
         if attention_mask is None:
             # Never leave the mask out: without one, transformers reads repeated position ids
             # (a token and its pauses share one) as packed sequences and blocks attention.
             attention_mask = torch.ones_like(input_ids)
+        if cache is not None:  # decoding: the 4-D mask, so transformers never inspects the 2-D one
+            attention_mask = self._decoding_mask(attention_mask, input_ids.shape[1])
+        kw = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
         out = self.model(
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
             cache=cache,
             use_cache=use_cache,
+            **kw,
         )
         logits = out.logits
         if self.settings.mask_pauses:
-            pauses = torch.tensor(self.pause_ids, device=logits.device)
-            logits = logits.index_fill(-1, pauses, float("-inf"))
+            pauses = device_constant(self.pause_ids, torch.long, logits.device)  # cached
+            # in place: the head's output is not saved for backward, so no second (B, L, V) copy
+            logits = logits.index_fill_(-1, pauses, float("-inf"))
+        if not prior:
+            return logits, out.past_key_values
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()
         return apply_dk_prior(logits, self.dk_id, self.settings.psi), out.past_key_values
+
+    def _decoding_mask(self, mask, q_len: int):
+        """The 2-D padding mask (B, K) of a cached call as the 4-D mask (B, 1, q_len, K).
+
+        Given a 2-D mask, transformers decides whether it may skip the mask with
+        `if fast_all(padding_mask)` (masking_utils._ignore_causal_mask_sdpa): a host sync on
+        every forward, i.e. every generated position under Recipe 2. A 4-D mask is used as it
+        is. It is built here the way transformers builds it for SDPA (bool, True = attend) and
+        eager attention (additive float); other attention implementations and sliding-window
+        models (whose per-layer windows a single 4-D mask cannot carry) keep the 2-D mask.
+        """
+        config = self.model.config
+        impl = getattr(config, "_attn_implementation", None)
+        if impl not in ("sdpa", "eager") or sliding_window(config) is not None:
+            return mask
+        K = mask.shape[1]
+        q = torch.arange(K - q_len, K, device=mask.device)[:, None]  # absolute query positions
+        causal = torch.arange(K, device=mask.device)[None, :] <= q  # (q_len, K)
+        allowed = causal[None, None] & mask.bool()[:, None, None, :]  # (B, 1, q_len, K)
+        if impl == "sdpa":
+            return allowed
+        dtype = self.model.get_input_embeddings().weight.dtype
+        zero = torch.zeros((), dtype=dtype, device=mask.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)  # as transformers' eager_mask
 
     def with_settings(self, **changes) -> CYBModel:
         self.settings = replace(self.settings, **changes)
@@ -271,6 +335,19 @@ def ignores_position_ids(model) -> bool:
     if getattr(cfg, "position_embedding_type", None) == "alibi":
         return True
     return "position_ids" not in inspect.signature(model.forward).parameters
+
+
+def sliding_window(config) -> int | None:
+    """The attention window (in positions) of a model with sliding-window layers, else None."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    if types is not None and "sliding_attention" not in types:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
 
 
 def context_length(config) -> int | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cyb_core.losses import IGNORE_INDEX, VectorSpec, parse_vector
+from cyb_core.losses import IGNORE_INDEX, VectorSpec, device_constant, parse_vector
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,16 @@ def _expand(
     attention_mask: Tensor | None,
     pad_id: int,
     constant: bool,
+    *,
+    length: int | None = None,
 ) -> Expanded:
-    """Give token t of each row slots[b, t] consecutive positions (B, T) -> (B, max row length)."""
+    """Give token t of each row slots[b, t] consecutive positions (B, T) -> (B, max row length).
+
+    `length`: the longest row (sum of slots), when the caller knows it on the host; else it is
+    read from `slots` (one CPU-GPU sync when they live on a GPU). Nothing here indexes with a
+    boolean mask (a hidden `nonzero`, a sync): a constant layout is a reshape, a variable one
+    a scatter whose unused (token, step) slots land in a scratch column that is cut off.
+    """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, T), got {tuple(input_ids.shape)}")
     if W < 1 or len(pause_ids) < W - 1 or len(set(pause_ids[: W - 1])) != W - 1:
@@ -80,18 +88,29 @@ def _expand(
     )
     i = torch.arange(W, device=dev)
     start = slots.cumsum(1) - slots  # (B, T) first position of token t
-    L = int(slots.sum(1).max()) if T else 0  # CPU-GPU sync
+    if constant:
+        L = T * W
+    elif length is not None:
+        L = length
+    else:
+        L = int(slots.sum(1).max()) if T else 0  # CPU-GPU sync when slots live on a GPU
     gather_index = start[..., None] + torch.minimum(i, slots[..., None] - 1)  # (B, T, W)
-    used = i < slots[..., None]  # (B, T, W)
-    rows = torch.arange(B, device=dev)[:, None, None].expand(B, T, W)[used]
-    cols = gather_index[used]
+    if constant:  # every (token, step) is used, in order: (B, T, W) -> (B, T * W) is a reshape
 
-    def scatter(values: Tensor, fill: int) -> Tensor:  # (B, T, W) -> (B, L)
-        out = torch.full((B, L), fill, dtype=torch.long, device=dev)
-        out[rows, cols] = values.expand(B, T, W)[used].long()
-        return out
+        def scatter(values: Tensor, fill: int) -> Tensor:  # (B|1, T|1, W|1) -> (B, L)
+            return values.expand(B, T, W).reshape(B, L).long()
 
-    pause_table = torch.tensor([0, *pause_ids[: W - 1]], dtype=input_ids.dtype, device=dev)  # (W,)
+    else:
+        used = i < slots[..., None]  # (B, T, W)
+        # unused slots go to scratch column L, cut off below; used ones are distinct
+        cols = torch.where(used, gather_index, L).view(B, T * W)
+
+        def scatter(values: Tensor, fill: int) -> Tensor:  # (B|1, T|1, W|1) -> (B, L)
+            out = torch.full((B, L + 1), fill, dtype=torch.long, device=dev)
+            out.scatter_(1, cols, values.expand(B, T, W).reshape(B, T * W).long())
+            return out[:, :L]
+
+    pause_table = device_constant((0, *pause_ids[: W - 1]), input_ids.dtype, dev)  # (W,)
     keep = (i == 0) | ~real[..., None]  # (B, T, W) the token itself; padding stays padding
     ids = torch.where(keep, input_ids[..., None], pause_table)
     position = (real.long().cumsum(1) - 1) * real  # (B, T) counts real tokens only
@@ -129,11 +148,32 @@ def expand_with_counts(
     attention_mask: Tensor | None = None,
     pad_id: int = 0,
 ) -> Expanded:
-    """Recipe 2 with the pauses already drawn: counts[b, t] in 0..W-1 pauses after token t."""
-    slots = (counts + 1).to(input_ids.device)
+    """Recipe 2 with the pauses already drawn: counts[b, t] in 0..W-1 pauses after token t.
+
+    Counts drawn on the CPU (as `expand_variable` and the trainer draw them) are checked and
+    summed there, before they move: the expanded length is then known on the host and nothing
+    here waits for the GPU. Counts already on a GPU are taken as they are (one sync for the
+    length).
+    """
+    if counts.shape != input_ids.shape:
+        raise ValueError(
+            f"counts must have the shape of input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(counts.shape)}"
+        )
+    slots = counts.long() + 1
+    length = None
+    if slots.device.type == "cpu":
+        if slots.numel() and (slots.min() < 1 or slots.max() > W):  # host tensors: no sync
+            raise ValueError(f"pause counts must be in 0..{W - 1}")
+        if attention_mask is None or attention_mask.device.type == "cpu":
+            real = slots if attention_mask is None else torch.where(attention_mask.bool(), slots, 1)
+            length = int(real.sum(1).max()) if real.numel() else 0
+    slots = slots.to(input_ids.device)
     if attention_mask is not None:
         slots = torch.where(attention_mask.bool(), slots, 1)
-    return _expand(input_ids, slots, W, pause_ids, attention_mask, pad_id, constant=False)
+    return _expand(
+        input_ids, slots, W, pause_ids, attention_mask, pad_id, constant=False, length=length
+    )
 
 
 def expand_variable(

@@ -146,12 +146,14 @@ def step_logits(
     generator=None,
     pause_counts=None,
     forward=None,
+    prior=True,
 ):
     """Expand (B, T) real tokens with pauses and run the model: logits (B, T, W, V), steps (B, T) or None.
 
     Recipe 2 takes its pauses from `pause_counts` (B, T) when given, else draws them from
     `omega` with `generator`. `forward` is the module to call (a DDP/FSDP wrapper of `model`);
-    `model` itself supplies the token ids.
+    `model` itself supplies the token ids. prior=False: logits without the DK prior, for a loss
+    that adds it in fp32 (losses.compute(..., psi=model.settings.psi)).
     """
     if recipe == "variable" and w > 1:
         if pause_counts is not None:
@@ -165,7 +167,7 @@ def step_logits(
     else:
         ex = pauses.expand_constant(inputs, w, model.pause_ids)
     logits, _ = (forward or model)(
-        ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask
+        ex.input_ids, position_ids=ex.position_ids, attention_mask=ex.attention_mask, prior=prior
     )
     return ex.to_steps(logits), (None if ex.constant else ex.steps)
 
@@ -188,15 +190,14 @@ def evaluate_nll(
     for i in range(0, len(blocks), batch_size):
         b = blocks[i : i + batch_size].to(model.device)
         with autocast(model.device, cfg.bf16 and model.device.type == "cuda"):
-            logits, _ = step_logits(model, b[:, :-1], cfg.w)
-        policy = losses.readout(losses.step_quantities(logits.float(), b[:, 1:], model.dk_id), how)
-        sums += torch.stack(
-            [
-                -losses.log_p(policy).sum(),
-                losses.expected_pauses(policy.log_s).sum(),
-                torch.tensor(b[:, 1:].numel(), device=model.device),
-            ]
+            logits, _ = step_logits(model, b[:, :-1], cfg.w, prior=False)
+        # bf16 logits go in as they are: the loss upcasts a chunk at a time, adds the prior in fp32
+        q = losses.step_quantities(logits, b[:, 1:], model.dk_id, psi=model.settings.psi)
+        policy = losses.readout(q, how)
+        sums[:2] += torch.stack(
+            [-losses.log_p(policy).sum(), losses.expected_pauses(policy.log_s).sum()]
         ).double()
+        sums[2] += b[:, 1:].numel()  # a host number: no tensor made and copied per batch
     model.train()
     if sharded:
         distributed.all_reduce_sum(sums)
@@ -336,6 +337,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
 
     resuming = ckpt.is_dir()
     model = _load_model(cfg, ckpt if resuming else None)
+    model.check_window(cfg.seq_len)
     blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
     n_val = min(cfg.val_blocks, len(blocks) // 10)
     val, blocks = blocks[:n_val], blocks[n_val:]
@@ -356,10 +358,15 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
 
     device = d.device
     torch.manual_seed(cfg.seed)
-    master_weights(model).to(device).train()  # fp32 weights; bf16 only inside autocast
+    master_weights(model).train()  # fp32 weights; bf16 only inside autocast
+    if not fsdp:
+        model.to(device)
     if grad_ckpt:
         _checkpoint_activations(model.model)
+    # under FSDP the weights stay on the CPU until fully_shard moves them, a layer at a time, and
+    # keeps this rank's shard: the device never holds the whole model
     net = _wrap(model, d, fsdp, cfg.bf16 and device.type == "cuda")
+    model.to(device)  # FSDP: anything left unmanaged; otherwise already there
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -374,7 +381,10 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
     )
     start, elapsed = 0, 0.0
     if resuming:
-        state = torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
+        # FSDP: the full optimizer state stays in host memory (mapped, not read whole), and
+        # each rank moves only its shard to the device (set_optimizer_state_dict)
+        where = "cpu" if fsdp else device
+        state = torch.load(ckpt / "state.pt", map_location=where, weights_only=True, mmap=True)
         _load_opt(model, opt, state, fsdp)
         start, elapsed = state["step"], state["elapsed"]
     log_path = out / "log.jsonl"
@@ -419,12 +429,20 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> d
                         if k_local is None
                         else k_local[i * micro : (i + 1) * micro],
                         forward=net,
+                        prior=False,
                     )
                 out_l = losses.compute(
-                    cfg.variant, logits, mb[:, 1:], model.dk_id, steps=steps, **cfg.loss_hparams
+                    cfg.variant,
+                    logits,
+                    mb[:, 1:],
+                    model.dk_id,
+                    steps=steps,
+                    psi=model.settings.psi,  # the DK prior, added in fp32 by the chunked loss
+                    **cfg.loss_hparams,
                 )
                 # DDP averages gradients over ranks; /grad_accum averages the micro-batches:
                 # the mean over equal-sized micro-batches is the mean over the global batch
+                del logits  # (B, T, W, V): the loss keeps what backward needs, nothing more
                 (out_l.loss / cfg.grad_accum).backward()
             sums += (
                 torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]])

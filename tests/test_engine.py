@@ -48,13 +48,20 @@ class Recorder:
         m.forward = self
 
     def __call__(
-        self, input_ids, position_ids=None, attention_mask=None, cache=None, use_cache=False
+        self,
+        input_ids,
+        position_ids=None,
+        attention_mask=None,
+        cache=None,
+        use_cache=False,
+        logits_to_keep=0,
     ):
+        # every position's logits are kept for the check; the engine gets what it asked for
         logits, cache = self.inner(input_ids, position_ids, attention_mask, cache, use_cache)
         self.calls.append(
             (input_ids, position_ids, attention_mask[:, -input_ids.shape[1] :], logits)
         )
-        return logits, cache
+        return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cache
 
     def check_against_full_sequence(self):
         """Each row's fed tokens, rerun without a cache in one forward: the same logits.
