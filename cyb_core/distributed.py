@@ -13,11 +13,16 @@ contiguous slice, and `all_reduce_sum` adds the per-rank sums.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+# Seconds a collective may wait for the other ranks before this rank gives up. torch's default
+# (30 min) lets one hung rank stall the others for half an hour; a step takes seconds.
+COLLECTIVE_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,15 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def setup(device: str = "auto") -> Dist:
+def setup(device: str = "auto", timeout: float = COLLECTIVE_TIMEOUT) -> Dist:
     """Join the launcher's process group (once per process) and return this process's place.
 
     Safe to call more than once (the group is kept) and with no launcher (one process).
+    timeout: seconds a collective waits for the other ranks; then it raises on this rank
+    (`is_timeout` recognises the error), so a hung rank ends the run instead of stalling it.
     """
+    if not timeout > 0:
+        raise ValueError(f"collective timeout must be above 0 seconds, got {timeout}")
     rank, world, local = env_world()
     dev = resolve_device(device, local)
     if world <= 1:
@@ -82,9 +91,20 @@ def setup(device: str = "auto") -> Dist:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout)
+        )
         atexit.register(teardown)  # a caller that does not leave the group leaves it at exit
     return Dist(rank, world, local, dev)
+
+
+def is_timeout(e: BaseException) -> bool:
+    """Whether `e` is a collective that gave up waiting for another rank (gloo or NCCL)."""
+    dist_error = getattr(dist, "DistError", ())
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and (
+        "timed out" in text or "timeout" in text or isinstance(e, dist_error)
+    )
 
 
 def teardown() -> None:
