@@ -23,12 +23,11 @@ RECIPES = {
 f = state.current_or_none()  # None: no evaluation stored yet, so no sidebar
 src = f.src if f else data.source()
 dev = data.device()
-# Streamlit drops a widget's value on a run that does not draw it (a failed checkpoint stops the
-# page before the boxes), so each box's text is also kept under a key no widget owns
-KEPT = {"pg_text": TEXT, "pg_prompt": PROMPT}
-for key, default in KEPT.items():
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"{key}_kept", default)
+# A box's value outlives a run that does not draw it (a failed checkpoint stops the page before
+# the boxes), but the browser then redraws the box with its default, empty, while the page
+# scores the kept text: setting the value anew on every run sends it with the box.
+for key, default in {"pg_text": TEXT, "pg_prompt": PROMPT}.items():
+    st.session_state[key] = st.session_state.get(key, default)
 st.title("Playground")
 st.caption(
     "Type or paste text and see which of its tokens make a model pause, with the Text page's "
@@ -105,7 +104,6 @@ text = st.text_area(
     height=140,
     help=f"at most {pg.MAX_CHARS:,} characters; Ctrl+Enter (or leaving the box) scores it",
 )
-st.session_state["pg_text_kept"] = text
 c1, c2, _ = st.columns([1, 2, 2])
 mode = c1.radio(
     "Mode",
@@ -183,7 +181,6 @@ model_a = loaded["A"]
 prompt = st.text_area(
     "Prompt", key="pg_prompt", height=80, help=f"at most {pg.MAX_PROMPT_CHARS:,} characters"
 )
-st.session_state["pg_prompt_kept"] = prompt
 c = st.columns(5)
 recipe = c[0].radio(
     "Recipe",
