@@ -322,3 +322,53 @@ def test_a_hand_mixed_corpus_is_refused_on_read(tmp_path, monkeypatch):
     (tmp_path / "m" / "pretrain.jsonl.gz").write_bytes(gzip.compress(data[: len(data) // 2]))
     with pytest.raises(CorpusError, match="does not match mix.json"):
         corpus.load_split("pretrain", tmp_path / "m")
+
+
+# ----------------------------------------------------------------------------- what we read
+
+
+def test_symlinked_folders_are_followed_once_and_loops_refused(tmp_path):
+    from cyb_core.folders import files_below
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.txt").write_text("text in a linked folder")
+    src = tmp_path / "src"
+    (src / ".hidden").mkdir(parents=True)
+    (src / ".hidden" / "skip.txt").write_text("hidden")
+    (src / "own.txt").write_text("own text")
+    (src / "link").symlink_to(elsewhere)
+    assert files_below(src) == [src / "link" / "linked.txt", src / "own.txt"]
+    m = corpus.import_corpus([str(src)], tmp_path / "out", heldout=0)
+    assert [f["file"] for f in m["sources"]] == ["src/link/linked.txt", "src/own.txt"]
+
+    (src / "again").symlink_to(elsewhere)  # the same folder twice: its files would count twice
+    with pytest.raises(ValueError, match="are the same folder"):
+        files_below(src)
+    (src / "again").unlink()
+    (elsewhere / "up").symlink_to(src)  # src/link/up -> src: a loop
+    with pytest.raises(ValueError, match="symbolic link loop"):
+        files_below(src)
+    (elsewhere / "up").unlink()
+    (src / "broken").symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match="broken symbolic link"):
+        files_below(src)
+
+
+def test_a_tokenizer_far_larger_than_the_embeddings_needs_allow_resize(ckpt, tmp_path):
+    from test_bad_inputs import _big_tokenizer
+
+    from cyb_core import model as model_lib
+
+    model_lib.check_growth(8192, 8192 + 1000)  # the margin: 1,000 rows or 10%
+    model_lib.check_growth(100_000, 110_000)
+    with pytest.raises(ValueError, match="--allow-resize"):
+        model_lib.check_growth(8192, 8192 + 1001)
+    with pytest.raises(ValueError, match="--allow-resize"):
+        model_lib.check_growth(100_000, 110_001)
+    big = _big_tokenizer(ckpt, tmp_path / "big", 3000)
+    with pytest.raises(ValueError, match="growing them by"):
+        model_lib.load(big)
+    m = model_lib.load(big, allow_resize=True)
+    assert m.vocab_size >= m.n_tokens == len(m.tokenizer)
+    assert model_lib.load(ckpt).vocab_size < m.n_tokens  # the checkpoint's own tokenizer fits
