@@ -252,14 +252,16 @@ def build(
     """Fetch (or reuse cached) archives, clean, dedup, split and write everything. Returns provenance."""
     out_dir, cache_dir = Path(out_dir), Path(cache_dir).resolve()  # subprocesses run inside it
     fixture_dir = None if fixture_dir is None else Path(fixture_dir)
-    check_target(out_dir, PROVENANCE, BUILD_FILES, "--out", "cyb data build")
+    targets = [(out_dir, PROVENANCE, BUILD_FILES, "--out")]
     if fixture_dir is not None:
-        check_target(fixture_dir, None, FIXTURE_FILES, "--fixture", "cyb data build")
+        targets.append((fixture_dir, None, FIXTURE_FILES, "--fixture"))
+    for target in targets:  # before hours of work
+        check_target(*target, "cyb data build")
     with contextlib.ExitStack() as held:  # one writer per folder, until both are swapped in
-        for folder in (out_dir, fixture_dir):
-            if folder is not None:
-                held.enter_context(exclusive(folder, flag="--out"))
-                recover_dir(folder)  # a build killed mid-swap: back to the one valid copy
+        for target in targets:
+            held.enter_context(exclusive(target[0], flag=target[3]))
+            recover_dir(target[0])  # a build killed mid-swap: back to the one valid copy
+            check_target(*target, "cyb data build")  # again, as the folder's sole writer
         return _build(out_dir, fixture_dir, cache_dir, seed, progress)
 
 

@@ -196,7 +196,7 @@ def load(
             path, use_safetensors=True, trust_remote_code=False
         )
     except RuntimeError as e:  # torch's "size mismatch for <param>": config.json vs the weights
-        if not any(k in str(e) for k in ("size mismatch", "ignore_mismatched_sizes", "shape")):
+        if not any(k in str(e) for k in ("size mismatch", "ignore_mismatched_sizes")):
             raise
         what = re.search(r"size mismatch for [^:]+:[^.]*", str(e))
         raise ValueError(

@@ -163,6 +163,53 @@ def test_two_trains_on_one_out_the_second_is_refused_the_first_finishes(ckpt, tm
     assert not (tmp_path / ".run.lock").exists()
 
 
+def test_a_corpus_being_written_is_refused_to_a_second_writer(tmp_path, capsys):
+    from cyb.cli import main
+
+    src = tmp_path / "t.txt"
+    src.write_text("one\n\ntwo")
+    commands = {
+        tmp_path / "imp": ["data", "import", str(src), "--out", str(tmp_path / "imp")],
+        tmp_path / "mix": [
+            "data",
+            "mix",
+            "--natural",
+            str(FIXTURE),
+            "--mixed",
+            str(tmp_path / "mix"),
+        ],
+    }
+    for folder, argv in commands.items():
+        with exclusive(folder):  # another process's build, import or mix under way
+            assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by another cyb process (pid {os.getpid()}" in err[0]
+        assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_train_leaves_its_lock_file_and_the_rerun_resumes(ckpt, tmp_path):
+    out = tmp_path / "run"
+    cmd = [*CYB, "train", "--init", str(ckpt), "--variant", "cyb-ap", "--w", "2"]
+    cmd += ["--data-root", str(FIXTURE), "--out", str(out), "--device", "cpu", "--no-progress"]
+    cmd += ["--seq-len", "16", "--batch-size", "4", "--tokens", str(16 * 4 * 100)]
+    cmd += ["--ckpt-every", "5", "--eval-every", "1000"]
+    first = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "ckpt").is_dir():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert (tmp_path / ".run.lock").read_text() == f"{first.pid}\n"  # stale: no flock on it
+    assert not (out / "final").exists()
+    r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 101))
+    assert not (tmp_path / ".run.lock").exists()
+
+
 # ----------------------------------------------------------------------------- corpora switch whole
 
 SPLITS = ("pretrain", "finetune", "heldout")
