@@ -46,7 +46,8 @@ def ckpt() -> Path:
 # one command in the default suite (a subprocess start is slow on two cores); the bad-input rows
 # run all three in-process
 @pytest.mark.parametrize(
-    "command", ["eval", pytest.param("generate", marks=pytest.mark.slow), "train"]
+    "command",
+    ["eval", *(pytest.param(c, marks=pytest.mark.slow) for c in ("generate", "train"))],
 )
 def test_a_checkpoint_with_its_own_code_is_refused_with_y_on_stdin(command, ckpt, tmp_path):
     marker = tmp_path / "MARKER"
@@ -169,7 +170,15 @@ def test_a_corpus_being_written_is_refused_to_a_second_writer(tmp_path, capsys):
     src = tmp_path / "t.txt"
     src.write_text("one\n\ntwo")
     commands = {
-        tmp_path / "imp": ["data", "import", str(src), "--out", str(tmp_path / "imp")],
+        tmp_path / "imp": [
+            "data",
+            "import",
+            str(src),
+            "--heldout",
+            "0",
+            "--out",
+            str(tmp_path / "imp"),
+        ],
         tmp_path / "mix": [
             "data",
             "mix",
