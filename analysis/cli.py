@@ -104,6 +104,12 @@ def add_cli(subparsers) -> None:
         "(the default run id then ends in .wW)",
     )
     e.add_argument(
+        "--allow-resize",
+        action="store_true",
+        help="let a tokenizer much larger than the model's embeddings (over 1,000 rows or "
+        "10%% more) grow them; without it such a checkpoint is refused",
+    )
+    e.add_argument(
         "--psi",
         type=float,
         help="DK prior psi' in (0, 1), overriding the checkpoint's (the default run id then "
@@ -263,6 +269,7 @@ def cmd_eval(args) -> None:
         w=args.w,
         psi=args.psi,
         pauses=args.pauses,
+        allow_resize=args.allow_resize,
     )
     from cyb_core.distributed import env_world
 

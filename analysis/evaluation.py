@@ -357,9 +357,10 @@ def build_tables(
 # ----------------------------------------------------------------------------- orchestration
 
 
-def load_model(checkpoint: str | Path, device="cpu", **settings):
+def load_model(checkpoint: str | Path, device="cpu", allow_resize: bool = False, **settings):
     """The checkpoint's CYBModel (keyword `settings`, e.g. w, psi, override its CYB settings);
-    a checkpoint that cannot be read -> StoreError."""
+    a checkpoint that cannot be read, needs its own code or does not fit its tokenizer ->
+    StoreError."""
     from safetensors import SafetensorError
 
     from cyb_core import model as model_lib
@@ -374,7 +375,7 @@ def load_model(checkpoint: str | Path, device="cpu", **settings):
                 f"{f} is not valid JSON ({e}); restore or re-save the checkpoint"
             ) from e
     try:
-        model = model_lib.load(checkpoint, device=device, **settings)
+        model = model_lib.load(checkpoint, device=device, allow_resize=allow_resize, **settings)
         variants.get(model.settings.variant)  # an unknown variant is never stored under its name
     except SafetensorError as e:
         raise StoreError(
@@ -555,6 +556,7 @@ def run_eval(
     psi: float | None = None,
     parallel: bool | None = None,
     pauses: int | None = None,
+    allow_resize: bool = False,
 ) -> dict:
     """Evaluate, tag and store; returns a summary. Everything is computed before the database
     is opened, so the write lock is held only for the final load. dk_threshold (adaptive):
@@ -596,7 +598,7 @@ def run_eval(
     sharded = mode == "dense" and (world > 1 if parallel is None else parallel)
     if sharded:
         distributed.setup(str(device))
-    model = load_model(tgt.checkpoint, device, **overrides)
+    model = load_model(tgt.checkpoint, device, allow_resize=allow_resize, **overrides)
     from cyb_core.model import settings_notes
 
     for note in settings_notes(model, w_given=w is not None):

@@ -35,8 +35,10 @@ MAX_PROMPT_CHARS = 2000
 MAX_NEW_TOKENS = 256
 DOC_ID = "playground"  # the document id of a saved playground text
 HIST_BINS = 20
-# loading takes the weights and about as much again (a float32 copy, the tokenizer, buffers)
+# loading takes the weights and about as much again (a float32 copy, buffers); a tokenizer in
+# memory takes a few times its JSON file
 LOAD_FACTOR = 2.0
+TOKENIZER_FACTOR = 4.0
 
 
 def check_text(text: str, limit: int = MAX_CHARS, what: str = "text") -> str:
@@ -45,6 +47,11 @@ def check_text(text: str, limit: int = MAX_CHARS, what: str = "text") -> str:
     text = (text or "").replace("\r\n", "\n")
     if not text.strip():
         raise StoreError(f"the {what} is empty: type or paste some text")
+    if "\x00" in text:  # as `cyb eval --text` refuses a file with one: it would be a token
+        raise StoreError(
+            f"the {what} contains a NUL character (at position {text.index(chr(0)):,}), so it is "
+            "not text: remove it"
+        )
     if len(text) > limit:
         raise StoreError(
             f"the {what} has {len(text):,} characters; the playground takes at most {limit:,}: "
@@ -117,9 +124,43 @@ def available_memory(device) -> int | None:
         return None
 
 
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}  # the loader names a broken file in its own words
+    return data if isinstance(data, dict) else {}
+
+
+def tokenizer_size(checkpoint: Path) -> int:
+    """Ids in the checkpoint's tokenizer.json (its vocabulary plus added tokens); 0 without one."""
+    tok = _json(Path(checkpoint) / "tokenizer.json")
+    vocab = (tok.get("model") or {}).get("vocab") or {}
+    ids = set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab)))
+    ids |= {t.get("id") for t in tok.get("added_tokens") or [] if isinstance(t, dict)}
+    return len(ids)
+
+
+def memory_need(checkpoint: Path) -> int:
+    """Bytes loading the checkpoint takes: its weights (LOAD_FACTOR), the rows a larger tokenizer
+    adds to the embeddings (float32, twice when input and output are not tied, from config.json's
+    shapes), and the tokenizer itself (TOKENIZER_FACTOR x its files)."""
+    checkpoint = Path(checkpoint)
+    cfg = _json(checkpoint / "config.json")
+    cfg = {**(cfg.get("text_config") or {}), **cfg}
+    hidden = next((cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in cfg), 0)
+    vocab = cfg.get("vocab_size") or 0
+    grow = 0
+    if isinstance(hidden, int) and isinstance(vocab, int):
+        tied = cfg.get("tie_word_embeddings", True)
+        grow = max(0, tokenizer_size(checkpoint) - vocab) * hidden * 4 * (1 if tied else 2)
+    tok_files = sum(f.stat().st_size for f in checkpoint.glob("*token*") if f.is_file())
+    return int(LOAD_FACTOR * (weights_bytes(checkpoint) + grow) + TOKENIZER_FACTOR * tok_files)
+
+
 def check_fits(checkpoint: Path, device) -> None:
     """StoreError when loading the checkpoint would not fit in the device's free memory."""
-    need = LOAD_FACTOR * weights_bytes(checkpoint)
+    need = memory_need(checkpoint)
     free = available_memory(device)
     if free is not None and need > free:
         raise StoreError(

@@ -120,6 +120,12 @@ def add_generate_cli(subparsers) -> None:
         help="DK prior psi' in (0, 1), overriding the checkpoint's (default: its own, else 0.9)",
     )
     g.add_argument(
+        "--allow-resize",
+        action="store_true",
+        help="let a tokenizer much larger than the model's embeddings (over 1,000 rows or "
+        "10%% more) grow them; without it such a checkpoint is refused",
+    )
+    g.add_argument(
         "--max-new-tokens",
         type=int,
         default=64,
@@ -247,7 +253,12 @@ def cmd_generate(args) -> None:
     else:
         prompts = args.prompt
     overrides = {k: v for k, v in (("w", args.w), ("psi", args.psi)) if v is not None}
-    model = model_lib.load(args.checkpoint, device=resolve_device(args.device), **overrides)
+    model = model_lib.load(
+        args.checkpoint,
+        device=resolve_device(args.device),
+        allow_resize=args.allow_resize,
+        **overrides,
+    )
     from cyb_core import variants
 
     variants.get(model.settings.variant)  # a checkpoint naming an unknown variant is refused

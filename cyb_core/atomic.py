@@ -15,14 +15,21 @@ instruction leaves one of these states, which `recover_dir` turns back into one 
 
 Invariant: `path.old` is complete whenever `path` is missing, because `path.old` is only ever
 (partly) removed while `path` exists. A renamed directory is never half renamed (rename(2)).
+A reader that may not write (a corpus read) takes `valid_dir(path)`: `path`, else `path.old`.
+
+`exclusive(folder)` makes one process the only writer of a folder (a run, a corpus): an
+`fcntl.flock` on `.NAME.lock` beside it, which the OS releases when the process dies, so a
+killed run is resumed without any cleanup; a second writer gets one line naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Test hook: called with (phase, path) at each phase of atomic_save_dir, so a test can stop a
@@ -81,7 +88,11 @@ def atomic_save_dir(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     tmp, old = _siblings(path)
     shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:  # a refused or failed write leaves nothing behind (a kill: recover_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _phase("written", path)
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)  # stale: path is the valid copy while it exists
@@ -117,3 +128,67 @@ def remove_dir(path: Path) -> None:
     path = Path(path)
     for p in (*_siblings(path), path):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def valid_dir(path: Path) -> Path:
+    """The valid copy of a directory saved by `atomic_save_dir`, found without writing: `path`,
+    or `path.old` when a save was killed between its two renames (see the module docstring)."""
+    path = Path(path)
+    old = _siblings(path)[1]
+    return old if not path.exists() and old.is_dir() else path
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder's lock; the message names its pid."""
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """Hold the exclusive lock of `folder` for the `with` block: one writer per run or corpus.
+
+    A second holder (another process, or another `with` in this one) gets FolderBusy naming the
+    holder's pid. The lock lives as long as the open file: the OS drops it when the process
+    dies (SIGKILL included), so the next run needs no cleanup. The file is removed on release
+    (with the folders made to hold it, if still empty); an acquirer checks it still locked the
+    file on disk, so a removal racing it is harmless.
+    """
+    import fcntl
+
+    folder = Path(folder).absolute().resolve()
+    lock = folder.parent / f".{folder.name}.lock"
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]  # deepest first
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise FolderBusy(
+                f"{folder} is in use by another cyb process ({who}, lock {lock}): wait for it "
+                f"to finish, or choose another {flag}"
+            ) from None
+        try:  # the file we locked is still the one on disk (a releasing holder removes it)
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+        for p in made:  # folders made only to hold the lock: a refused run leaves nothing
+            try:
+                p.rmdir()
+            except OSError:  # not empty: the run wrote there
+                break

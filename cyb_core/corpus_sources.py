@@ -382,11 +382,9 @@ def user_files(sources: list[str], exclude: Path | None = None) -> list[tuple[st
                 raise CorpusError(
                     f"--out {exclude} lies inside the input folder {src}: choose an --out outside it"
                 )
-            files = [
-                f
-                for f in sorted(path.rglob("*"))
-                if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)
-            ]
+            from .folders import files_below  # symlinked folders followed, loops refused
+
+            files = files_below(path, CorpusError)
             for f in files:
                 if f.suffix not in USER_SUFFIXES:
                     raise CorpusError(

@@ -13,13 +13,17 @@ contiguous slice, and `all_reduce_sum` adds the per-rank sums.
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+# Seconds a collective may wait for the other ranks before this rank gives up. torch's default
+# (30 min) lets one hung rank stall the others for half an hour; a step takes seconds.
+COLLECTIVE_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -97,16 +101,15 @@ def _warn_cpu_only_torch() -> None:
         )
 
 
-DIST_TIMEOUT_MIN = 10.0  # a collective that waits longer than this fails instead of hanging
-
-
-def setup(device: str = "auto", timeout_min: float = DIST_TIMEOUT_MIN) -> Dist:
+def setup(device: str = "auto", timeout: float = COLLECTIVE_TIMEOUT) -> Dist:
     """Join the launcher's process group (once per process) and return this process's place.
 
     Safe to call more than once (the group is kept) and with no launcher (one process).
-    timeout_min: how long a collective waits for the other ranks (rank 0 alone writes
-    checkpoints and evaluations meanwhile) before it fails.
+    timeout: seconds a collective waits for the other ranks; then it raises on this rank
+    (`is_timeout` recognises the error), so a hung rank ends the run instead of stalling it.
     """
+    if not timeout > 0:
+        raise ValueError(f"collective timeout must be above 0 seconds, got {timeout}")
     rank, world, local = env_world()
     dev = resolve_device(device, local)
     if world <= 1:
@@ -119,11 +122,20 @@ def setup(device: str = "auto", timeout_min: float = DIST_TIMEOUT_MIN) -> Dist:
             backend,
             rank=rank,
             world_size=world,
-            timeout=timedelta(minutes=timeout_min),
+            timeout=datetime.timedelta(seconds=timeout),
             device_id=dev if dev.type == "cuda" else None,  # NCCL binds this rank to its GPU
         )
         atexit.register(teardown)  # a caller that does not leave the group leaves it at exit
     return Dist(rank, world, local, dev)
+
+
+def is_timeout(e: BaseException) -> bool:
+    """Whether `e` is a collective that gave up waiting for another rank (gloo or NCCL)."""
+    dist_error = getattr(dist, "DistError", ())
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and (
+        "timed out" in text or "timeout" in text or isinstance(e, dist_error)
+    )
 
 
 def teardown() -> None:

@@ -9,8 +9,9 @@ bans DK, the pauses, padding and embedding rows past the tokenizer:
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
     from cyb_core.hf import cyb_logits_processor
 
-    model = AutoModelForCausalLM.from_pretrained("runs/demo/cyb-ap-1x1-s0/final")
-    tok = AutoTokenizer.from_pretrained("runs/demo/cyb-ap-1x1-s0/final")
+    final = "runs/demo/cyb-ap-1x1-s0/final"
+    model = AutoModelForCausalLM.from_pretrained(final, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(final, trust_remote_code=False)
     procs = cyb_logits_processor(model, tok)
     out = model.generate(**tok("The cat", return_tensors="pt"), logits_processor=procs)
     pipe = pipeline("text-generation", model=model, tokenizer=tok)

@@ -81,10 +81,14 @@ class CYBSettings:
 class CYBModel(torch.nn.Module):
     """A causal LM whose logits carry the DK prior, with the ids of the CYB tokens at hand."""
 
-    def __init__(self, model, tokenizer, settings: CYBSettings | None = None):
+    def __init__(
+        self, model, tokenizer, settings: CYBSettings | None = None, allow_resize: bool = False
+    ):
         super().__init__()
         n_before = len(tokenizer)
         tok_lib.ensure_special_tokens(tokenizer)
+        if not allow_resize:
+            check_growth(_rows(model), len(tokenizer))
         fit_embeddings(model, len(tokenizer), padded=_rows(model) > n_before)
         self.model, self.tokenizer = model, tokenizer
         stored = getattr(model.config, "cyb", None)
@@ -231,10 +235,13 @@ def load(
     device: str | torch.device = "cpu",
     *,
     cache_dir: str | Path | None = None,
+    allow_resize: bool = False,
     **settings,
 ) -> CYBModel:
     """Load a checkpoint directory or cached hub id; keyword `settings` override the stored CYB
-    settings. cache_dir: the Hugging Face hub cache (default: the user's, HF_HOME/HF_HUB_CACHE)."""
+    settings. cache_dir: the Hugging Face hub cache (default: the user's, HF_HOME/HF_HUB_CACHE).
+    allow_resize: let a tokenizer far larger than the embeddings grow them (see fit_embeddings).
+    A checkpoint that needs its own Python code (`auto_map`, an unknown `model_type`) is refused."""
     path = resolve(path, cache_dir=cache_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -246,9 +253,24 @@ def load(
             f"no safetensors weights in {path}: only safetensors checkpoints are loaded "
             "(re-save the model with save_pretrained(..., safe_serialization=True))"
         )
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    refuse_remote_code(path)
+    # trust_remote_code=False: never import a checkpoint's own Python, and never ask on stdin
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False
+        )
+    except RuntimeError as e:  # torch's "size mismatch for <param>": config.json vs the weights
+        if not any(k in str(e) for k in ("size mismatch", "ignore_mismatched_sizes")):
+            raise
+        what = re.search(r"size mismatch for [^:]+:[^.]*", str(e))
+        raise ValueError(
+            f"the weights in {path} do not fit its config.json"
+            + (f" ({what.group(0).strip()})" if what else "")
+            + ": the config describes a model of another shape; restore the checkpoint's own "
+            "config.json or re-save it with save_pretrained"
+        ) from None
     tokenizer = _load_tokenizer(path)
-    wrapped = CYBModel(model, tokenizer)
+    wrapped = CYBModel(model, tokenizer, allow_resize=allow_resize)
     if settings:
         wrapped.with_settings(**settings)
     return wrapped.to(device)
@@ -306,6 +328,23 @@ def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
 
 def _rows(model) -> int:
     return model.get_input_embeddings().weight.shape[0]
+
+
+# The most rows a tokenizer may add to the embeddings without --allow-resize: our special tokens
+# (a few dozen) always fit; a tokenizer far larger than the model it came with is a mistake.
+GROWTH_ROWS, GROWTH_FRAC = 1000, 0.10
+
+
+def check_growth(rows: int, n_tokens: int) -> None:
+    """ValueError when `n_tokens` ids would grow `rows` embedding rows past the margin."""
+    grow = n_tokens - rows
+    if grow > max(GROWTH_ROWS, GROWTH_FRAC * rows):
+        raise ValueError(
+            f"the tokenizer has {n_tokens:,} ids but the model only {rows:,} embedding rows: "
+            f"growing them by {grow:,} rows (more than {GROWTH_ROWS:,} or "
+            f"{GROWTH_FRAC:.0%}) means the tokenizer does not belong to these weights; use the "
+            "checkpoint's own tokenizer, or pass --allow-resize to grow them anyway"
+        )
 
 
 def fit_embeddings(model, n_tokens: int, padded: bool) -> None:
@@ -369,6 +408,36 @@ def warn_once(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
+def refuse_remote_code(path: Path) -> None:
+    """ValueError, naming the field, when loading `path` would need the checkpoint's own Python
+    code: `auto_map` in config.json or tokenizer_config.json, or a `model_type` transformers does
+    not know. cyb never runs such code (every from_pretrained passes trust_remote_code=False)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for name in ("config.json", "tokenizer_config.json"):
+        f = Path(path) / name
+        try:
+            cfg = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"{f} is not valid JSON ({e}); restore or re-save the checkpoint"
+            ) from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{f} is not a JSON object; restore or re-save the checkpoint")
+        if "auto_map" in cfg:
+            raise ValueError(
+                f"{f} has an `auto_map` field: the checkpoint asks to run its own Python code, "
+                "which cyb never does; use a checkpoint of a model type transformers ships"
+            )
+        model_type = cfg.get("model_type")
+        if name == "config.json" and model_type is not None and model_type not in CONFIG_MAPPING:
+            raise ValueError(
+                f"{f} has `model_type` {model_type!r}, which this transformers does not know "
+                "(it would need the checkpoint's own code, which cyb never runs): use a "
+                "supported model type or upgrade transformers"
+            )
+
+
 def _load_tokenizer(path: Path):
     """The tokenizer saved with a checkpoint, as the class it was saved as.
 
@@ -381,8 +450,8 @@ def _load_tokenizer(path: Path):
         saved_as in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
         and (path / "tokenizer.json").is_file()
     ):
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(path)
+        return PreTrainedTokenizerFast.from_pretrained(str(path), trust_remote_code=False)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def new_base(

@@ -181,18 +181,24 @@ def write_mixed(
     seed: int = 0,
     splits=("pretrain", "finetune", "heldout"),
 ) -> dict:
-    """Write the synthetic splits and mix.json to out_dir; returns the manifest."""
-    from .atomic import atomic_write
+    """Write the synthetic splits and mix.json to out_dir; returns the manifest.
+
+    The folder switches whole (staged, then swapped in by atomic.atomic_save_dir under its
+    lock), and only a new, empty or earlier mixed folder is replaced; out_dir may not be, hold
+    or lie inside the natural corpus it mixes."""
+    import hashlib
+
+    from .atomic import atomic_save_dir, exclusive, recover_dir
     from .corpus import _gz_jsonl, load_split
 
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be in (0, 1), got {share}")
+    check_mix_target(out_dir, natural_root)
     # every natural split is read before anything is written: a bad --natural leaves no folder
     chars = {
         split: sum(len(d["text"]) for d in load_split(split, natural_root)) for split in splits
     }
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rel = Path(natural_root).resolve()
     try:
         rel = rel.relative_to(out_dir.resolve().parent)
@@ -207,11 +213,46 @@ def write_mixed(
         "weights": list(WEIGHTS),
         "files": {},
     }
-    for split in splits:
-        docs = documents(split, round(chars[split] * share / (1 - share)), seed)
-        data = _gz_jsonl(docs, f"{split}.jsonl")
-        atomic_write(out_dir / f"{split}.jsonl.gz", lambda p, data=data: p.write_bytes(data))
-        manifest["files"][split] = {"docs": len(docs), "chars": sum(len(d["text"]) for d in docs)}
-    text = json.dumps(manifest, indent=2) + "\n"
-    atomic_write(out_dir / "mix.json", lambda p: p.write_text(text))
+
+    def write(tmp: Path) -> None:  # the splits and mix.json switch in one rename
+        tmp.mkdir(parents=True)
+        for split in splits:
+            docs = documents(split, round(chars[split] * share / (1 - share)), seed)
+            data = _gz_jsonl(docs, f"{split}.jsonl")
+            (tmp / f"{split}.jsonl.gz").write_bytes(data)
+            manifest["files"][split] = {
+                "docs": len(docs),
+                "chars": sum(len(d["text"]) for d in docs),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        (tmp / "mix.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    with exclusive(out_dir, flag="--mixed"):
+        recover_dir(out_dir)
+        check_mix_target(out_dir, natural_root)  # again, as the folder's sole writer
+        atomic_save_dir(out_dir, write)
     return manifest
+
+
+MIX_FILES = frozenset({"mix.json", *(f"{s}.jsonl.gz" for s in ("pretrain", "finetune", "heldout"))})
+
+
+def check_mix_target(out_dir: str | Path, natural_root: str | Path) -> None:
+    """CorpusError unless `out_dir` may be replaced by a mixed corpus of `natural_root`: not the
+    natural corpus, not inside it nor holding it, and holding nothing but an earlier mix."""
+    from .corpus import check_target
+    from .corpus_sources import CorpusError
+
+    mixed, natural = Path(out_dir).resolve(), Path(natural_root).resolve()
+    if mixed.is_relative_to(natural) or natural.is_relative_to(mixed):
+        where = (
+            "is"
+            if mixed == natural
+            else ("lies inside" if mixed.is_relative_to(natural) else "holds")
+        )
+        raise CorpusError(
+            f"--mixed {out_dir} {where} the natural corpus {natural_root}, which writing it would "
+            "overwrite: choose a separate --mixed folder, e.g. data/mixed"
+        )
+    check_target(Path(out_dir), "mix.json", MIX_FILES, "--mixed", "cyb data mix")

@@ -75,7 +75,7 @@ def load(path: str | Path = DEFAULT_DIR) -> PreTrainedTokenizerFast:
         raise FileNotFoundError(
             f"no tokenizer at {path}: run `cyb tokenizer` (needs the corpus from `cyb data build`)"
         )
-    return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return PreTrainedTokenizerFast.from_pretrained(str(path), trust_remote_code=False)
 
 
 def ensure_special_tokens(tokenizer) -> int:

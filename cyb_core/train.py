@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,7 +19,15 @@ from tqdm.auto import tqdm
 
 from . import distributed, losses, pauses, variants
 from . import model as model_lib
-from .atomic import atomic_save_dir, atomic_write, recover_dir, remove_dir, write_target
+from .atomic import (
+    FolderBusy,
+    atomic_save_dir,
+    atomic_write,
+    exclusive,
+    recover_dir,
+    remove_dir,
+    write_target,
+)
 from .data import BlockSampler, split_blocks
 from .precision import autocast, fsdp_policy, master_weights
 
@@ -45,6 +53,7 @@ class TrainConfig:
     psi: float = 0.9
     hparams: dict = field(default_factory=dict)
     mask_pauses: bool = False  # pause logits at -inf: pauses are input only (model.CYBSettings)
+    allow_resize: bool = False  # let init's tokenizer grow its embeddings past the margin
     pause_init: str = (
         "keep"  # input embeddings of the pause tokens: as in `init`, or "mean" of the real tokens
     )
@@ -229,7 +238,7 @@ def _init_model(cfg: TrainConfig) -> model_lib.CYBModel:
         )
         m = m.with_settings(**settings)
     else:
-        m = model_lib.load(cfg.init, **settings)
+        m = model_lib.load(cfg.init, allow_resize=cfg.allow_resize, **settings)
     if cfg.pause_init == "mean":
         # A pretrained model never saw its pause tokens as input; their rows hold whatever the
         # softmax pushed onto them as (tied) outputs. Start them at the mean real-token embedding.
@@ -283,6 +292,17 @@ def _check_out(out: Path, cfg: TrainConfig) -> str | None:
     return None
 
 
+def _lock_run(out: Path, cfg: TrainConfig, held: ExitStack) -> str | None:
+    """Take the run folder's lock for the life of the run (one writer per --out; see
+    atomic.exclusive), then check the folder again: a run that ended meanwhile may have left
+    another config. The error's text, or None."""
+    try:
+        held.enter_context(exclusive(out))
+    except FolderBusy as e:
+        return str(e)
+    return _check_out(out, cfg)
+
+
 def train(
     cfg: TrainConfig,
     progress: bool = True,
@@ -291,6 +311,7 @@ def train(
     parallel: bool = False,
     grad_ckpt: bool = False,
     fsdp: bool = False,
+    collective_timeout: float = distributed.COLLECTIVE_TIMEOUT,
 ) -> dict:
     """Train (or resume) the run in cfg.out; returns the final summary. `stop_after` simulates a kill.
 
@@ -301,27 +322,33 @@ def train(
     grad_ckpt: recompute the decoder layers' activations in the backward pass (less memory).
     fsdp: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of
     replicating them (DDP), for models that do not fit one device.
+    collective_timeout: seconds a rank waits for the others in a collective before it fails.
     """
     created = parallel and not (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     )
     d = (
-        distributed.setup(cfg.device)
+        distributed.setup(cfg.device, collective_timeout)
         if parallel
         else distributed.Dist(device=resolve_device(cfg.device))
     )
     try:
-        return _train(cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active)
+        with ExitStack() as held:  # the run folder's lock, held until the run returns
+            return _train(
+                cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active, held
+            )
     finally:
         if created:
             distributed.teardown()
 
 
-def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp) -> dict:
+def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held) -> dict:
     # ---- every check that can fail, before anything is written
     micro = distributed.per_rank(cfg.batch_size, d.world, cfg.grad_accum)
     out = Path(cfg.out)
     err = _check_out(out, cfg) if d.main else None
+    if d.main and err is None:
+        err = _lock_run(out, cfg, held)
     err = distributed.broadcast_object(err)  # every rank raises the same one-line error
     if err:
         raise ValueError(err)

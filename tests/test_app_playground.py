@@ -359,3 +359,57 @@ def test_cli_device(monkeypatch, tmp_path):
 
         with pytest.raises(CLIError, match="no such CUDA device"):
             args.func(args)
+
+
+def test_nul_is_refused_as_cyb_eval_refuses_it(page):
+    with pytest.raises(store.StoreError, match="NUL character .at position 3"):
+        pg.check_text("abc\x00def")
+    with pytest.raises(store.StoreError, match="prompt contains a NUL"):
+        pg.check_text("a\x00", pg.MAX_PROMPT_CHARS, "prompt")
+    at = page()
+    at.text_area(key="pg_text").set_value("a text\x00with a NUL").run()
+    errors = _errors(at)
+    assert len(errors) == 1 and "NUL character" in errors[0]
+    assert not at.get("plotly_chart")
+
+
+def test_text_survives_a_failed_checkpoint_choice(page, setup, tmp_path):
+    at = page()
+    mine, prompt = "My own text about apples and 2 + 2 = 4.", "My prompt:"
+    at.text_area(key="pg_text").set_value(mine).run()
+    at.text_area(key="pg_prompt").set_value(prompt).run()
+    _ok(at)
+    run_a = at.selectbox(key="pg_run_A").value
+    at.selectbox(key="pg_run_A").set_value("<path>").run()
+    at.text_input(key="pg_path_A").set_value(str(tmp_path / "nowhere")).run()
+    assert "no run or checkpoint" in _errors(at)[0]
+    assert not at.text_area  # the page stopped before the boxes
+    at.selectbox(key="pg_run_A").set_value(run_a).run()
+    _ok(at)
+    for key, value in (("pg_text", mine), ("pg_prompt", prompt)):
+        box = at.text_area(key=key)
+        assert box.value == value  # what the page scores
+        # what the browser draws: the value sent with the box, else the box's default
+        assert (box.proto.value if box.proto.set_value else box.proto.default) == value
+    assert "apples" in "".join(_html(at))  # and it is the text the page scores
+
+
+def test_memory_estimate_counts_the_tokenizer_and_config_shapes(setup, tmp_path, monkeypatch):
+    from transformers import PreTrainedTokenizerFast
+
+    src = setup[1]["ap-full"] / "final"
+    big = shutil.copytree(src, tmp_path / "big")
+    tok = PreTrainedTokenizerFast.from_pretrained(str(big))
+    tok.add_tokens([f"extra_{i}" for i in range(5000)])
+    tok.save_pretrained(big)
+    cfg = json.loads((big / "config.json").read_text())
+    rows = pg.tokenizer_size(big) - cfg["vocab_size"]
+    assert rows >= 5000
+    grow = rows * cfg["hidden_size"] * 4 * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    assert pg.memory_need(big) - pg.memory_need(src) >= pg.LOAD_FACTOR * grow
+    assert pg.memory_need(src) > pg.LOAD_FACTOR * pg.weights_bytes(src)  # the tokenizer counts
+    need = pg.memory_need(src)
+    monkeypatch.setattr(pg, "available_memory", lambda device: need + 1)
+    pg.check_fits(src, "cpu")
+    with pytest.raises(store.StoreError, match="too big to load here"):
+        pg.check_fits(big, "cpu")

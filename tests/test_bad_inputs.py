@@ -27,6 +27,67 @@ from cyb.cli import main
 BIG = 70_000  # past the first 64 KiB, where a NUL byte used to go unnoticed
 
 
+def _with_config(src: Path, dest: Path, **fields) -> Path:
+    """A copy of checkpoint `src` whose config.json has `fields` set (None: removed)."""
+    shutil.copytree(src, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg.update(fields)
+    (dest / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
+    return dest
+
+
+def remote_code_checkpoint(src: Path, dest: Path, marker: Path) -> Path:
+    """A checkpoint whose config.json asks for its own code (auto_map, an unknown model_type);
+    importing that code creates `marker`, so a test sees whether it ever ran."""
+    _with_config(
+        src,
+        dest,
+        model_type="evil-llama",
+        auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
+    )
+    (dest / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('foreign code ran')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil-llama'\n"
+        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n"
+    )
+    return dest
+
+
+def _big_tokenizer(src: Path, dest: Path, extra: int) -> Path:
+    """A copy of `src` whose tokenizer has `extra` more entries than the model has rows."""
+    from transformers import PreTrainedTokenizerFast
+
+    shutil.copytree(src, dest)
+    tok = PreTrainedTokenizerFast.from_pretrained(str(dest))
+    tok.add_tokens([f"extra_token_{i}" for i in range(extra)])
+    tok.save_pretrained(dest)
+    return dest
+
+
+def _truncated_cache(root: Path) -> Path:
+    """A build cache whose archives are cut short, as an interrupted download leaves them."""
+    import gzip
+    import io
+    import tarfile
+
+    from cyb_core.corpus_sources import BROWN, DEB, GUTENBERG
+
+    cache = root / "cache"
+    cache.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"x" * 100_000
+        info = tarfile.TarInfo("package/gutenberg/carroll-alice.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tgz = gzip.compress(buf.getvalue())
+    for name, version in (GUTENBERG, BROWN):
+        (cache / f"{name}-{version}.tgz").write_bytes(tgz[: len(tgz) // 2])
+    (cache / f"{DEB}_1.0-1_all.deb").write_bytes(b"!<arch>\n")
+    return cache
+
+
 def _checkpoint_with(src: Path, dest: Path, **cyb) -> Path:
     shutil.copytree(src, dest)
     cfg = json.loads((dest / "config.json").read_text())
@@ -63,6 +124,23 @@ def inputs() -> dict[str, Path]:
     (root / "file").write_text("a file, not a folder")
     garbage = root / "garbage.duckdb"
     garbage.write_text("this is not a database\n" * 10)
+    import_prev = root / "imported"  # an earlier import, and a folder of the user's inside it
+    import_src = root / "import-src"
+    import_src.mkdir()
+    for name in "abc":
+        (import_src / f"{name}.txt").write_text(f"Document {name}, a few words of plain text.")
+    assert main(["data", "import", str(import_src), "--out", str(import_prev)]) == 0
+    (import_prev / "my-notes").mkdir()
+    (import_prev / "my-notes" / "keep.txt").write_text("the user's own file")
+    loop = root / "loop"
+    (loop / "sub").mkdir(parents=True)
+    (loop / "sub" / "a.txt").write_text("some text\n\nmore text\n\nand more")
+    (loop / "sub" / "back").symlink_to(loop)
+    badname = root / "badname"
+    badname.mkdir()
+    (badname / "fine.txt").write_text("some text\n\nmore text\n\nand more")
+    with open(os.fsencode(badname) + b"/caf\xe9.txt", "wb") as f:  # a Latin-1 file name
+        f.write(b"text\n\nmore\n\nagain")
     toml = root / "exp.toml"
     toml.write_text(
         f'out = "{root}/exp-runs"\n[defaults]\ninit = "{ckpt}"\ndata_root = "{FIXTURE}"\n'
@@ -89,6 +167,16 @@ def inputs() -> dict[str, Path]:
         "toml": toml,
         "bad_toml": root / "bad.toml",
         "nowhere": root / "does-not-exist",
+        "remote": remote_code_checkpoint(ckpt, root / "remote", root / "MARKER"),
+        "unknown_type": _with_config(ckpt, root / "unknown-type", model_type="nosuchmodel"),
+        "reshaped": _with_config(ckpt, root / "reshaped", intermediate_size=700),
+        "bigtok": _big_tokenizer(ckpt, root / "bigtok", 3000),
+        "badcache": _truncated_cache(root),
+        "import_prev": import_prev,
+        "import_src": import_src,
+        "loop": loop,
+        "badname": badname,
+        "fixture": FIXTURE,
     }
 
 
@@ -174,6 +262,32 @@ ROWS = [
     (TRAIN + " --seq-len 0", "seq-len"),
     (TRAIN + " --ckpt-every 0", "ckpt-every"),
     (TRAIN + " --eval-every 0", "eval-every"),
+    (TRAIN + " --collective-timeout 0", "--collective-timeout must be above 0"),
+    # ------------------------------------------------------------------ checkpoints we refuse
+    ("eval {remote} --text {text} --db {db}", "config.json has an `auto_map` field"),
+    ("generate {remote} --prompt Hi", "config.json has an `auto_map` field"),
+    ("train --init {remote} --out {tmp}/run --tokens 64", "`auto_map` field"),
+    ("eval {unknown_type} --text {text} --db {db}", "`model_type` 'nosuchmodel'"),
+    ("eval {reshaped} --text {text} --db {db}", "do not fit its config.json"),
+    ("generate {reshaped} --prompt Hi", "do not fit its config.json"),
+    ("train --init {reshaped} --out {tmp}/run --tokens 64", "do not fit its config.json"),
+    ("eval {bigtok} --text {text} --db {db}", "--allow-resize"),
+    ("generate {bigtok} --prompt Hi", "--allow-resize"),
+    ("train --init {bigtok} --out {tmp}/run --tokens 64", "--allow-resize"),
+    # ------------------------------------------------------------------ corpus folders
+    ("data import {import_src} --out {import_prev}", "holds my-notes, not written by"),
+    ("data import {import_src} --out {fixture}", "not written by `cyb data import`"),
+    ("data import {import_src} --out .", "is the folder you are in"),
+    ("data import {loop} --out {tmp}/c", "symbolic link loop"),
+    ("data import {badname} --out {tmp}/c", "caf\\xe9.txt: the name is not UTF-8"),
+    ("data mix --natural {fixture} --mixed {fixture}", "is the natural corpus"),
+    ("data mix --natural {fixture} --mixed {fixture}/mixed", "lies inside the natural corpus"),
+    ("data mix --natural {import_src}/.. --mixed {import_src}", "lies inside the natural"),
+    ("data mix --natural {fixture} --mixed {import_prev}", "not written by `cyb data mix`"),
+    (
+        "data build --cache {badcache} --out {tmp}/c --no-fixture --no-mixed",
+        "is truncated or damaged (EOFError",
+    ),
 ]
 
 
@@ -215,7 +329,8 @@ def test_bad_input_is_one_line_and_changes_nothing(line, needle, inputs, tmp_pat
     assert code == 1, err
     assert "Traceback" not in err
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"cyb {argv[0]}: error: "), err
+    command = " ".join(argv[:2] if argv[0] == "data" else argv[:1])
+    assert lines[0].startswith(f"cyb {command}: error: "), err
     assert needle in lines[0], err
     assert {p: _db_state(p) for p in dbs} == before  # foreign: the same bytes; ours: same rows
     new = set(os.listdir(tmp_path)) - set(files_before)
@@ -223,6 +338,18 @@ def test_bad_input_is_one_line_and_changes_nothing(line, needle, inputs, tmp_pat
     if argv[0] in ("eval", "export", "experiment", "app"):
         assert new == set(), f"{argv[0]} left {new}"  # nothing written before the check failed
     assert not (inputs["toml"].parent / "exp-runs").exists()  # experiment: no run started
+    if argv[0] == "data":
+        assert new == set(), f"{argv[0]} left {new}"
+        assert (
+            inputs["import_prev"] / "my-notes" / "keep.txt"
+        ).read_text() == "the user's own file"
+        assert sorted(os.listdir(inputs["import_prev"])) == [
+            "IMPORT.json",
+            "finetune.jsonl.gz",
+            "heldout.jsonl.gz",
+            "my-notes",
+        ]
+    assert not (inputs["remote"].parent / "MARKER").exists()  # no checkpoint code ever ran
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,15 @@ def log_steps(run: Path) -> list[int]:
 
 
 def launch(nproc: int, args: list[str], **popen) -> subprocess.Popen:
-    """`torchrun --nproc_per_node N cyb ARGS`, as docs/scaling.md documents it."""
-    cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}"]
+    """`torchrun --nproc_per_node N cyb ARGS` with its rendezvous on the loopback interface
+    only, as docs/scaling.md documents it."""
+    import socket
+
+    with socket.socket() as s:  # a free loopback port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(BIN / "torchrun"), "--nnodes", "1", f"--nproc_per_node={nproc}"]
+    cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks share two cores
     return subprocess.Popen([*cmd, str(BIN / "cyb"), *args], cwd=ROOT, env=env, text=True, **popen)
 
@@ -303,3 +310,43 @@ def test_dense_eval_under_torchrun_shards_documents_and_writes_one_evaluation(
     assert store.eval_summary(tmp_path / "two.duckdb", s1["eval_id"]) == pytest.approx(
         store.eval_summary(tmp_path / "one.duckdb", s1["eval_id"]), rel=1e-5
     )
+
+
+def _hung_rank(rank: int, port: int, results) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    distributed.setup("cpu", timeout=3)
+    if rank == 1:
+        time.sleep(30)  # hangs: never joins the collective below
+        os._exit(0)
+    t0 = time.monotonic()
+    try:
+        distributed.all_reduce_sum(torch.ones(1))
+        results.put(("no error", 0.0))
+    except RuntimeError as e:
+        results.put((distributed.is_timeout(e), time.monotonic() - t0))
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_the_collective_after_the_timeout():
+    """torch's default would wait 30 minutes; setup's timeout makes the waiting rank fail."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_hung_rank, args=(r, port, results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    try:
+        timed_out, waited = results.get(timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+            p.join()
+    assert timed_out is True
+    assert 2 < waited < 25

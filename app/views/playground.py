@@ -24,8 +24,11 @@ RECIPES = {
 f = state.current_or_none()  # None: no evaluation stored yet, so no sidebar
 src = f.src if f else data.source()
 dev = data.device()
-st.session_state.setdefault("pg_text", TEXT)
-st.session_state.setdefault("pg_prompt", PROMPT)
+# A box's value outlives a run that does not draw it (a failed checkpoint stops the page before
+# the boxes), but the browser then redraws the box with its default, empty, while the page
+# scores the kept text: setting the value anew on every run sends it with the box.
+for key, default in {"pg_text": TEXT, "pg_prompt": PROMPT}.items():
+    st.session_state[key] = st.session_state.get(key, default)
 st.title("Playground")
 st.caption(
     "Type or paste text and see which of its tokens make a model pause, with the Text page's "
