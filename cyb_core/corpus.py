@@ -388,6 +388,22 @@ def split_pieces(
     return {name: [pieces[i] for i in idx] for name, idx in out.items()}
 
 
+def check_import_out(out: Path, heldout: float, pretrain: float) -> None:
+    """CorpusError unless the fractions are valid and OUT may take an import (new, empty, or an
+    earlier import, which is replaced)."""
+    if not (0 <= heldout < 1 and 0 <= pretrain < 1 and heldout + pretrain < 1):
+        raise CorpusError(
+            f"--heldout {heldout} and --pretrain {pretrain} must be fractions in [0, 1) "
+            "with a sum below 1"
+        )
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_MANIFEST).is_file():
+        raise CorpusError(
+            f"--out {out} already holds files not written by `cyb data import`: choose a new --out"
+        )
+
+
 def import_corpus(
     sources: list[str],
     out: Path,
@@ -405,19 +421,9 @@ def import_corpus(
     can simply be run again. OUT may be new, empty, or an earlier import (replaced).
     """
     out = Path(out)
-    if not (0 <= heldout < 1 and 0 <= pretrain < 1 and heldout + pretrain < 1):
-        raise CorpusError(
-            f"--heldout {heldout} and --pretrain {pretrain} must be fractions in [0, 1) "
-            "with a sum below 1"
-        )
+    check_import_out(out, heldout, pretrain)
     if stdin_format not in USER_FORMATS:
         raise CorpusError(f"--stdin-format must be one of {', '.join(USER_FORMATS)}")
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"--out {out} is a file: choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / IMPORT_MANIFEST).is_file():
-        raise CorpusError(
-            f"--out {out} already holds files not written by `cyb data import`: choose a new --out"
-        )
     docs, files = read_user_docs(sources, stdin_format, exclude=out, stdin=stdin)
     splits = split_pieces([c for d in docs for c in chunk(d)], heldout, pretrain, seed)
     manifest = {

@@ -324,8 +324,8 @@ def compute(
     """CYB loss of `variant` for logits (B, T, W, V) and targets (B, T).
 
     mask (B, T): False/0 drops a token, as does target -100. steps (B, T): Recipe 2.
-    Metrics (detached, means over kept tokens): expected_pauses and nll (-log p(y) under the
-    variant's own answer policy, method.md section 5).
+    Metrics (detached, means over kept tokens): expected_pauses, nll (-log p(y) under the
+    variant's own answer policy, method.md section 5) and halting (W,), the mean s_i.
     """
     spec = variants.get(variant)
     unknown = sorted(set(hparams) - set(spec.hparams))
@@ -360,5 +360,7 @@ def compute(
         metrics = {
             "expected_pauses": (expected_pauses(policy.log_s) * keep).sum() / n,
             "nll": -(torch.where(keep, log_p(policy), 0.0)).sum() / n,
+            # (W,) the halting distribution: mean probability of answering at each step
+            "halting": (policy.log_s.exp() * keep[..., None]).sum((0, 1)) / n,
         }
     return LossOutput(per_token.sum() / n, per_token, metrics)

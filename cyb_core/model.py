@@ -94,6 +94,7 @@ class CYBModel(torch.nn.Module):
         ids = tok_lib.special_ids(tokenizer)
         self.dk_id, self.eot_id, self.pad_id = ids["dk"], ids["eot"], ids["pad"]
         self.pause_ids: list[int] = ids["pauses"]
+        set_pad_id(model, self.pad_id)
         self.ignores_position_ids = ignores_position_ids(model)
         self._check_positions()
 
@@ -238,6 +239,14 @@ def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
             f"and fetching it failed ({first}): pass a checkpoint directory, or download it "
             f"with `hf download {name}` where the hub is reachable"
         ) from None
+
+
+def set_pad_id(model, pad_id: int) -> None:
+    """Record the tokenizer's pad id in a model config that has none (cyb added <pad>), so
+    plain `generate()` and pipelines pad with it; a pad id the model already has is kept."""
+    for cfg in (model.config, getattr(model, "generation_config", None)):
+        if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
+            cfg.pad_token_id = pad_id
 
 
 def _rows(model) -> int:

@@ -10,3 +10,5 @@ RECIPES = ("constant", "variable")
 GENERATION_READOUTS = ("greedy", "threshold", "sample")
 # base-model sizes; cyb_core/model.py PRESETS holds their shapes under the same keys
 MODEL_PRESETS = ("tiny", "tiny-deep", "small", "medium")
+# `cyb train --report-to`: experiment trackers (cyb_core/trackers.py), each an extra of its name
+TRACKERS = ("none", "tensorboard", "trackio", "wandb", "mlflow")
