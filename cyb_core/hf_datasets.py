@@ -385,6 +385,7 @@ def import_datasets(
     }
 
     def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
         writers = {n: SplitWriter(tmp, n) for n in names}
         try:
             for s in found:
