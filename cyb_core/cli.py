@@ -37,6 +37,7 @@ EXTRA_OF = {
     "plotly": "app",
     "kaleido": "app",
     "accelerate": "accelerate",
+    "lm_eval": "lm-eval",
 }
 
 

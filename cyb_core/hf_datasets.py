@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from tqdm import tqdm
 from .atomic import atomic_save_dir
 from .corpus import IMPORT_MANIFEST, check_import_out, chunk
 from .corpus_sources import CorpusError
+from .names import HUB_ID
 
 DATA_SUFFIXES = (".parquet", ".arrow")
 HUB_PATTERNS = ["*.parquet", "*.arrow", "*.json", "*.md"]  # what --download fetches
 BATCH_ROWS = 512  # rows per record batch: the unit of memory
-GZIP_LEVEL = 6  # streamed splits: zlib's default speed; the bytes are still reproducible
+GZIP_LEVEL = 1  # streamed splits: fastest zlib level (3-7x faster than 6 here); still reproducible
 STREAM_RULE = (
     "each row's text field is one document, cut at blank lines into pieces of ~2000-4000 "
     "characters; a piece goes to heldout, pretrain or finetune by a seeded hash of its id "
@@ -57,9 +59,7 @@ class Source:
 
 
 def _hub_id(name: str) -> bool:
-    from .model import _HUB_ID
-
-    return bool(_HUB_ID.fullmatch(name)) and ".." not in name
+    return bool(re.fullmatch(HUB_ID, name)) and ".." not in name
 
 
 def is_dataset_source(src: str, download: bool = False) -> bool:

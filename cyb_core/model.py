@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
 from .losses import apply_dk_prior
-from .names import MODEL_PRESETS, RECIPES
+from .names import HUB_ID, MODEL_PRESETS, RECIPES
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -191,8 +191,7 @@ def load(
     return wrapped.to(device)
 
 
-# A hub id: "name" or "org/name" (letters, digits, '-', '_', '.'; no '..' or leading '.')
-_HUB_ID = re.compile(r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?")
+_HUB_ID = re.compile(HUB_ID)  # "name" or "org/name" (names.HUB_ID)
 # Files a checkpoint needs; pickled weights (*.bin, *.pt) are never fetched.
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 

@@ -12,3 +12,6 @@ GENERATION_READOUTS = ("greedy", "threshold", "sample")
 MODEL_PRESETS = ("tiny", "tiny-deep", "small", "medium")
 # `cyb train --report-to`: experiment trackers (cyb_core/trackers.py), each an extra of its name
 TRACKERS = ("none", "tensorboard", "trackio", "wandb", "mlflow")
+# a Hugging Face hub id: "name" or "org/name" (letters, digits, '-', '_', '.'; no '..' or leading
+# '.'), for models (cyb_core.model) and datasets (cyb_core.hf_datasets)
+HUB_ID = r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?"
