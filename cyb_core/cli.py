@@ -572,8 +572,8 @@ def add_cli(sub) -> None:
         help="also log loss, learning rate, expected pauses, the halting distribution s per step "
         "and validation perplexity to a tracker, through its own library (pip install "
         "'cyb[NAME]'): tensorboard (event files in OUT/tensorboard), trackio (its local store), "
-        "wandb (WANDB_MODE=offline for no network), mlflow (MLFLOW_TRACKING_URI, default a local "
-        "store) (default: %(default)s)",
+        "wandb (WANDB_MODE=offline for no network), mlflow (MLFLOW_TRACKING_URI, default OUT/mlflow.db) "
+        "(default: %(default)s)",
     )
     r.add_argument(
         "--json",

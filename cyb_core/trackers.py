@@ -11,7 +11,7 @@ What each step logs (tags as in TensorBoard):
 
 All of them work with no network: TensorBoard writes event files to RUN/tensorboard, Trackio its
 local store (TRACKIO_DIR, default ~/.cache/huggingface/trackio), MLflow its tracking URI
-(MLFLOW_TRACKING_URI, default a local store), W&B syncs unless WANDB_MODE=offline.
+(MLFLOW_TRACKING_URI, default the SQLite file RUN/mlflow.db), W&B syncs unless WANDB_MODE=offline.
 """
 
 from __future__ import annotations
@@ -108,8 +108,16 @@ class Tracker:
         return _Adapter(lambda m, step: run.log(m, step=step), run.finish)
 
     def _open_mlflow(self, first_step: int):
+        import os
+
         import mlflow
 
+        # MLFLOW_TRACKING_URI if set, else a SQLite store in the run folder (no server)
+        uri = (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{(self.out / 'mlflow.db').resolve()}"
+        )
+        mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(PROJECT)
         found = mlflow.search_runs(
             filter_string=f"tags.mlflow.runName = '{self.name}'", output_format="list"
