@@ -215,7 +215,11 @@ def _batches(path: Path, columns: list[str] | None = None) -> Iterator:
 
     try:
         if path.suffix == ".parquet":
-            yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            # one row group at a time, read on demand: the default pre-buffering of
+            # iter_batches reads ahead over every row group, so memory would grow with the file
+            pf = pq.ParquetFile(path, pre_buffer=False)
+            for i in range(pf.num_row_groups):
+                yield from pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[i], columns=columns)
             return
         with pa.OSFile(str(path)) as f:  # read, not memory-mapped: pages are not kept resident
             try:
