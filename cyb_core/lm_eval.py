@@ -24,17 +24,37 @@ Importing this module registers the type (lm-eval's built-in types first, so `hf
 
 from __future__ import annotations
 
+import os
 import sys
+from contextlib import contextmanager
 
-import lm_eval.models  # noqa: F401  -- registers lm-eval's own types before ours
 import torch
-from lm_eval.api.registry import register_model
-from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
 from . import losses, pauses, variants
 from . import model as model_lib
 from .distributed import resolve_device
+
+
+@contextmanager
+def _environment_kept():
+    """Undo what an import does to os.environ (lm-eval sets HF_XET_HIGH_PERFORMANCE): importing
+    the core changes no process-wide variable (tests/test_model.py)."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+with _environment_kept():
+    import lm_eval.models  # noqa: F401  -- registers lm-eval's own types before ours
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.huggingface import HFLM
 
 MODES = ("dense", "adaptive")
 
