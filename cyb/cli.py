@@ -346,17 +346,47 @@ def build_parser() -> Parser:
     add_analysis_cli(sub)  # eval, export
     add_generate_cli(sub)
     add_app_cli(sub)
+    add_lm_eval_cli(sub)
     for command in sub.choices.values():
         _add_no_progress(command)
     return parser
 
 
+LM_EVAL_HELP = (
+    "EleutherAI's lm-evaluation-harness with the pause-aware `cyb` model type: every argument "
+    "goes to lm-eval's own command line, e.g. `cyb lm-eval --model cyb --model_args "
+    "pretrained=runs/x/final,w=4,mode=dense --tasks T` (docs/own-model-and-corpus.md)"
+)
+
+
+def add_lm_eval_cli(sub) -> None:
+    """List `lm-eval` in `cyb --help`; main() hands its arguments to lm-eval untouched."""
+    sub.add_parser("lm-eval", help=LM_EVAL_HELP, description=LM_EVAL_HELP, add_help=False)
+
+
+def cmd_lm_eval(args: list[str]) -> int:
+    from cyb_core.cli import require
+
+    require("lm_eval")
+    from cyb_core.lm_eval import cli
+
+    return cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments, --help included
+        return _run("lm-eval", lambda: cmd_lm_eval(argv[1:]))
     args = build_parser().parse_args(argv)
     # the command as typed, for the one-line messages: `cyb data import`, not `cyb data`
     command = " ".join(filter(None, [args.command, getattr(args, "data_command", None)]))
+    return _run(command, lambda: args.func(args))
+
+
+def _run(command: str, fn) -> int:
+    """fn() with the errors a user can fix as one line `cyb COMMAND: error: ...`, exit 1."""
     try:
-        args.func(args)
+        code = fn()
     except KeyboardInterrupt:
         print(
             f"cyb {command}: interrupted; run the same command again to resume",
@@ -371,4 +401,4 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug, not bad input: keep the traceback
         print(f"cyb {command}: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return code if type(code) is int else 0

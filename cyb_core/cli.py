@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from . import variants
-from .names import MODEL_PRESETS, RECIPES
+from .names import MODEL_PRESETS, RECIPES, TRACKERS
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,6 +37,7 @@ EXTRA_OF = {
     "plotly": "app",
     "kaleido": "app",
     "accelerate": "accelerate",
+    "lm_eval": "lm-eval",
 }
 
 
@@ -94,8 +95,26 @@ def cmd_data_mix(args):
 
 
 def cmd_data_import(args):
-    from .corpus import import_corpus
+    from .hf_datasets import is_dataset_source
 
+    kinds = [is_dataset_source(src, args.download) for src in args.sources]
+    if any(kinds):
+        if not all(kinds):
+            raise CLIError(
+                "datasets (Parquet/Arrow files, save_to_disk folders, hub ids) and .txt/.jsonl "
+                "files cannot be mixed in one import: import them into separate --out folders"
+            )
+        return _import_datasets(args)
+    if args.text_field is not None or args.split is not None:
+        raise CLIError(
+            "--text-field and --split apply to datasets sources (a save_to_disk folder, Parquet "
+            "or Arrow files, a cached hub dataset id); a .txt/.jsonl import takes neither"
+        )
+    from .corpus import import_corpus
+    from .hf_datasets import hub_id_missing
+
+    if (msg := hub_id_missing(args.sources)) is not None:
+        raise CLIError(msg)
     m = import_corpus(
         args.sources,
         Path(args.out),
@@ -106,6 +125,29 @@ def cmd_data_import(args):
     )
     docs = sum(f["docs"] for f in m["sources"])
     print(f"{len(m['sources'])} file(s), {docs} document(s) -> {args.out}")
+    for name, info in m["files"].items():
+        n = info["docs"]
+        print(f"{args.out}/{name}: {n} piece{'s' * (n != 1)}, {info['text_chars']} characters")
+
+
+def _import_datasets(args) -> None:
+    require("pyarrow")
+    from .hf_datasets import import_datasets
+
+    m = import_datasets(
+        args.sources,
+        Path(args.out),
+        text_field=args.text_field or "text",
+        split=args.split,
+        heldout=args.heldout,
+        pretrain=args.pretrain,
+        seed=args.seed,
+        download=args.download,
+        progress=progress(args),
+    )
+    for src in m["sources"]:
+        skipped = f", {src['skipped']} empty row(s) skipped" if src["skipped"] else ""
+        print(f"{src['source']}: {src['rows']} row(s), {src['docs']} document(s){skipped}")
     for name, info in m["files"].items():
         n = info["docs"]
         print(f"{args.out}/{name}: {n} piece{'s' * (n != 1)}, {info['text_chars']} characters")
@@ -253,6 +295,9 @@ def cmd_train(args):
     from .train import train
 
     args.w = variants.resolve_w(args.variant, args.w)  # the baseline always uses W = 1
+    from .trackers import check
+
+    check(args.report_to)  # the tracker's library is installed, before the run folder
     require_split(args.split, args.data_root)  # before the run folder is written
     if not args.collective_timeout > 0:
         raise CLIError(
@@ -269,6 +314,7 @@ def cmd_train(args):
             grad_ckpt=args.grad_ckpt,
             fsdp=args.fsdp,
             collective_timeout=args.collective_timeout,
+            report_to=args.report_to,
         )
     except RuntimeError as e:
         if env_world()[1] > 1 and is_timeout(e):
@@ -371,7 +417,12 @@ def add_cli(sub) -> None:
         "See docs/own-model-and-corpus.md.",
     )
     im.add_argument(
-        "sources", nargs="+", metavar="SRC", help="a .txt or .jsonl file, a folder of them, or -"
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="a .txt or .jsonl file, a folder of them, or -; or a Hugging Face dataset: a "
+        "save_to_disk folder, a .parquet/.arrow file or folder of them, a dataset id in the "
+        "local hub cache (read a batch at a time: memory does not grow with the corpus)",
     )
     im.add_argument(
         "--out", required=True, help="output folder (new, empty, or an earlier import: replaced)"
@@ -396,6 +447,21 @@ def add_cli(sub) -> None:
         choices=["txt", "jsonl"],
         default="txt",
         help="how to read - (standard input) (default: %(default)s)",
+    )
+    im.add_argument(
+        "--text-field",
+        help="datasets: the string column holding each document's text (default: text)",
+    )
+    im.add_argument(
+        "--split",
+        help="datasets: the split of a DatasetDict folder or hub dataset (default: train, or "
+        "the only split)",
+    )
+    im.add_argument(
+        "--download",
+        action="store_true",
+        help="datasets: fetch a hub dataset id missing from the local cache (Parquet/Arrow "
+        "files only; never when HF_HUB_OFFLINE is set); without it nothing is downloaded",
     )
     im.set_defaults(func=cmd_data_import)
 
@@ -531,6 +597,16 @@ def add_cli(sub) -> None:
         metavar="SECONDS",
         help="under torchrun, how long a process waits for the others at a synchronisation "
         "before the run stops with an error (a hung process ends the run) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--report-to",
+        default="none",
+        choices=TRACKERS,
+        help="also log loss, learning rate, expected pauses, the halting distribution s per step "
+        "and validation perplexity to a tracker, through its own library (pip install "
+        "'cyb[NAME]'): tensorboard (event files in OUT/tensorboard), trackio (its local store), "
+        "wandb (WANDB_MODE=offline for no network), mlflow (MLFLOW_TRACKING_URI, default OUT/mlflow.db) "
+        "(default: %(default)s)",
     )
     r.add_argument(
         "--json",

@@ -535,6 +535,17 @@ def split_pieces(
     return {name: [pieces[i] for i in idx] for name, idx in out.items()}
 
 
+def check_import_out(out: Path, heldout: float, pretrain: float) -> None:
+    """CorpusError unless the fractions are valid and OUT may take an import (new, empty, or an
+    earlier import, which is replaced)."""
+    if not (0 <= heldout < 1 and 0 <= pretrain < 1 and heldout + pretrain < 1):
+        raise CorpusError(
+            f"--heldout {heldout} and --pretrain {pretrain} must be fractions in [0, 1) "
+            "with a sum below 1"
+        )
+    check_target(out, IMPORT_MANIFEST, IMPORT_FILES, "--out", "cyb data import")
+
+
 def import_corpus(
     sources: list[str],
     out: Path,
@@ -552,14 +563,9 @@ def import_corpus(
     can simply be run again. OUT may be new, empty, or an earlier import (replaced).
     """
     out = Path(out)
-    if not (0 <= heldout < 1 and 0 <= pretrain < 1 and heldout + pretrain < 1):
-        raise CorpusError(
-            f"--heldout {heldout} and --pretrain {pretrain} must be fractions in [0, 1) "
-            "with a sum below 1"
-        )
+    check_import_out(out, heldout, pretrain)
     if stdin_format not in USER_FORMATS:
         raise CorpusError(f"--stdin-format must be one of {', '.join(USER_FORMATS)}")
-    check_target(out, IMPORT_MANIFEST, IMPORT_FILES, "--out", "cyb data import")
     docs, files = read_user_docs(sources, stdin_format, exclude=out, stdin=stdin)
     for f in files:  # the labels go into IMPORT.json and the document ids, both UTF-8
         try:

@@ -421,8 +421,8 @@ def decode_user_text(label: str, raw: bytes) -> str:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise CorpusError(
-            f"{label} is not UTF-8 (byte 0x{raw[e.start]:02x} on line {line}): convert it, "
-            "e.g. iconv -f latin1 -t utf-8 FILE > FILE.txt"
+            f"{label} is not UTF-8 (byte 0x{raw[e.start]:02x} on line {line}): convert it "
+            "in place, e.g. iconv -f latin1 -t utf-8 FILE -o FILE.tmp && mv FILE.tmp FILE"
         ) from None
     if not text.strip():  # e.g. only a byte order mark
         raise CorpusError(f"{label} is empty: add text to it or leave it out")

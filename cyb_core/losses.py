@@ -404,8 +404,8 @@ def compute(
     values are checked here when they are on the CPU (on a GPU that would wait for it:
     pauses.expand_with_counts checks the counts on the CPU before they move). psi: logits
     without the DK prior, applied here in fp32 (step_quantities).
-    Metrics (detached, means over kept tokens): expected_pauses and nll (-log p(y) under the
-    variant's own answer policy, method.md section 5).
+    Metrics (detached, means over kept tokens): expected_pauses, nll (-log p(y) under the
+    variant's own answer policy, method.md section 5) and halting (W,), the mean s_i.
     """
     spec = variants.get(variant)
     unknown = sorted(set(hparams) - set(spec.hparams))
@@ -442,5 +442,7 @@ def compute(
         metrics = {
             "expected_pauses": (expected_pauses(policy.log_s) * keep).sum() / n,
             "nll": -(torch.where(keep, log_p(policy), 0.0)).sum() / n,
+            # (W,) the halting distribution: mean probability of answering at each step
+            "halting": (policy.log_s.exp() * keep[..., None]).sum((0, 1)) / n,
         }
     return LossOutput(per_token.sum() / n, per_token, metrics)

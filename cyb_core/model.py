@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
 from .losses import apply_dk_prior, device_constant
-from .names import MODEL_PRESETS, RECIPES
+from .names import HUB_ID, MODEL_PRESETS, RECIPES
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -98,6 +98,7 @@ class CYBModel(torch.nn.Module):
         ids = tok_lib.special_ids(tokenizer)
         self.dk_id, self.eot_id, self.pad_id = ids["dk"], ids["eot"], ids["pad"]
         self.pause_ids: list[int] = ids["pauses"]
+        set_pad_id(model, self.pad_id)
         self.ignores_position_ids = ignores_position_ids(model)
         self._check_positions()
 
@@ -276,8 +277,7 @@ def load(
     return wrapped.to(device)
 
 
-# A hub id: "name" or "org/name" (letters, digits, '-', '_', '.'; no '..' or leading '.')
-_HUB_ID = re.compile(r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?")
+_HUB_ID = re.compile(HUB_ID)  # "name" or "org/name" (names.HUB_ID)
 # Files a checkpoint needs; pickled weights (*.bin, *.pt) are never fetched.
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 
@@ -324,6 +324,14 @@ def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
             f"and fetching it failed ({first}): pass a checkpoint directory, or download it "
             f"with `hf download {name}` where the hub is reachable"
         ) from None
+
+
+def set_pad_id(model, pad_id: int) -> None:
+    """Record the tokenizer's pad id in a model config that has none (cyb added <pad>), so
+    plain `generate()` and pipelines pad with it; a pad id the model already has is kept."""
+    for cfg in (model.config, getattr(model, "generation_config", None)):
+        if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
+            cfg.pad_token_id = pad_id
 
 
 def _rows(model) -> int:

@@ -50,3 +50,8 @@ def observes_pauses(name: str) -> bool:
 
 # the modes that score a text on its own (the Playground's); the placement controls need more
 LIVE_MODES = EVAL_MODES[:2]
+# `cyb train --report-to`: experiment trackers (cyb_core/trackers.py), each an extra of its name
+TRACKERS = ("none", "tensorboard", "trackio", "wandb", "mlflow")
+# a Hugging Face hub id: "name" or "org/name" (letters, digits, '-', '_', '.'; no '..' or leading
+# '.'), for models (cyb_core.model) and datasets (cyb_core.hf_datasets)
+HUB_ID = r"(?!\.)[\w.-]{1,96}(/(?!\.)[\w.-]{1,96})?"

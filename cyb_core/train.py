@@ -264,15 +264,36 @@ def _load_model(cfg: TrainConfig, ckpt: Path | None) -> model_lib.CYBModel:
         ) from e
 
 
-def _same_config(stored: dict, cfg: TrainConfig) -> bool:
+def recorded_config(cfg: TrainConfig, device: torch.device | None = None) -> dict:
+    """The run's config.json: cfg, with what the run does not use cleared so the record is
+    true: the tokenizer builds only a scratch model (None otherwise), and bf16 autocasts only on
+    CUDA (False on another device). Applied to a stored config too, so older records compare."""
+    rec = asdict(cfg) if isinstance(cfg, TrainConfig) else dict(cfg)
+    if not str(rec.get("init", "")).startswith("scratch:"):
+        rec["tokenizer"] = None
+    if device is not None and device.type != "cuda":
+        rec["bf16"] = False
+    return rec
+
+
+def _same_config(stored: dict, cfg: TrainConfig, device: torch.device | None = None) -> bool:
     """A run directory matches cfg; settings added since it was written count at their defaults."""
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    return all(stored.get(k, defaults.get(k)) == v for k, v in asdict(cfg).items()) and set(
-        stored
-    ) <= set(asdict(cfg))
+    return recorded_config({**defaults, **stored}, device) == recorded_config(cfg, device)
 
 
-def _check_out(out: Path, cfg: TrainConfig) -> str | None:
+def context_check(model: model_lib.CYBModel, cfg: TrainConfig) -> None:
+    """ValueError when a sequence of cfg.seq_len real tokens does not fit the model's context
+    (checked before anything is written; past it OPT fails mid-step, Falcon trains silently)."""
+    ctx, need = model.max_positions, model.positions_needed(cfg.seq_len)
+    if ctx is not None and need > ctx:
+        raise ValueError(
+            f"--seq-len {cfg.seq_len} needs {need} positions but the model's context is {ctx}: "
+            f"pass --seq-len {ctx // model.positions_needed(1)} or less"
+        )
+
+
+def _check_out(out: Path, cfg: TrainConfig, device: torch.device | None = None) -> str | None:
     """Why the run directory cannot take this run, or None; reads and probes, writes nothing."""
     cfg_path = out / "config.json"
     if out.exists() and not out.is_dir():
@@ -282,7 +303,7 @@ def _check_out(out: Path, cfg: TrainConfig) -> str | None:
             stored = json.loads(cfg_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return f"{cfg_path} is not a run config: choose a new --out or delete {out}"
-        if not _same_config(stored, cfg):
+        if not isinstance(stored, dict) or not _same_config(stored, cfg, device):
             return f"{out} holds a run with a different config: choose a new --out or delete {out}"
     probe, problem = write_target(out)
     if problem == "file":
@@ -312,6 +333,7 @@ def train(
     grad_ckpt: bool = False,
     fsdp: bool = False,
     collective_timeout: float = distributed.COLLECTIVE_TIMEOUT,
+    report_to: str = "none",
 ) -> dict:
     """Train (or resume) the run in cfg.out; returns the final summary. `stop_after` simulates a kill.
 
@@ -323,7 +345,11 @@ def train(
     fsdp: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of
     replicating them (DDP), for models that do not fit one device.
     collective_timeout: seconds a rank waits for the others in a collective before it fails.
+    report_to: a tracker of cyb_core.trackers ("none", "tensorboard", ...) fed every log record.
     """
+    from .trackers import Tracker, check
+
+    check(report_to)  # a missing tracker library fails before any work
     created = parallel and not (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     )
@@ -332,21 +358,26 @@ def train(
         if parallel
         else distributed.Dist(device=resolve_device(cfg.device))
     )
+    tracker = Tracker(report_to, Path(cfg.out), recorded_config(cfg, d.device))  # opened lazily
     try:
         with ExitStack() as held:  # the run folder's lock, held until the run returns
             return _train(
-                cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active, held
+                cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active, held,
+                tracker,
             )
     finally:
+        tracker.close()
         if created:
             distributed.teardown()
 
 
-def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held) -> dict:
+def _train(
+    cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held, tracker=None
+) -> dict:
     # ---- every check that can fail, before anything is written
     micro = distributed.per_rank(cfg.batch_size, d.world, cfg.grad_accum)
     out = Path(cfg.out)
-    err = _check_out(out, cfg) if d.main else None
+    err = _check_out(out, cfg, d.device) if d.main else None
     if d.main and err is None:
         err = _lock_run(out, cfg, held)
     err = distributed.broadcast_object(err)  # every rank raises the same one-line error
@@ -364,6 +395,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
 
     resuming = ckpt.is_dir()
     model = _load_model(cfg, ckpt if resuming else None)
+    context_check(model, cfg)
     model.check_window(cfg.seq_len)
     blocks = split_blocks(cfg.split, model.tokenizer, cfg.seq_len, cfg.data_root)
     n_val = min(cfg.val_blocks, len(blocks) // 10)
@@ -380,7 +412,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
     # ---- the first write: the run directory and its config
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(asdict(cfg), indent=2)
+        text = json.dumps(recorded_config(cfg, d.device), indent=2)
         atomic_write(out / "config.json", lambda p: p.write_text(text))
 
     device = d.device
@@ -440,8 +472,9 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
         local = batch[mine].to(device)
         k_local = counts[mine] if counts is not None else None
         # loss and expected pauses, summed over this rank's micro-batches; on the CPU for gloo
+        # (2 + W,): loss, expected pauses, then the halting distribution s_0 .. s_{W-1}
         sums = torch.zeros(
-            2, dtype=torch.float64, device=device if d.device.type == "cuda" else "cpu"
+            2 + cfg.w, dtype=torch.float64, device=device if d.device.type == "cuda" else "cpu"
         )
         for i, mb in enumerate(local.split(micro)):
             last = i == cfg.grad_accum - 1
@@ -471,14 +504,15 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
                 # the mean over equal-sized micro-batches is the mean over the global batch
                 del logits  # (B, T, W, V): the loss keeps what backward needs, nothing more
                 (out_l.loss / cfg.grad_accum).backward()
+            m = out_l.metrics
             sums += (
-                torch.stack([out_l.loss.detach(), out_l.metrics["expected_pauses"]])
+                torch.cat([out_l.loss.detach()[None], m["expected_pauses"][None], m["halting"]])
                 .double()
                 .to(sums.device)
                 / cfg.grad_accum
             )
         distributed.all_reduce_sum(sums)
-        loss_sum, pauses_sum = (sums / d.world).tolist()  # CPU-GPU sync, once per step
+        loss_sum, pauses_sum, *halting = (sums / d.world).tolist()  # CPU-GPU sync, once per step
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -490,6 +524,7 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
             "loss": loss_sum,
             "lr": lr,
             "mean_expected_pauses": pauses_sum,
+            "halting": halting,
             "elapsed_s": time.perf_counter() - t0,
         }
         if done % cfg.eval_every == 0 or done == cfg.steps:
@@ -498,6 +533,8 @@ def _train(cfg, d: distributed.Dist, progress, stop_after, grad_ckpt, fsdp, held
         if d.main:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            if tracker is not None:
+                tracker.log(record)
         bar.set_postfix(loss=f"{loss_sum:.3f}", pauses=f"{pauses_sum:.2f}", lr=f"{lr:.1e}")
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             _save_ckpt(ckpt, model, opt, done, record["elapsed_s"], d, fsdp)

@@ -1,4 +1,5 @@
-"""Bring your own model: tiny random GPT-2, Llama, Qwen2 (padded vocabulary) and Gemma checkpoints.
+"""Bring your own model: tiny random GPT-2, Llama, Qwen2 (padded vocabulary), Gemma, OPT, Falcon
+and GPT-NeoX checkpoints.
 
 Each is built with `transformers`, saved with save_pretrained next to a tokenizer that knows
 nothing of the CYB tokens (Llama and Gemma prepend BOS, as theirs do), fine-tuned a few steps
@@ -16,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, pipeline
 
-from cyb_core import data, engine
+from cyb_core import data, engine, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.hf import CYBLogitsProcessor, cyb_logits_processor
@@ -58,6 +59,43 @@ FAMILIES = {
         ),
         ("<eos>", "<bos>", "<pad>"),
     ),
+    # learned positions offset by 2, a tokenizer with BOS and <pad> of its own
+    "opt": (
+        dict(
+            model_type="opt",
+            hidden_size=32,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=256,
+        ),
+        ("</s>", "<s>", "<pad>"),
+    ),
+    # rotary, multi-query attention, parallel attention + MLP; no hard limit on positions
+    "falcon": (
+        dict(
+            model_type="falcon",
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            alibi=False,
+            max_position_embeddings=256,
+        ),
+        ("<|endoftext|>", None, None),
+    ),
+    # Pythia: partial rotary, parallel residual, untied head
+    "gpt_neox": (
+        dict(
+            model_type="gpt_neox",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=256,
+        ),
+        ("<|endoftext|>", None, None),
+    ),
 }
 QWEN_ROWS = 384  # Qwen2 pads its embeddings past the tokenizer (151936 rows, ~151650 tokens)
 
@@ -97,7 +135,9 @@ def save_family(name: str, path) -> PreTrainedTokenizerFast:
     cfg, specials = FAMILIES[name]
     tok = family_tokenizer(*specials)
     rows = QWEN_ROWS if name == "qwen2" else len(tok)
+    # the family's own ids; pad None where its tokenizer has none (cyb adds <pad> and sets it)
     ids = dict(eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    ids["pad_token_id"] = tok.pad_token_id
     config = model_lib.AutoConfig.for_model(**cfg, vocab_size=rows, **ids)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
@@ -166,6 +206,8 @@ def test_family_trains_generates_and_reloads(family, tmp_path):
     hf_model = AutoModelForCausalLM.from_pretrained(final).eval()
     hf_tok = AutoTokenizer.from_pretrained(final)
     assert hf_model.config.model_type == family
+    # the <pad> cyb added (or the family's own) is the model's pad id too
+    assert hf_model.config.pad_token_id == hf_tok.pad_token_id is not None
     assert hf_model.get_input_embeddings().weight.shape[0] == rows
     procs = cyb_logits_processor(hf_model, hf_tok)
     enc = hf_tok(PROMPTS[:1], return_tensors="pt")
@@ -193,6 +235,27 @@ def test_family_trains_generates_and_reloads(family, tmp_path):
         pipe = pipeline("text-generation", model=hf_model, tokenizer=hf_tok)
         out = pipe(PROMPTS[0], logits_processor=procs, max_new_tokens=10, do_sample=False)
         assert out[0]["generated_text"].startswith(PROMPTS[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_step0_with_the_pauses_masked_is_a_plain_forward(family, tmp_path):
+    """Pauses sit where the method puts them: with their columns masked out of attention, step 0
+    of every real token sees exactly what a plain forward pass sees (same positions, same
+    keys), so its logits equal the plain ones."""
+    tok = save_family(family, tmp_path / "init")
+    m = model_lib.load(tmp_path / "init", w=W).eval()
+    assert not m.ignores_position_ids
+    ids = torch.tensor([tok(" ".join(TEXT[:2]))["input_ids"]])  # (1, T), the family's BOS first
+    ex = pauses.expand_constant(ids, W, m.pause_ids)
+    mask = ex.attention_mask.masked_fill(ex.step > 0, 0)  # (1, T * W): pause columns off
+    with torch.no_grad():
+        paused, _ = m(ex.input_ids, position_ids=ex.position_ids, attention_mask=mask)
+        plain, _ = m(ids)
+        unmasked, _ = m(ex.input_ids, position_ids=ex.position_ids)
+    step0 = ex.to_steps(paused)[:, :, 0]  # (1, T, V)
+    torch.testing.assert_close(step0, plain, atol=1e-5, rtol=1e-5)
+    # the control: with the pauses visible, later tokens read them and their logits move
+    assert not torch.allclose(ex.to_steps(unmasked)[:, 1:, 0], plain[:, 1:], atol=1e-3)
 
 
 def test_logits_processor_is_the_dk_prior_then_the_bans():
@@ -252,3 +315,30 @@ def test_plain_checkpoint_evaluates_with_w_and_psi(tmp_path, capsys):
         run_eval(tmp_path / "plain", w=9, **kw)
     with pytest.raises(StoreError, match="--seq-len 300 needs 300 positions.*context is 256"):
         run_eval(tmp_path / "plain", seq_len=300, **kw)
+
+
+@pytest.mark.parametrize("family", ["opt", "falcon"])
+def test_train_past_the_context_is_one_line_and_writes_nothing(family, tmp_path, capsys):
+    """OPT (learned positions: an IndexError mid-step) and Falcon (rotary: it would train on
+    silently) both have 256 positions; --seq-len 300 is refused before the run folder exists,
+    and the same --out then takes a run that fits."""
+    from cyb.cli import main
+
+    save_family(family, tmp_path / "init")
+    write_corpus(tmp_path / "corpus")
+    line = (
+        f"train --init {tmp_path / 'init'} --data-root {tmp_path / 'corpus'} --out "
+        f"{tmp_path / 'run'} --variant cyb-ap --w 2 --batch-size 2 --device cpu --no-progress"
+    )
+    code = main([*line.split(), "--seq-len", "300", "--tokens", "600"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "--seq-len 300 needs 300 positions but the model's context is 256" in err[0]
+    assert not (tmp_path / "run").exists()
+
+    code = main([*line.split(), "--seq-len", "8", "--tokens", "16", "--eval-every", "100"])
+    assert code == 0, capsys.readouterr().err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    # what a CPU run from --init does not use is not recorded as used
+    assert cfg["tokenizer"] is None and cfg["bf16"] is False and cfg["seq_len"] == 8
+    assert main([*line.split(), "--seq-len", "8", "--tokens", "16", "--eval-every", "100"]) == 0

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,8 +84,16 @@ def test_the_page_runs_as_written(project, capsys, monkeypatch):
     code, _, err = run("cyb train --init my-model --data-root my-texts --out runs/x", capsys)
     assert code == 1 and "cyb data import my-texts" in err and not (project / "runs").exists()
 
-    notes = project / "my-texts" / "notes.txt"  # the fix the page gives: iconv to UTF-8
-    notes.write_text(notes.read_bytes().decode("latin-1"), encoding="utf-8")
+    # the fix the error gives, run as written: the converted file replaces the Latin-1 one
+    hint = expected.split("e.g. ", 1)[1].replace("FILE", "my-texts/notes.txt")
+    subprocess.run(["bash", "-c", hint], check=True, cwd=project)
+    assert sorted(p.name for p in (project / "my-texts").iterdir()) == [
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "notes.txt",
+    ]
+    assert (project / "my-texts" / "notes.txt").read_text(encoding="utf-8").startswith("Caf\u00e9")
 
     lines = [ln for block in doc_blocks("sh") for ln in block]
     assert [shlex.split(ln)[1] for ln in lines] == [
@@ -159,3 +168,14 @@ def test_the_page_runs_as_written(project, capsys, monkeypatch):
     code, _, _ = run(lines[0] + " --seed 1", capsys)
     assert code == 0
     assert json.loads((project / "my-corpus" / "IMPORT.json").read_text())["seed"] == 1
+
+
+def test_the_page_warns_that_plain_decoding_of_its_last_step_model_is_garbage():
+    """The page trains with --omega 0:0:0:1 (step 0 never trained) and then shows plain
+    generate(), which reads only step 0: the warning must stand right after that snippet."""
+    page = DOC.read_text()
+    (train,) = [ln for block in doc_blocks("sh") for ln in block if " train " in ln]
+    assert "--omega 0:0:0:1" in train
+    section = page.split("## 5.", 1)[1].split("\n## ", 1)[0]
+    after = section.split("```python", 1)[1].split("```", 1)[1]
+    assert "--omega 0:0:0:1" in after and "garbage" in after and "cyb generate" in after
