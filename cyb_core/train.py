@@ -362,7 +362,13 @@ def train(
     try:
         with ExitStack() as held:  # the run folder's lock, held until the run returns
             return _train(
-                cfg, d, progress and d.main, stop_after, grad_ckpt, fsdp and d.active, held,
+                cfg,
+                d,
+                progress and d.main,
+                stop_after,
+                grad_ckpt,
+                fsdp and d.active,
+                held,
                 tracker,
             )
     finally:
