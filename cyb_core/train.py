@@ -313,7 +313,9 @@ def _check_out(out: Path, cfg: TrainConfig, device: torch.device | None = None) 
     return None
 
 
-def _lock_run(out: Path, cfg: TrainConfig, held: ExitStack) -> str | None:
+def _lock_run(
+    out: Path, cfg: TrainConfig, held: ExitStack, device: torch.device | None = None
+) -> str | None:
     """Take the run folder's lock for the life of the run (one writer per --out; see
     atomic.exclusive), then check the folder again: a run that ended meanwhile may have left
     another config. The error's text, or None."""
@@ -321,7 +323,7 @@ def _lock_run(out: Path, cfg: TrainConfig, held: ExitStack) -> str | None:
         held.enter_context(exclusive(out))
     except FolderBusy as e:
         return str(e)
-    return _check_out(out, cfg)
+    return _check_out(out, cfg, device)  # the same comparison as before the lock
 
 
 def train(
@@ -385,7 +387,7 @@ def _train(
     out = Path(cfg.out)
     err = _check_out(out, cfg, d.device) if d.main else None
     if d.main and err is None:
-        err = _lock_run(out, cfg, held)
+        err = _lock_run(out, cfg, held, d.device)
     err = distributed.broadcast_object(err)  # every rank raises the same one-line error
     if err:
         raise ValueError(err)
