@@ -277,8 +277,10 @@ def _verdicts(g: pd.DataFrame, rho: pd.DataFrame) -> list[str]:
                     _by_seed(g, arm, "adaptive", cls), _by_seed(g, arm, "shuffled", cls)
                 )
                 front = seeds.paired(_by_seed(g, arm, "adaptive", cls), _on_frontier(g, arm, cls))
-                if place or front:
-                    parts.append(f"{cls}: placement {_say(place)}; frontier {_say(front)}")
+                if place:
+                    parts.append(f"{cls}: placement {_say(place)}")
+                if front:
+                    parts.append(f"{cls}: frontier {_say(front)}")
             r = rho[(rho["arm"] == arm) & (rho["token_class"] == "all")]["rho"].dropna()
             if len(r):
                 above = int((r > 0).sum())
