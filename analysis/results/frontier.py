@@ -43,7 +43,7 @@ WITH rows AS (
     UNION ALL SELECT eval_id, 'all', nll, pauses, gain FROM rows
 )
 SELECT e.eval_id, e.run_id, split_part(e.run_id, '.', 1) AS experiment,
-       regexp_replace(split_part(e.run_id, '.', 2), '-[0-9]+x[0-9]+-s[0-9]+$', '') AS arm,
+       regexp_replace(e.run_id, '^[^.]*[.]|-[0-9]+x[0-9]+-s[0-9]+$', '', 'g') AS arm,
        r.seed, r.variant, r.recipe, coalesce(r.w_max, 1) AS w,
        json_extract_string(r.params, '$.config.hparams') AS hparams,
        json_extract_string(r.params, '$.config.tokens')::BIGINT AS tokens,
@@ -264,15 +264,23 @@ def _verdicts(g: pd.DataFrame, rho: pd.DataFrame) -> list[str]:
         if not members:
             continue
         out.append(f"**Verdicts, {group}** ({', '.join(members)}):\n")
+        present = set(g.loc[(g["token_class"] != "all") & (g["n"] > 0), "token_class"])
+        shown = (
+            ["all", *(c for c in SHOWN_CLASSES[1:] if c in present)]
+            if len(present) > 1
+            else ["all"]
+        )
         for arm in members:
             parts = []
-            for cls in SHOWN_CLASSES:
+            for cls in shown:
                 place = seeds.paired(
                     _by_seed(g, arm, "adaptive", cls), _by_seed(g, arm, "shuffled", cls)
                 )
                 front = seeds.paired(_by_seed(g, arm, "adaptive", cls), _on_frontier(g, arm, cls))
-                if place or front:
-                    parts.append(f"{cls}: placement {_say(place)}; frontier {_say(front)}")
+                if place:
+                    parts.append(f"{cls}: placement {_say(place)}")
+                if front:
+                    parts.append(f"{cls}: frontier {_say(front)}")
             r = rho[(rho["arm"] == arm) & (rho["token_class"] == "all")]["rho"].dropna()
             if len(r):
                 above = int((r > 0).sum())
