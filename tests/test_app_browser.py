@@ -158,7 +158,9 @@ def test_every_page_in_chromium(server):
             assert page.locator('[data-testid="stMainMenu"]').count() == 1  # the toolbar is there
             assert page.locator(DEPLOY).count() == 0  # app/.streamlit/config.toml
             # the app opens on the Runs page with the Frontier chart drawn (its title is SVG text)
-            assert page.get_by_text("Frontier: mean nll against positions").first.is_visible()
+            assert page.get_by_text("Frontier on mixed/heldout.c1500").first.is_visible()
+            drawn = page.locator(".js-plotly-plot").filter(has_text="Frontier: mean nll")
+            assert drawn.count() == 1 and drawn.first.is_visible()
             sidebar = page.get_by_test_id("stSidebar")
             assert sidebar.get_by_text("ap-full:mixed/heldout.c1500:dense").first.is_visible()
             # filters in the sidebar: compare with the TBYS run, minimum count 20 -> 5
