@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from cyb_core import synthetic
+from cyb_core.errors import read_user_text
 from cyb_core.names import mode_name
 
 from . import pos, store
@@ -200,27 +201,8 @@ def run_row(target: Target, settings, train_log: pa.Table | None) -> dict:
 
 
 def read_text_file(path: str | Path) -> str:
-    """A user's text file as one document; empty, binary and non-UTF-8 files are refused."""
-    if str(path) == "-":  # standard input
-        raw, path = sys.stdin.buffer.read(), Path("standard input")
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise StoreError(f"no text file at {path}")
-        raw = path.read_bytes()
-    if b"\x00" in raw:  # anywhere: a NUL past the start would be stored as a token
-        at = raw.index(b"\x00")
-        raise StoreError(f"{path} looks binary (a NUL byte at offset {at}); give a UTF-8 text file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise StoreError(
-            f"{path} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "convert it, e.g. with iconv -t utf-8"
-        ) from e
-    if not text.strip():
-        raise StoreError(f"{path} is empty; nothing to evaluate")
-    return text.replace("\r\n", "\n")
+    """A user's text file (or "-", standard input) as one document."""
+    return read_user_text(path, error=StoreError)
 
 
 def load_docs(

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cyb_core.atomic import write_target
+from cyb_core.errors import UserError
 from cyb_core.names import parse_mode
 
 SCHEMA_VERSION = 3
@@ -65,7 +66,7 @@ RUN_COLUMNS = (
 _ID = re.compile(r"[^:\s]+")
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A problem with the store or its input, explained in one line; nothing was written."""
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from analysis.cli import add_cli as add_analysis_cli
 from app.cli import add_cli as add_app_cli
 from cyb_core.cli import CLIError, Parser
 from cyb_core.cli import add_cli as add_core_cli
+from cyb_core.errors import read_user_text
 from cyb_core.names import GENERATION_READOUTS, RECIPES
 
 EXPERIMENT_DB_HELP = "DuckDB file (default: $CYB_DB, else the config's db, else data/cyb.duckdb)"
@@ -219,23 +219,6 @@ def check_generate_args(args) -> None:
         raise CLIError(f"--repetition-penalty must be above 0, got {args.repetition_penalty:g}")
 
 
-def _read_prompts(src: str) -> str:
-    """The prompt file (or standard input) as text; binary and non-UTF-8 input is refused."""
-    name = "standard input" if src == "-" else src
-    if src != "-" and not Path(src).is_file():
-        raise CLIError(f"no prompt file at {src}")
-    raw = sys.stdin.buffer.read() if src == "-" else Path(src).read_bytes()
-    if b"\x00" in raw:
-        raise CLIError(f"{name} looks binary (it contains NUL bytes); give UTF-8 text")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CLIError(
-            f"{name} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "convert it, e.g. with iconv -t utf-8"
-        ) from e
-
-
 def cmd_generate(args) -> None:
     from cyb_core import model as model_lib
     from cyb_core.engine import generate
@@ -244,7 +227,7 @@ def cmd_generate(args) -> None:
     check_generate_args(args)  # every check before the model is loaded
     if args.prompt_file:
         src = args.prompt_file
-        text = _read_prompts(src)
+        text = read_user_text(src, what="prompt file", error=CLIError)
         prompts = [line for line in text.splitlines() if line.strip()]
         if not prompts:
             raise ValueError(

@@ -66,9 +66,9 @@ def _library_message(e: BaseException) -> str | None:
 
 def user_message(e: BaseException) -> str | None:
     """The text of the one-line error for an error the user can fix; None for a bug."""
-    from cyb_core.cli import CLIError
+    from cyb_core.errors import UserError
 
-    if isinstance(e, CLIError):
+    if isinstance(e, UserError):
         return _first_line(e)
     lib = _library_message(e)
     if lib is not None:
@@ -84,9 +84,6 @@ def user_message(e: BaseException) -> str | None:
         return f"no such file or directory: {e.filename}; check the path"
     if isinstance(e, OSError) and e.errno is not None and e.strerror:
         return _os_message(e)
-    if isinstance(e, (ValueError, OSError)):  # StoreError, CorpusError are ValueErrors
-        return _first_line(e)
-    corpus = sys.modules.get("cyb_core.corpus_sources")
-    if corpus is not None and isinstance(e, corpus.CorpusError):
+    if isinstance(e, (ValueError, OSError)):
         return _first_line(e)
     return None

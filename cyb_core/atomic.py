@@ -32,6 +32,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .errors import UserError
+
 # Test hook: called with (phase, path) at each phase of atomic_save_dir, so a test can stop a
 # save there (raise, or os._exit in a child process) exactly as a kill would. Phases, in order:
 # "written" (tmp complete), "renamed-old" (path -> path.old done), "renamed-new"
@@ -138,7 +140,7 @@ def valid_dir(path: Path) -> Path:
     return old if not path.exists() and old.is_dir() else path
 
 
-class FolderBusy(ValueError):
+class FolderBusy(UserError, ValueError):
     """Another process holds the folder's lock; the message names its pid."""
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from . import variants
+from .errors import UserError
 from .names import MODEL_PRESETS, RECIPES, TRACKERS
 
 
@@ -22,7 +23,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """An error the user can fix; printed as one line."""
 
 

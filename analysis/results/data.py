@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cyb_core.errors import UserError
+
 from .paper import PAPER_HPARAMS, PAPER_PPL
 
 DATA_DIR = Path("docs/results/data")
@@ -19,7 +21,7 @@ CURVE = ("baseline", "tbys-3", "cyb-ap")  # the variants trained on more data
 REGIMES = ("1x1", "2x1", "1x2", "1x3")
 
 
-class ResultsError(RuntimeError):
+class ResultsError(UserError, RuntimeError):
     pass
 
 
