@@ -3,7 +3,6 @@ every evaluation mode, and section 11 is rebuilt from what it collects."""
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from analysis import store
@@ -74,10 +73,8 @@ def test_the_gpu_grid_runs_at_toy_scale_and_section_11_reads_it(tmp_path):
             con.execute("SELECT mode, positions FROM evals WHERE mode LIKE 'uniform%'").fetchall()
         )
     assert got == {f"uniform{k}": 1 + k for k in range(4)}
-    data = tmp_path / "data"
-    frontier.collect(data, [db])
-    ev = pd.read_parquet(data / "frontier_evals.parquet")
-    rho = pd.read_parquet(data / "frontier_spearman.parquet")
+    tables = frontier.tables(None, [db])
+    ev, rho = tables["frontier_evals"], tables["frontier_spearman"]
     assert set(ev["arm"]) == {"baseline", "control-w4", "cyb-va-r4321"}
     assert len(rho) == len(frontier.CLASSES)  # one adaptive evaluation with both partners
 

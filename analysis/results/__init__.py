@@ -1,9 +1,9 @@
 """docs/results.md and its figures from the paper-comparison runs; `python -m analysis.results`
 (cli.py) collects the runs into compact Parquet (collect.py) and renders the document from it
 (document.py: one function per section in overview.py, perplexity.py, pauses.py, verdicts.py;
-figures in figures.py). Section 10 covers the waiting experiments: waiting_collect.py,
-waiting_data.py, waiting.py, waiting_verdicts.py, waiting_figures.py; seeds.py judges paired
-differences over seeds."""
+figures in figures.py). The experiments after the paper's are one module each (waiting.py:
+section 10, frontier.py: section 11) over the generic collection and view of experiment.py;
+seeds.py judges paired differences over seeds."""
 
 from .cli import main
 from .collect import collect

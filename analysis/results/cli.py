@@ -21,8 +21,9 @@ from pathlib import Path
 from .collect import collect
 from .data import DATA_DIR, DOC, ResultsError
 from .document import render
-from .frontier import collect as collect_frontier
-from .waiting_collect import update
+from .experiment import update
+from .frontier import tables as frontier_tables
+from .waiting import tables as waiting_tables
 
 WAITING_DBS = Path("data")  # where the waiting experiments' databases are looked for
 
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action in ("collect", "all") and args.frontier_only:
             fdbs = args.frontier_db or sorted(WAITING_DBS.glob("frontier*.duckdb"))
-            print(f"collected {collect_frontier(args.data, fdbs)}")
+            print(f"collected {update(args.data, 'frontier', frontier_tables(None, fdbs))}")
         elif args.action in ("collect", "all") and args.waiting_only:
-            print(f"collected {update(args.data, args.waiting_root, dbs)}")
+            waiting = waiting_tables(args.waiting_root, dbs)
+            print(f"collected {update(args.data, 'waiting', waiting)}")
         elif args.action in ("collect", "all"):
             waiting = {"waiting_root": args.waiting_root, "waiting_dbs": dbs}
             print(f"collected {collect(args.runs, args.db, args.data, **waiting)}")

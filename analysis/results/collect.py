@@ -4,13 +4,13 @@ all `render` reads."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from .data import BASE_RUN, DATA_DIR, MAIN, ResultsError
+from .experiment import RUN_DIR
 from .paper import PAPER_TOKENS
 
 EXPERIMENTS = (
@@ -21,7 +21,6 @@ EXPERIMENTS = (
     "paper-data",
     "paper-scratch",
 )
-RUN_DIR = re.compile(r"^(?P<name>.+)-(?P<regime>\dx\d)-s(?P<seed>\d+)$")
 # kept in the token statistics however rare, so that section 8 can look them up
 PAPER_WORDS = {w for words in PAPER_TOKENS.values() for w in words.split()}
 
@@ -103,7 +102,7 @@ def collect(
     from cyb_core.atomic import atomic_save_dir
 
     from .. import queries, store
-    from .waiting_collect import collect_waiting
+    from . import waiting
 
     runs, logs = _runs(root)
     if not Path(db).exists():
@@ -139,7 +138,7 @@ def collect(
     for k, v in parts.items():
         tables[k] = pd.concat(v, ignore_index=True) if v else pd.DataFrame()
     if waiting_root is not None or waiting_dbs:
-        tables |= collect_waiting(waiting_root, waiting_dbs)
+        tables |= waiting.tables(waiting_root, waiting_dbs)
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)

@@ -10,13 +10,17 @@ from . import frontier, overview, pauses, perplexity, verdicts, waiting
 from .data import DATA_DIR, DATASET, DOC, Data
 from .figures import build_figures
 
+# the experiment sections after the paper's, in order: each module names its family (NAME), has
+# `tables(root, dbs)` for `collect`, `section(d)` and `figures(d)`
+EXPERIMENTS = (waiting, frontier)
+
 
 def render(
     data: Path = DATA_DIR, doc: Path = DOC, figures: bool = True, dataset: str = DATASET
 ) -> Path:
     d = Data(data, dataset)
     fig_dir = doc.parent / "results"
-    build_figures(d, fig_dir if figures else None)
+    build_figures(d, fig_dir if figures else None, EXPERIMENTS)
     notes = fig_dir / "notes.md"  # the hand-written reading of the numbers
     sections = (
         overview.header(notes.read_text() if notes.exists() else ""),
@@ -31,8 +35,7 @@ def render(
         pauses.calibration(d),
         pauses.tokens(d),
         verdicts.what_reproduced(d),
-        waiting.section(d),
-        frontier.section(d),
+        *(experiment.section(d) for experiment in EXPERIMENTS),
         overview.runs(d),
     )
     text = "\n".join(part for section in sections for part in section)

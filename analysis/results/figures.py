@@ -24,8 +24,9 @@ def color(name: str) -> str:
     return "#444" if name.startswith("baseline") else variants.color(name, "#444")
 
 
-def build_figures(d: Data, out: Path | None) -> dict[str, go.Figure]:
-    """The figures by file name; written as PNG into `out` unless None."""
+def build_figures(d: Data, out: Path | None, sections=()) -> dict[str, go.Figure]:
+    """The figures by file name, `sections`' (modules with `figures(d)`) included; written as
+    PNG into `out` unless None."""
     figs = {
         "fig-variants.png": _variants(d),
         "fig-hparams.png": _hparams(d),
@@ -35,9 +36,8 @@ def build_figures(d: Data, out: Path | None) -> dict[str, go.Figure]:
     if len(d.density):
         figs["fig-calibration.png"] = _calibration(d)
     figs["fig-lr.png"] = _lr(d)
-    from . import waiting_figures  # here: it draws with this module's colours and layout
-
-    figs |= waiting_figures.build(d)  # section 10; none without waiting experiments
+    for section in sections:  # the experiment sections' own figures, if they have data
+        figs |= section.figures(d)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         for name, fig in figs.items():

@@ -2,8 +2,8 @@
 of pauses beat the same pauses placed at random, and where does it sit on the frontier of
 quality against positions per real token that uniform pauses trace?
 
-    collect(data_dir, dbs)   the frontier-* evaluations -> frontier_evals.parquet (per
-                             evaluation and token class) and frontier_spearman.parquet
+    tables(root, dbs)        the frontier-* evaluations -> frontier_evals (per evaluation
+                             and token class) and frontier_spearman
     section(d)               the tables and paired verdicts, from those files only
 
 An experiment is the run id's prefix before the first '.'; every one whose name starts with
@@ -22,7 +22,8 @@ import pandas as pd
 from . import fmt, seeds
 from .data import Data, ResultsError
 
-PREFIX = "frontier-"
+NAME = "frontier"
+PREFIX = f"{NAME}-"
 CLASSES = ("all", "natural", "synthetic", "answer")
 SHOWN_CLASSES = ("all", "natural", "answer")  # the verdicts' classes (synthetic is in the table)
 CONTROL, BASELINE = "control-w4", "baseline"  # whose per-token gain the pauses are compared with
@@ -64,9 +65,9 @@ FROM tokens t WHERE t.eval_id = ? ORDER BY t.doc_id, t.idx
 # ----------------------------------------------------------------------------- collect
 
 
-def collect(data_dir: Path, dbs: Sequence[Path]) -> list[Path]:
-    """Write frontier_evals.parquet and frontier_spearman.parquet from every frontier
-    evaluation in `dbs`; databases that do not exist are skipped."""
+def tables(root: Path | None, dbs: Sequence[Path]) -> dict[str, pd.DataFrame]:
+    """frontier_evals and frontier_spearman from every frontier evaluation in `dbs` (databases
+    that do not exist are skipped; `root` is unused: every number comes from the databases)."""
     from analysis import store
 
     evals, rhos = [], []
@@ -82,13 +83,15 @@ def collect(data_dir: Path, dbs: Sequence[Path]) -> list[Path]:
             f"no frontier evaluation in {', '.join(map(str, dbs)) or 'no database'}: run "
             "`make frontier` first"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, frames in (("frontier_evals", evals), ("frontier_spearman", rhos)):
-        path = data_dir / f"{name}.parquet"
-        pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
-        out.append(path)
-    return out
+    return {
+        "frontier_evals": pd.concat(evals, ignore_index=True),
+        "frontier_spearman": pd.concat(rhos, ignore_index=True),
+    }
+
+
+def figures(d: Data) -> dict:
+    """None: the section is tables and verdicts (the app draws the frontier chart)."""
+    return {}
 
 
 def _spearman(con, ev: pd.DataFrame) -> pd.DataFrame:
