@@ -196,15 +196,16 @@ def experiments(d: Data, family: str) -> list[str]:
     return sorted(runs["experiment"].unique()) if len(runs) else []
 
 
+def rank(name: str) -> tuple[int, str]:
+    """Sort key of a run name: the registry's variant order (baseline, control, tbys, cyb-...)
+    of the variant it starts with, then the name."""
+    keys = sorted(variants.VARIANTS, key=len, reverse=True)  # cyb-ap before a shorter prefix
+    v = next((k for k in keys if name == k or name.startswith(k + "-")), None)
+    return (list(variants.VARIANTS).index(v) if v else len(keys), name)
+
+
 def order(names) -> list[str]:
-    """Run names in the registry's variant order (baseline, control, tbys, cyb-...), then by
-    name."""
-    keys = sorted(variants.VARIANTS, key=len, reverse=True)
-
-    def rank(name: str) -> tuple[int, str]:
-        v = next((k for k in keys if name == k or name.startswith(k + "-")), None)
-        return (list(variants.VARIANTS).index(v) if v else len(keys), name)
-
+    """Run names in `rank` order."""
     return sorted(set(names), key=rank)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import fmt, seeds
+from . import experiment, fmt, seeds
 from .data import Data, ResultsError
 
 NAME = "frontier"
@@ -212,18 +212,11 @@ def _experiment(exp: str, dataset: str, g: pd.DataFrame, rho: pd.DataFrame) -> l
         cells += [_cell(m, ("nll", c), ".4f") if ("nll", c) in m else None for c in CLASSES]
         cells.append(_cell(m, ("gain", "all"), ".3f") if ("gain", "all") in m else None)
         rows.append(cells)
-    rows.sort(key=lambda r: (_arm_order(r[0]), _mode_order(r[1])))
+    rows.sort(key=lambda r: (experiment.rank(r[0]), _mode_order(r[1])))
     heads = ["arm", "mode", "seeds", "positions", *(f"nll {c}" for c in CLASSES)]
     s.append(fmt.table([*heads, "log t_k − log t_0"], rows) + "\n")
     s += _verdicts(g, rho)
     return s
-
-
-def _arm_order(arm: str) -> tuple:
-    for i, p in enumerate(("baseline", "control", "cyb-ap", "cyb-va", "cyb-dp")):
-        if arm.startswith(p):
-            return (i, arm)
-    return (9, arm)
 
 
 def _mode_order(mode: str) -> tuple:
@@ -256,7 +249,7 @@ def _say(diffs: list[float], spec: str = ".4f") -> str:
 
 
 def _verdicts(g: pd.DataFrame, rho: pd.DataFrame) -> list[str]:
-    arms = sorted(set(g.loc[g["mode"] == "adaptive", "arm"]), key=_arm_order)
+    arms = sorted(set(g.loc[g["mode"] == "adaptive", "arm"]), key=experiment.rank)
     if not arms:
         return ["No Recipe-2 arm evaluated in adaptive mode here: no placement verdict.\n"]
     out = []
