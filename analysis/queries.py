@@ -25,7 +25,12 @@ from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves
 from .store import StoreError, require_eval
 
-MEASURES = {"expected": "expected_pauses", "greedy": "greedy_pauses", "observed": "pauses"}
+# stored as FLOAT and USMALLINT (schema.sql); medians and differences are taken in these types
+MEASURES = {
+    "expected": "expected_pauses::DOUBLE",
+    "greedy": "greedy_pauses::INTEGER",
+    "observed": "pauses::INTEGER",
+}
 _APOS = "[''’]"  # an apostrophe class, quoted for a SQL string literal
 GROUPS = {
     "upos": "upos",
@@ -70,61 +75,6 @@ def _group(by: str) -> str:
     return GROUPS[by]
 
 
-# ----------------------------------------------------------------------------- text
-
-
-def documents(con, eval_id: str) -> pd.DataFrame:
-    """The documents of one evaluation: doc_id and its number of token rows."""
-    require_eval(con, eval_id)
-    return con.execute(
-        "SELECT doc_id, count(*) AS n_tokens FROM tokens WHERE eval_id = ? GROUP BY doc_id ORDER BY doc_id",
-        [eval_id],
-    ).df()
-
-
-def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Token rows idx in [start, start + n) of one document, with the text of each token
-    (`piece`, and `gap` up to the next one) and the previous row's values (`prev_*`: the
-    pauses spent before predicting this token)."""
-    return con.execute(
-        """WITH r AS (
-               SELECT t.idx, t.token_id, t.token, t.next_token, t.word, t.upos, t.tag, t.dk, t.t, t.s,
-                      t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.char_start, t.char_end,
-                      lead(t.char_start) OVER (ORDER BY t.idx) AS next_start,
-                      lag(t.token) OVER w AS prev_token, lag(t.dk) OVER w AS prev_dk, lag(t.t) OVER w AS prev_t,
-                      lag(t.s) OVER w AS prev_s, lag(t.expected_pauses) OVER w AS prev_expected_pauses,
-                      lag(t.greedy_pauses) OVER w AS prev_greedy_pauses, lag(t.pauses) OVER w AS prev_pauses,
-                      lag(t.nll) OVER w AS prev_nll
-               FROM tokens t
-               WHERE t.eval_id = $e AND t.doc_id = $d AND t.idx >= $start - 1 AND t.idx <= $start + $n
-               WINDOW w AS (ORDER BY t.idx))
-           SELECT r.* EXCLUDE (next_start),
-                  substr(d.text, r.char_start + 1, r.char_end - r.char_start) AS piece,
-                  CASE WHEN r.next_start > r.char_end
-                       THEN substr(d.text, r.char_end + 1, r.next_start - r.char_end) ELSE '' END AS gap
-           FROM r JOIN docs d ON d.eval_id = $e AND d.doc_id = $d
-           WHERE r.idx >= $start AND r.idx < $start + $n
-           ORDER BY r.idx""",
-        {"e": eval_id, "d": doc_id, "start": start, "n": n},
-    ).df()
-
-
-def nll_gain(con, eval_a: str, eval_b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Per token idx in [start, start + n) of one document evaluated in both: nll_a, nll_b and
-    gain = nll_a - nll_b (positive: B predicts it better), e.g. a baseline's minus a control's:
-    where extra positions pay. Tokens are matched by position and id."""
-    for e in (eval_a, eval_b):
-        require_eval(con, e)
-    return con.execute(
-        """SELECT a.idx, a.token_id, a.nll AS nll_a, b.nll AS nll_b, a.nll - b.nll AS gain
-           FROM tokens a JOIN tokens b ON b.eval_id = $b AND b.doc_id = a.doc_id
-                AND b.idx = a.idx AND b.token_id = a.token_id
-           WHERE a.eval_id = $a AND a.doc_id = $d AND a.idx >= $start AND a.idx < $start + $n
-           ORDER BY a.idx""",
-        {"a": eval_a, "b": eval_b, "d": doc_id, "start": start, "n": n},
-    ).df()
-
-
 # ----------------------------------------------------------------------------- token types
 
 
@@ -138,10 +88,13 @@ def token_stats(
     """Per input-token type: count, mean, median and variance of the pause count."""
     x = _measure(require_eval(con, eval_id), measure)
     return con.execute(
-        f"""SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
-                   var_samp({x}) AS variance
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS} GROUP BY token_id HAVING count(*) >= $min
-            ORDER BY n DESC, token_id""",
+        f"""SELECT s.token_id, v.token, s.n, s.mean, s.median, s.variance
+            FROM (SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
+                         var_samp({x}) AS variance
+                  FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                  GROUP BY token_id HAVING count(*) >= $min) s
+            LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = s.token_id
+            ORDER BY s.n DESC, s.token_id""",
         {"e": eval_id, "min": min_count, "cls": _class(token_class)},
     ).df()
 
@@ -163,9 +116,9 @@ def token_quadrants(
     x = _measure(require_eval(con, eval_id), measure)
     return con.execute(
         f"""WITH st AS (
-                SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
+                SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                        coalesce(var_samp({x}), 0) AS variance
-                FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
                 GROUP BY token_id HAVING count(*) >= $min),
             th AS (SELECT median(median) AS median_threshold, median(variance) AS variance_threshold FROM st),
             q AS (
@@ -175,9 +128,9 @@ def token_quadrants(
                        abs(percent_rank() OVER (ORDER BY median) - 0.5)
                          + abs(percent_rank() OVER (ORDER BY variance) - 0.5) AS corner
                 FROM st, th)
-            SELECT median_level, variance_level, row_number() OVER w AS rank, token_id, token, n, mean, median,
-                   variance, median_threshold, variance_threshold
-            FROM q WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, token_id)
+            SELECT median_level, variance_level, row_number() OVER w AS rank, q.token_id, v.token, n, mean,
+                   median, variance, median_threshold, variance_threshold
+            FROM q LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = q.token_id WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, q.token_id)
             QUALIFY rank <= $top
             ORDER BY median_level DESC, variance_level DESC, rank""",
         {"e": eval_id, "min": min_count, "top": top, "cls": _class(token_class)},
@@ -203,17 +156,24 @@ def kwic(
     if (token is None) == (token_id is None):
         raise StoreError("give a token or a token id")
     return con.execute(
-        f"""SELECT t.doc_id, t.idx, t.token, t.next_token,
+        f"""WITH ids AS (
+               SELECT token_id FROM vocab
+               WHERE eval_id = $e AND CASE WHEN $id::INTEGER IS NOT NULL THEN token_id = $id::INTEGER
+                                           WHEN $exact THEN token = $tok::VARCHAR
+                                           ELSE trim(token) = trim($tok::VARCHAR) END),
+           t AS (SELECT * FROM token_rows
+                 WHERE eval_id = $e AND token_id IN (SELECT token_id FROM ids) AND {CLASS}
+                 ORDER BY doc_id, idx LIMIT $limit)
+           SELECT t.doc_id, t.idx, a.token, b.token AS next_token,
                   regexp_replace(substr(d.text, greatest(t.char_start - $w, 0) + 1,
                                         t.char_start - greatest(t.char_start - $w, 0)), '\\s+', ' ', 'g') AS left_context,
-                  substr(d.text, t.char_start + 1, t.char_end - t.char_start) AS token_text,
-                  regexp_replace(substr(d.text, t.char_end + 1, $w), '\\s+', ' ', 'g') AS right_context,
+                  substr(d.text, t.char_start + 1, t.char_len) AS token_text,
+                  regexp_replace(substr(d.text, t.char_start + t.char_len + 1, $w), '\\s+', ' ', 'g') AS right_context,
                   t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.correct, t.word, t.upos, t.tag
-           FROM tokens t JOIN docs d ON d.eval_id = t.eval_id AND d.doc_id = t.doc_id
-           WHERE t.eval_id = $e AND CASE WHEN $id::INTEGER IS NOT NULL THEN t.token_id = $id::INTEGER
-                                         WHEN $exact THEN t.token = $tok::VARCHAR
-                                         ELSE trim(t.token) = trim($tok::VARCHAR) END AND {CLASS}
-           ORDER BY t.doc_id, t.idx LIMIT $limit""",
+           FROM t JOIN docs d ON d.eval_id = t.eval_id AND d.doc_id = t.doc_id
+           LEFT JOIN vocab a ON a.eval_id = $e AND a.token_id = t.token_id
+           LEFT JOIN vocab b ON b.eval_id = $e AND b.token_id = t.next_id
+           ORDER BY t.doc_id, t.idx""",
         {
             "e": eval_id,
             "w": width,
@@ -229,10 +189,20 @@ def kwic(
 # ----------------------------------------------------------------------------- groups, CIs, effect sizes
 
 
+def _rows(g: str, rows: str = "token_rows", e: str = "$e") -> str:
+    """`rows` (a relation of token_rows columns of evaluation `e`) with the decoded token and
+    next_token where the group expression `g` reads them (the contraction groups)."""
+    if "token" not in g.replace("token_class", ""):
+        return rows
+    return f"""(SELECT r.*, a.token, b.token AS next_token FROM {rows} r
+                LEFT JOIN vocab a ON a.eval_id = {e} AND a.token_id = r.token_id
+                LEFT JOIN vocab b ON b.eval_id = {e} AND b.token_id = r.next_id)"""
+
+
 def _group_hist(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
     return con.execute(
         f"""SELECT {g} AS grp, round({x} * {BIN}) AS bin, count(*) AS n, avg({x}) AS v
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
         {"e": eval_id, "cls": cls},
     ).df()
 
@@ -241,7 +211,8 @@ def _group_stats(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataF
     return con.execute(
         f"""SELECT {g} AS grp, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                    coalesce(var_samp({x}), 0) AS variance
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS}
+            GROUP BY ALL""",
         {"e": eval_id, "cls": cls},
     ).df()
 
@@ -330,26 +301,29 @@ def contrast(
 def _paired_hist(
     con, eval_a: str, eval_b: str, g: str, xa: str, xb: str, cls: str | None
 ) -> pd.DataFrame:
-    """Histogram of per-token differences b - a, grouped by run A's annotation (and class)."""
+    """Histogram of per-token differences b - a, grouped by run A's annotation (and class).
+    Only for evaluations of the same tokens (`_same_tokens`): their rows are stored in the
+    same order, so row k of one is row k of the other (a positional join, no hash join)."""
+    pairs = f"""(SELECT a.*, b.x - a.{xa} AS diff
+                 FROM (SELECT * FROM token_rows WHERE eval_id = $a) a
+                 POSITIONAL JOIN (SELECT {xb} AS x FROM token_rows WHERE eval_id = $b) b)"""
     return con.execute(
         f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v
-            FROM (SELECT a.*, b.{xb} - a.{xa} AS diff FROM tokens a JOIN tokens b
-                    ON a.doc_id = b.doc_id AND a.idx = b.idx AND a.token_id = b.token_id
-                  WHERE a.eval_id = $a AND b.eval_id = $b)
+            FROM {_rows(g, pairs, "$a")}
             WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
         {"a": eval_a, "b": eval_b, "cls": cls},
     ).df()
 
 
 def _same_tokens(con, eval_a: str, eval_b: str, n_a: int, n_b: int) -> bool:
+    """Both evaluations scored the same tokens in the same order: equal row counts and equal
+    fingerprints of (row, doc_id, idx, token_id) (evals.tokens_key, set when written)."""
     if n_a != n_b:
         return False
-    matched = con.execute(
-        "SELECT count(*) FROM tokens a JOIN tokens b ON a.doc_id = b.doc_id AND a.idx = b.idx "
-        "AND a.token_id = b.token_id WHERE a.eval_id = ? AND b.eval_id = ?",
-        [eval_a, eval_b],
-    ).fetchall()[0][0]
-    return matched == n_a
+    keys = con.execute(
+        "SELECT tokens_key FROM evals WHERE eval_id IN (?, ?)", [eval_a, eval_b]
+    ).fetchall()
+    return len(keys) == 2 and keys[0][0] is not None and keys[0][0] == keys[1][0]
 
 
 def compare_runs(
@@ -403,102 +377,3 @@ def compare_runs(
         )
     cols = [by, "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "cohens_d", "paired"]
     return pd.DataFrame(rows, columns=cols).sort_values("diff", ignore_index=True)
-
-
-# ----------------------------------------------------------------------------- calibration and latency
-
-_STEPS = """WITH v AS (SELECT i, dk[i + 1] AS x, t[i + 2] - t[i + 1] AS y
-                     FROM (SELECT unnest(range(len(dk))) AS i, dk, t FROM tokens WHERE eval_id = $e)),
-              f AS (SELECT * FROM v WHERE x IS NOT NULL AND y IS NOT NULL AND NOT isnan(x) AND NOT isnan(y))"""
-
-
-def calibration(con, eval_id: str) -> pd.DataFrame:
-    """Per step i < W-1: Spearman (and Pearson) correlation of d_i with t_{i+1} - t_i.
-
-    Spearman is Pearson on average ranks: (rank ascending + the last tied position) / 2.
-    """
-    require_eval(con, eval_id)
-    return con.execute(
-        _STEPS
-        + """,
-        r AS (SELECT i, x, y,
-                (rank() OVER (PARTITION BY i ORDER BY x) + count(*) OVER (PARTITION BY i) + 1
-                   - rank() OVER (PARTITION BY i ORDER BY x DESC)) / 2.0 AS rx,
-                (rank() OVER (PARTITION BY i ORDER BY y) + count(*) OVER (PARTITION BY i) + 1
-                   - rank() OVER (PARTITION BY i ORDER BY y DESC)) / 2.0 AS ry
-              FROM f)
-        SELECT i AS step, count(*) AS n, corr(rx, ry) AS spearman, corr(x, y) AS pearson,
-               avg(x) AS mean_d, avg(y) AS mean_gain FROM r GROUP BY i ORDER BY i""",
-        {"e": eval_id},
-    ).df()
-
-
-def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.DataFrame:
-    """2D histogram of (d_step, t_{step+1} - t_step): d in [0, 1], gain in [-1, 1], bin centres."""
-    info = require_eval(con, eval_id)
-    if info["w_max"] < 2:
-        raise StoreError(f"{eval_id} has no pauses (W = 1): there is no d_i to calibrate")
-    if not 0 <= step < info["w_max"] - 1:
-        raise StoreError(
-            f"step must be in 0..{info['w_max'] - 2} for W = {info['w_max']}, got {step}"
-        )
-    return con.execute(
-        _STEPS
-        + """
-        SELECT (xb + 0.5) / $b AS d, -1 + (yb + 0.5) * 2 / $b AS gain, count(*) AS n
-        FROM (SELECT least(floor(x * $b), $b - 1) AS xb, least(floor((y + 1) / 2 * $b), $b - 1) AS yb
-              FROM f WHERE i = $i)
-        GROUP BY ALL ORDER BY 1, 2""",
-        {"e": eval_id, "i": step, "b": bins},
-    ).df()
-
-
-def pause_histogram(
-    con,
-    eval_id: str,
-    measure: str = "expected",
-    bins: int = 30,
-    token: str | None = None,
-    token_class: str | None = None,
-) -> pd.DataFrame:
-    """Distribution of pauses per token: `bins` equal bins over [0, W-1] for expected pauses,
-    one row per count for greedy/observed. Columns lo, hi, n, fraction. With `token`, only
-    that input-token type, in all its contexts (surrounding spaces ignored, as in `kwic`)."""
-    info = require_eval(con, eval_id)
-    x = _measure(info, measure)
-    width = max(info["w_max"] - 1, 1) / bins if measure == "expected" else 1.0
-    return con.execute(
-        f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
-                   count(*) / sum(count(*)) OVER () AS fraction
-            FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
-                  FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL
-                    AND ($tok::VARCHAR IS NULL OR trim(token) = trim($tok::VARCHAR)) AND {CLASS})
-            GROUP BY b ORDER BY b""",
-        {
-            "e": eval_id,
-            "wd": width,
-            "cont": measure == "expected",
-            "bins": bins,
-            "tok": token,
-            "cls": _class(token_class),
-        },
-    ).df()
-
-
-def step_distribution(con, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
-    """Mean of s over tokens: the share of answers given after 0..W-1 pauses."""
-    require_eval(con, eval_id)
-    return con.execute(
-        f"""SELECT i AS pauses, avg(s[i + 1]) AS mean_s
-            FROM (SELECT unnest(range(len(s))) AS i, s FROM tokens WHERE eval_id = $e AND {CLASS})
-            GROUP BY i ORDER BY i""",
-        {"e": eval_id, "cls": _class(token_class)},
-    ).df()
-
-
-def token_rows(con, eval_id: str, limit: int | None = None) -> pd.DataFrame:
-    """Raw token rows of one evaluation in document order."""
-    require_eval(con, eval_id)
-    return con.execute(
-        "SELECT * FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx LIMIT ?", [eval_id, limit]
-    ).df()

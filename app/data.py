@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from analysis import classes, export, playground, queries, store
+from analysis import classes, distributions, export, lookups, playground, queries, store, text
 from cyb_core import synthetic
 
 TTL = "1h"
@@ -61,10 +61,10 @@ def stacked(fn: Callable, src: Source, eval_ids, labels: dict, *args, **kwargs) 
 
 @_cache
 def evals(src: Source) -> pd.DataFrame:
-    """Complete evaluations (analysis.store.list_evals); empty when there is no database."""
+    """Complete evaluations (analysis.lookups.list_evals); empty when there is no database."""
     if src.version is None:
         return pd.DataFrame(columns=["eval_id", "run_id", "dataset", "mode", "variant", "w_max"])
-    return _read(src, store.list_evals)
+    return _read(src, lookups.list_evals)
 
 
 # config keys that do not make two runs different models: where they were written, how often
@@ -180,7 +180,7 @@ def stacked_classes(src: Source, eval_ids, labels: dict) -> pd.DataFrame:
 @_cache
 def documents(src: Source, eval_id: str) -> pd.DataFrame:
     """doc_id and its number of token rows."""
-    return _read(src, queries.documents, eval_id)
+    return _read(src, text.documents, eval_id)
 
 
 def partial_table(calib: pd.DataFrame) -> pd.DataFrame:
@@ -202,14 +202,14 @@ def first_doc(doc_ids: list[str]) -> int:
 
 @_cache
 def nll_gain(src: Source, a: str, b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Per-token nll of evaluation a minus b on one page (analysis.queries.nll_gain)."""
-    return _read(src, queries.nll_gain, a, b, doc_id, start, n)
+    """Per-token nll of evaluation a minus b on one page (analysis.text.nll_gain)."""
+    return _read(src, text.nll_gain, a, b, doc_id, start, n)
 
 
 @_cache
 def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Token rows idx in [start, start + n) of one document (analysis.queries.doc_page)."""
-    return _read(src, queries.doc_page, eval_id, doc_id, start, n)
+    """Token rows idx in [start, start + n) of one document (analysis.text.doc_page)."""
+    return _read(src, text.doc_page, eval_id, doc_id, start, n)
 
 
 # ----------------------------------------------------------------------------- token types
@@ -255,7 +255,7 @@ def token_histogram(
 ) -> pd.DataFrame:
     """Distribution of one token type's pauses over all its contexts (lo, hi, n, fraction)."""
     return _read(
-        src, queries.pause_histogram, eval_id, measure, bins, token=token, token_class=token_class
+        src, distributions.pause_histogram, eval_id, measure, bins, token=token, token_class=token_class
     )
 
 
@@ -332,22 +332,22 @@ def stacked_compare(
 def pause_histogram(
     src: Source, eval_id: str, measure: str, bins: int = 30, token_class: str | None = None
 ) -> pd.DataFrame:
-    return _read(src, queries.pause_histogram, eval_id, measure, bins, token_class=token_class)
+    return _read(src, distributions.pause_histogram, eval_id, measure, bins, token_class=token_class)
 
 
 @_cache
 def step_distribution(src: Source, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
-    return _read(src, queries.step_distribution, eval_id, token_class)
+    return _read(src, distributions.step_distribution, eval_id, token_class)
 
 
 @_cache
 def calibration(src: Source, eval_id: str) -> pd.DataFrame:
-    return _read(src, queries.calibration, eval_id)
+    return _read(src, distributions.calibration, eval_id)
 
 
 @_cache
 def calibration_density(src: Source, eval_id: str, step: int, bins: int = 40) -> pd.DataFrame:
-    return _read(src, queries.calibration_density, eval_id, step, bins)
+    return _read(src, distributions.calibration_density, eval_id, step, bins)
 
 
 def stacked_density(src: Source, eval_ids, labels: dict, ws: dict, bins: int = 40) -> pd.DataFrame:

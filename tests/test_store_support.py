@@ -168,3 +168,18 @@ def synthetic_docs(n_docs: int = 2, n: int = 40) -> list[dict]:
         {"doc_id": f"doc{j}", "text": "".join(" a" if i % 3 else "Xy" for i in range(n))}
         for j in range(n_docs)
     ]
+
+
+def token_rows(con, eval_id: str, limit: int | None = None):
+    """Raw token rows of one evaluation in document order (the `tokens` view), a DataFrame;
+    the single-precision columns as float64 (so references computed from them in pandas are
+    as exact as DuckDB's double-precision aggregates)."""
+    from analysis.store import require_eval
+
+    require_eval(con, eval_id)
+    df = con.execute(
+        "SELECT * FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx LIMIT ?", [eval_id, limit]
+    ).df()
+    for c in ("dk", "t", "s"):  # lists of float32 -> float64 arrays
+        df[c] = [None if v is None else np.asarray(v, dtype=np.float64) for v in df[c]]
+    return df.astype({c: "float64" for c in df.columns if df[c].dtype == "float32"})
