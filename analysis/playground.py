@@ -6,7 +6,7 @@ Scoring goes through analysis.evaluation (`score_docs`: the same evaluation, tag
 tables as `cyb eval`), so a playground evaluation stored with `save` holds the rows `cyb eval
 --text` would store for the same text and checkpoint, under its own dataset and document
 names. `view` runs the Text and Latency pages' own queries (analysis.text.doc_page,
-analysis.distributions.pause_histogram) over an in-memory DuckDB holding the unsaved result, so the playground shows
+analysis.queries.pause_histogram) over an in-memory DuckDB holding the unsaved result, so the playground shows
 exactly what those pages will show once it is saved. Nothing touches the database file
 before `save`.
 """
@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from cyb_core.names import LIVE_MODES
 
-from . import distributions, evaluation, schema, store, text
+from . import evaluation, queries, schema, store, text
 from .store import StoreError
 
 MAX_CHARS = 6000  # typed text to score: about 1,200 tokens, a second or two on a CPU
@@ -294,7 +294,7 @@ def view(scored: list[Scored], bins: int = HIST_BINS) -> tuple[list[pd.DataFrame
         ]
         hist = pd.concat(
             [
-                distributions.pause_histogram(con, str(i), "expected", bins).assign(run=str(i))
+                queries.pause_histogram(con, str(i), "expected", bins).assign(run=str(i))
                 for i in range(len(scored))
             ],
             ignore_index=True,

@@ -18,12 +18,22 @@ import pandas as pd
 from cyb_core.names import observes_pauses
 
 from .classes import CLASSES
+from .groups import (
+    CLASS,
+    _boot_means,
+    _cohens_d,
+    _group_hist,
+    _group_stats,
+    _paired_hist,
+    _same_tokens,
+)
 from .runs import eval_classes as eval_classes
 from .runs import frontier as frontier
 from .runs import run_rows as run_rows
 from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves
 from .store import StoreError, require_eval
+from .summaries import GRID
 
 # stored as FLOAT and USMALLINT (schema.sql); medians and differences are taken in these types
 MEASURES = {
@@ -47,9 +57,6 @@ GROUPS = {
             THEN 'stem before ''s ''re ''ve ''ll ''d ''m'
         ELSE 'other' END""",
 }
-BIN = 100  # histogram bins per pause for the bootstrap
-# the one token-class condition of every per-token query; $cls is bound (None: all rows)
-CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 
 
 def _measure(info: dict, measure: str) -> str:
@@ -189,55 +196,6 @@ def kwic(
 # ----------------------------------------------------------------------------- groups, CIs, effect sizes
 
 
-def _rows(g: str, rows: str = "token_rows", e: str = "$e") -> str:
-    """`rows` (a relation of token_rows columns of evaluation `e`) with the decoded token and
-    next_token where the group expression `g` reads them (the contraction groups)."""
-    if "token" not in g.replace("token_class", ""):
-        return rows
-    return f"""(SELECT r.*, a.token, b.token AS next_token FROM {rows} r
-                LEFT JOIN vocab a ON a.eval_id = {e} AND a.token_id = r.token_id
-                LEFT JOIN vocab b ON b.eval_id = {e} AND b.token_id = r.next_id)"""
-
-
-def _group_hist(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
-    return con.execute(
-        f"""SELECT {g} AS grp, round({x} * {BIN}) AS bin, count(*) AS n, avg({x}) AS v
-            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
-        {"e": eval_id, "cls": cls},
-    ).df()
-
-
-def _group_stats(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
-    return con.execute(
-        f"""SELECT {g} AS grp, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
-                   coalesce(var_samp({x}), 0) AS variance
-            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS}
-            GROUP BY ALL""",
-        {"e": eval_id, "cls": cls},
-    ).df()
-
-
-def _boot_means(hist: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Bootstrap distribution of the mean per group, by multinomial resampling of its histogram."""
-    out = {}
-    for grp, h in hist.groupby("grp", sort=False):
-        counts, values = h["n"].to_numpy(np.int64), h["v"].to_numpy(np.float64)
-        n = counts.sum()
-        draws = rng.multinomial(n, counts / n, size=n_boot)  # (B, bins)
-        out[grp] = draws @ values / n
-    return out
-
-
-def _cohens_d(a: pd.Series | dict, b: pd.Series | dict) -> float:
-    dof = a["n"] + b["n"] - 2
-    pooled = (
-        np.sqrt(((a["n"] - 1) * a["variance"] + (b["n"] - 1) * b["variance"]) / dof)
-        if dof > 0
-        else np.nan
-    )
-    return float((b["mean"] - a["mean"]) / pooled) if pooled > 0 else np.nan
-
-
 def pause_rates(
     con,
     eval_id: str,
@@ -298,34 +256,6 @@ def contrast(
     )
 
 
-def _paired_hist(
-    con, eval_a: str, eval_b: str, g: str, xa: str, xb: str, cls: str | None
-) -> pd.DataFrame:
-    """Histogram of per-token differences b - a, grouped by run A's annotation (and class).
-    Only for evaluations of the same tokens (`_same_tokens`): their rows are stored in the
-    same order, so row k of one is row k of the other (a positional join, no hash join)."""
-    pairs = f"""(SELECT a.*, b.x - a.{xa} AS diff
-                 FROM (SELECT * FROM token_rows WHERE eval_id = $a) a
-                 POSITIONAL JOIN (SELECT {xb} AS x FROM token_rows WHERE eval_id = $b) b)"""
-    return con.execute(
-        f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v
-            FROM {_rows(g, pairs, "$a")}
-            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
-        {"a": eval_a, "b": eval_b, "cls": cls},
-    ).df()
-
-
-def _same_tokens(con, eval_a: str, eval_b: str, n_a: int, n_b: int) -> bool:
-    """Both evaluations scored the same tokens in the same order: equal row counts and equal
-    fingerprints of (row, doc_id, idx, token_id) (evals.tokens_key, set when written)."""
-    if n_a != n_b:
-        return False
-    keys = con.execute(
-        "SELECT tokens_key FROM evals WHERE eval_id IN (?, ?)", [eval_a, eval_b]
-    ).fetchall()
-    return len(keys) == 2 and keys[0][0] is not None and keys[0][0] == keys[1][0]
-
-
 def compare_runs(
     con,
     eval_a: str,
@@ -377,3 +307,94 @@ def compare_runs(
         )
     cols = [by, "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "cohens_d", "paired"]
     return pd.DataFrame(rows, columns=cols).sort_values("diff", ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- calibration and latency
+
+
+def calibration(con, eval_id: str) -> pd.DataFrame:
+    """Per step i < W-1: Spearman (and Pearson) correlation of d_i with t_{i+1} - t_i over every
+    row that has both, stored when the evaluation was written (analysis.summaries).
+
+    Spearman is Pearson on average ranks: (rank ascending + the last tied position) / 2.
+    """
+    require_eval(con, eval_id)
+    return con.execute(
+        """SELECT step::BIGINT AS step, n, spearman, pearson, mean_d, mean_gain FROM calibration
+           WHERE eval_id = ? AND token_class IS NULL ORDER BY step""",
+        [eval_id],
+    ).df()
+
+
+# one cell of `bins` per axis: the stored GRID cells it holds, or the rows when bins does not
+# divide GRID (the same binning as analysis.summaries: d in [0, 1], gain in [-1, 1])
+_CELLS = """SELECT d_bin // ($g // $b) AS xb, gain_bin // ($g // $b) AS yb, sum(n) AS n
+             FROM calibration_cells WHERE eval_id = $e AND step = $i GROUP BY ALL"""
+_ROWS = """SELECT least(floor(x * $b), $b - 1) AS xb, least(floor((y + 1) / 2 * $b), $b - 1) AS yb,
+                  count(*) AS n
+           FROM (SELECT dk[$i + 1]::DOUBLE AS x, t[$i + 2]::DOUBLE - t[$i + 1]::DOUBLE AS y
+                 FROM token_rows WHERE eval_id = $e)
+           WHERE x IS NOT NULL AND y IS NOT NULL AND NOT isnan(x) AND NOT isnan(y) GROUP BY ALL"""
+
+
+def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.DataFrame:
+    """2D histogram of (d_step, t_{step+1} - t_step): d in [0, 1], gain in [-1, 1], bin centres."""
+    info = require_eval(con, eval_id)
+    if info["w_max"] < 2:
+        raise StoreError(f"{eval_id} has no pauses (W = 1): there is no d_i to calibrate")
+    if not 0 <= step < info["w_max"] - 1:
+        raise StoreError(
+            f"step must be in 0..{info['w_max'] - 2} for W = {info['w_max']}, got {step}"
+        )
+    cells = _CELLS if bins > 0 and GRID % bins == 0 else _ROWS
+    return con.execute(
+        f"""SELECT (xb + 0.5) / $b AS d, -1 + (yb + 0.5) * 2 / $b AS gain, n::BIGINT AS n
+            FROM ({cells}) ORDER BY 1, 2""",
+        {"e": eval_id, "i": step, "b": bins}
+        | ({"g": GRID} if cells is _CELLS else {}),
+    ).df()
+
+
+def pause_histogram(
+    con,
+    eval_id: str,
+    measure: str = "expected",
+    bins: int = 30,
+    token: str | None = None,
+    token_class: str | None = None,
+) -> pd.DataFrame:
+    """Distribution of pauses per token: `bins` equal bins over [0, W-1] for expected pauses,
+    one row per count for greedy/observed. Columns lo, hi, n, fraction. With `token`, only
+    that input-token type, in all its contexts (surrounding spaces ignored, as in `kwic`)."""
+    info = require_eval(con, eval_id)
+    x = _measure(info, measure)
+    width = max(info["w_max"] - 1, 1) / bins if measure == "expected" else 1.0
+    return con.execute(
+        f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
+                   count(*) / sum(count(*)) OVER () AS fraction
+            FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
+                  FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                    AND ($tok::VARCHAR IS NULL OR token_id IN (
+                        SELECT token_id FROM vocab
+                        WHERE eval_id = $e AND trim(token) = trim($tok::VARCHAR))))
+            GROUP BY b ORDER BY b""",
+        {
+            "e": eval_id,
+            "wd": width,
+            "cont": measure == "expected",
+            "bins": bins,
+            "tok": token,
+            "cls": _class(token_class),
+        },
+    ).df()
+
+
+def step_distribution(con, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
+    """Mean of s over tokens: the share of answers given after 0..W-1 pauses (from the sums
+    stored with the evaluation)."""
+    require_eval(con, eval_id)
+    return con.execute(
+        f"""SELECT step::BIGINT AS pauses, sum(sum_s) / sum(n) AS mean_s FROM step_stats
+            WHERE eval_id = $e AND {CLASS} GROUP BY step ORDER BY step""",
+        {"e": eval_id, "cls": _class(token_class)},
+    ).df()

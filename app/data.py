@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from analysis import classes, distributions, export, lookups, playground, queries, store, text
+from analysis import classes, export, lookups, playground, queries, store, text
 from cyb_core import synthetic
 
 TTL = "1h"
@@ -255,7 +255,7 @@ def token_histogram(
 ) -> pd.DataFrame:
     """Distribution of one token type's pauses over all its contexts (lo, hi, n, fraction)."""
     return _read(
-        src, distributions.pause_histogram, eval_id, measure, bins, token=token, token_class=token_class
+        src, queries.pause_histogram, eval_id, measure, bins, token=token, token_class=token_class
     )
 
 
@@ -332,22 +332,22 @@ def stacked_compare(
 def pause_histogram(
     src: Source, eval_id: str, measure: str, bins: int = 30, token_class: str | None = None
 ) -> pd.DataFrame:
-    return _read(src, distributions.pause_histogram, eval_id, measure, bins, token_class=token_class)
+    return _read(src, queries.pause_histogram, eval_id, measure, bins, token_class=token_class)
 
 
 @_cache
 def step_distribution(src: Source, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
-    return _read(src, distributions.step_distribution, eval_id, token_class)
+    return _read(src, queries.step_distribution, eval_id, token_class)
 
 
 @_cache
 def calibration(src: Source, eval_id: str) -> pd.DataFrame:
-    return _read(src, distributions.calibration, eval_id)
+    return _read(src, queries.calibration, eval_id)
 
 
 @_cache
 def calibration_density(src: Source, eval_id: str, step: int, bins: int = 40) -> pd.DataFrame:
-    return _read(src, distributions.calibration_density, eval_id, step, bins)
+    return _read(src, queries.calibration_density, eval_id, step, bins)
 
 
 def stacked_density(src: Source, eval_ids, labels: dict, ws: dict, bins: int = 40) -> pd.DataFrame:

@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pytest
 from test_store_support import RUN, fixture_db, scratch, synthetic_tables, token_rows
 
-from analysis import distributions as dist
 from analysis import queries as q
 from analysis import store
 from analysis import text as text_q
@@ -159,7 +158,7 @@ def average_rank(x):
 
 def test_calibration_is_spearman_per_step(db, rows):
     con, eid, _ = db
-    cal = dist.calibration(con, eid)
+    cal = q.calibration(con, eid)
     assert cal["step"].tolist() == [0, 1]
     dk, t = np.stack(rows["dk"].to_numpy()), np.stack(rows["t"].to_numpy())
     for i in (0, 1):
@@ -167,24 +166,24 @@ def test_calibration_is_spearman_per_step(db, rows):
         ref = np.corrcoef(average_rank(x), average_rank(y))[0, 1]
         assert cal.loc[i, "spearman"] == pytest.approx(ref, abs=1e-9)
         assert cal.loc[i, "n"] == len(rows)
-    dens = dist.calibration_density(con, eid, step=1, bins=10)
+    dens = q.calibration_density(con, eid, step=1, bins=10)
     assert (
         dens["n"].sum() == len(rows)
         and dens["d"].between(0, 1).all()
         and dens["gain"].between(-1, 1).all()
     )
     with pytest.raises(StoreError, match="step must be in 0..1"):
-        dist.calibration_density(con, eid, step=2)
+        q.calibration_density(con, eid, step=2)
 
 
 def test_latency_distributions(db, rows):
     con, eid, _ = db
-    h = dist.pause_histogram(con, eid, "expected", bins=6)
+    h = q.pause_histogram(con, eid, "expected", bins=6)
     assert h["n"].sum() == len(rows) and h["fraction"].sum() == pytest.approx(1)
     assert h["lo"].min() == 0 and h["hi"].max() <= 2 + 1e-9
-    g = dist.pause_histogram(con, eid, "greedy")
+    g = q.pause_histogram(con, eid, "greedy")
     assert g.set_index("lo")["n"].to_dict() == rows["greedy_pauses"].value_counts().to_dict()
-    sd = dist.step_distribution(con, eid)
+    sd = q.step_distribution(con, eid)
     assert sd["pauses"].tolist() == [0, 1, 2] and sd["mean_s"].sum() == pytest.approx(1)
     np.testing.assert_allclose(sd["mean_s"], np.stack(rows["s"].to_numpy()).mean(0), rtol=1e-9)
 
@@ -221,13 +220,13 @@ def test_runs_curves_and_kwic(db, rows):
 def test_token_histogram_is_the_pause_histogram_of_one_type(db, rows):
     con, eid, _ = db
     the = rows[rows["token"].str.strip() == "the"]
-    g = dist.pause_histogram(con, eid, "greedy", token=" the ")  # surrounding spaces ignored
+    g = q.pause_histogram(con, eid, "greedy", token=" the ")  # surrounding spaces ignored
     assert g.set_index("lo")["n"].to_dict() == the["greedy_pauses"].value_counts().to_dict()
-    h = dist.pause_histogram(con, eid, "expected", bins=6, token="the")
+    h = q.pause_histogram(con, eid, "expected", bins=6, token="the")
     assert h["n"].sum() == len(the) > 0 and h["fraction"].sum() == pytest.approx(1)
     ref = np.minimum(np.floor(the["expected_pauses"] / (2 / 6)), 5).value_counts()
     assert dict(zip(np.round(h["lo"] / (2 / 6)), h["n"], strict=True)) == ref.to_dict()
-    assert dist.pause_histogram(con, eid, "greedy", token="'; DROP TABLE tokens; --").empty
+    assert q.pause_histogram(con, eid, "greedy", token="'; DROP TABLE tokens; --").empty
 
 
 def test_documents_and_doc_page(db, rows):
@@ -281,12 +280,12 @@ def test_adaptive_measure_uses_observed_pauses(tmp_path):
         **tables,
     )
     with store.reading(path) as con:
-        h = dist.pause_histogram(con, eid, "observed")
+        h = q.pause_histogram(con, eid, "observed")
         assert h.set_index("lo")["n"].to_dict() == pd.Series(result.pauses).value_counts().to_dict()
-        assert dist.step_distribution(con, eid)["mean_s"].tolist() == pytest.approx(
+        assert q.step_distribution(con, eid)["mean_s"].tolist() == pytest.approx(
             np.bincount(result.pauses, minlength=3) / len(result.pauses)
         )
-        cal = dist.calibration(con, eid)  # only the steps actually taken enter
+        cal = q.calibration(con, eid)  # only the steps actually taken enter
         assert cal.loc[0, "n"] == (result.pauses >= 1).sum()
 
 
@@ -374,7 +373,7 @@ def test_no_class_means_every_row(classed, classed_rows):
     parts = [q.token_stats(con, eid, min_count=1, token_class=c)["n"].sum() for c in CLASSES]
     assert sum(parts) == len(classed_rows) and min(parts) > 0
     pd.testing.assert_frame_equal(
-        dist.step_distribution(con, eid), dist.step_distribution(con, eid, token_class=None)
+        q.step_distribution(con, eid), q.step_distribution(con, eid, token_class=None)
     )
 
 
@@ -401,12 +400,12 @@ def test_groups_and_contrasts_of_one_class(classed, classed_rows, cls):
 def test_latency_and_kwic_of_one_class(classed, classed_rows, cls):
     con, eid, _ = classed
     sub = classed_rows[classed_rows["token_class"] == cls]
-    g = dist.pause_histogram(con, eid, "greedy", token_class=cls)
+    g = q.pause_histogram(con, eid, "greedy", token_class=cls)
     assert g.set_index("lo")["n"].to_dict() == sub["greedy_pauses"].value_counts().to_dict()
-    sd = dist.step_distribution(con, eid, token_class=cls)
+    sd = q.step_distribution(con, eid, token_class=cls)
     np.testing.assert_allclose(sd["mean_s"], np.stack(sub["s"].to_numpy()).mean(0), rtol=1e-9)
     the = sub[sub["token"].str.strip() == "the"]
-    h = dist.pause_histogram(con, eid, "greedy", token="the", token_class=cls)
+    h = q.pause_histogram(con, eid, "greedy", token="the", token_class=cls)
     assert h["n"].sum() == len(the) > 0
     k = q.kwic(con, eid, token="the", token_class=cls)
     assert sorted(zip(k["doc_id"], k["idx"], strict=True)) == sorted(
