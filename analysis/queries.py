@@ -350,8 +350,7 @@ def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.
     return con.execute(
         f"""SELECT (xb + 0.5) / $b AS d, -1 + (yb + 0.5) * 2 / $b AS gain, n::BIGINT AS n
             FROM ({cells}) ORDER BY 1, 2""",
-        {"e": eval_id, "i": step, "b": bins}
-        | ({"g": GRID} if cells is _CELLS else {}),
+        {"e": eval_id, "i": step, "b": bins} | ({"g": GRID} if cells is _CELLS else {}),
     ).df()
 
 

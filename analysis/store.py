@@ -292,7 +292,7 @@ def _load(
         "status, created_at, positions) SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), "
         f"avg(expected_pauses), 'complete', ?, coalesce({POSITIONS}, ?) "
         f"FROM read_parquet('{sql_string(path)}')",
-        [eid, eval_row["run_id"], eval_row["dataset"], eval_row["mode"], now, run.get("w_max") or 1],
+        [eid, *(eval_row[k] for k in ("run_id", "dataset", "mode")), now, run.get("w_max") or 1],
     )
     summaries.refresh(con, eid)
 

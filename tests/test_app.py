@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from test_store_support import token_rows as token_rows_of
 
 from analysis import classes, store, text
-from app import charts, data, downloads, state, token_html
+from app import charts, data, downloads, run_charts, state, token_html
 from app import cli as app_cli
 from app.state import Filters
 
@@ -488,8 +488,8 @@ def test_chart_builders_handle_empty_frames():
     for fig in (
         charts.pause_histogram(empty),
         charts.step_distribution(empty),
-        charts.perplexity_by_run(pd.DataFrame()),
-        charts.perplexity_vs_data(pd.DataFrame()),
+        run_charts.perplexity_by_run(pd.DataFrame()),
+        run_charts.perplexity_vs_data(pd.DataFrame()),
         charts.token_quadrants(pd.DataFrame(), 0, 0),
         charts.calibration_density(pd.DataFrame(), pd.DataFrame()),
         charts.class_bars(pd.DataFrame()),
