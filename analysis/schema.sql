@@ -1,5 +1,5 @@
--- The cyb evaluation store. Applied by analysis.store.apply_schema(), which also records
--- SCHEMA_VERSION (analysis/store.py) in `meta`; every statement is idempotent, so applying it
+-- The cyb evaluation store. Applied by analysis.schema.apply_schema(), which also records
+-- SCHEMA_VERSION (analysis/schema.py) in `meta`; every statement is idempotent, so applying it
 -- to a current database changes nothing. Bump SCHEMA_VERSION whenever a table changes.
 
 CREATE TABLE IF NOT EXISTS meta (

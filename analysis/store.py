@@ -1,4 +1,5 @@
-"""The DuckDB evaluation store: schema, connections and the one atomic write.
+"""The DuckDB evaluation store: connections, the one atomic write and lookups (the schema and
+its upgrades: analysis.schema; staging folders: analysis.staging).
 
 DuckDB lets one read-write process *or* many read-only processes open a file, never both.
 So writes are short: an evaluation is computed in memory, staged as Parquet shards next to
