@@ -19,26 +19,18 @@ import pandas as pd
 
 from cyb_core import synthetic
 
-from . import store
+from . import store, summaries
 from .store import StoreError, require_eval
 
 CLASSES = ("answer", "synthetic", "natural")
 
 
-def _rank(col: str, part: str) -> str:
-    """Average rank of `col` within `part` (ties share the mean of their positions)."""
-    return (
-        f"(rank() OVER (PARTITION BY {part} ORDER BY {col}) + count(*) OVER (PARTITION BY {part}) + 1"
-        f" - rank() OVER (PARTITION BY {part} ORDER BY {col} DESC)) / 2.0"
-    )
-
-
 def _require_classes(con, eval_id: str) -> dict:
     info = require_eval(con, eval_id)
     n = con.execute(
-        "SELECT count(*) FROM tokens WHERE eval_id = ? AND token_class IS NOT NULL", [eval_id]
+        "SELECT sum(n) FROM class_stats WHERE eval_id = ? AND token_class IS NOT NULL", [eval_id]
     ).fetchall()[0][0]
-    if n == 0:
+    if not n:
         raise StoreError(f"{eval_id} was stored before token classes existed; evaluate it again")
     return info
 
@@ -49,12 +41,11 @@ def class_summary(con, eval_id: str) -> pd.DataFrame:
     adaptive, where later steps were not computed)."""
     _require_classes(con, eval_id)
     return con.execute(
-        """SELECT token_class, count(*) AS n, avg(nll) AS nll, avg(correct::INT) AS accuracy,
-                  avg(expected_pauses) AS expected_pauses, avg((greedy_pauses > 0)::INT) AS pause_rate,
-                  avg(CASE WHEN len(t) > 1 THEN ln(greatest(t[len(t)], 1e-30)) - ln(greatest(t[1], 1e-30))
-                      END) AS log_gain_last,
-                  avg(ln(greatest(t[1], 1e-30))) AS log_t0
-           FROM tokens WHERE eval_id = ? GROUP BY token_class
+        """SELECT token_class, n, sum_nll / n AS nll, n_correct / n AS accuracy,
+                  sum_expected / n AS expected_pauses, n_paused / n AS pause_rate,
+                  sum_log_gain / nullif(n_log_gain, 0) AS log_gain_last,
+                  sum_log_t0 / nullif(n_log_t0, 0) AS log_t0
+           FROM class_stats WHERE eval_id = ?
            ORDER BY array_position(['answer', 'synthetic', 'natural'], token_class)""",
         [eval_id],
     ).df()
@@ -66,24 +57,11 @@ def class_calibration(con, eval_id: str) -> pd.DataFrame:
     info = _require_classes(con, eval_id)
     if info["w_max"] < 2:
         raise StoreError(f"{eval_id} has no pauses (W = 1): there is no d_i to calibrate")
-    part = "c, i"
     return con.execute(
-        f"""WITH v AS (SELECT token_class AS c, i, dk[i + 1] AS x, t[i + 2] - t[i + 1] AS y, t[i + 1] AS z
-                     FROM (SELECT unnest(range(len(dk))) AS i, dk, t, token_class
-                           FROM tokens WHERE eval_id = $e)),
-              f AS (SELECT * FROM v WHERE x IS NOT NULL AND y IS NOT NULL AND z IS NOT NULL
-                                      AND NOT isnan(x) AND NOT isnan(y) AND NOT isnan(z)),
-              r AS (SELECT c, i, x, y, {_rank("x", part)} AS rx, {_rank("y", part)} AS ry,
-                           {_rank("z", part)} AS rz FROM f),
-              k AS (SELECT c, i, count(*) AS n, corr(rx, ry) AS rxy, corr(rx, rz) AS rxz,
-                           corr(ry, rz) AS ryz, avg(x) AS mean_d, avg(y) AS mean_gain
-                    FROM r GROUP BY c, i)
-        SELECT c AS token_class, i AS step, n, rxy AS spearman,
-               CASE WHEN (1 - rxz * rxz) * (1 - ryz * ryz) > 1e-9  -- else t_i fixes a rank: undefined
-                    THEN (rxy - rxz * ryz) / sqrt((1 - rxz * rxz) * (1 - ryz * ryz)) END AS partial_spearman,
-               mean_d, mean_gain
-        FROM k ORDER BY array_position(['answer', 'synthetic', 'natural'], c), i""",
-        {"e": eval_id},
+        """SELECT token_class, step::BIGINT AS step, n, spearman, partial_spearman, mean_d, mean_gain
+           FROM calibration WHERE eval_id = ? AND token_class IS NOT NULL
+           ORDER BY array_position(['answer', 'synthetic', 'natural'], token_class), step""",
+        [eval_id],
     ).df()
 
 
@@ -100,7 +78,8 @@ def retag(db, eval_ids: list[str] | None = None, timeout: float = 120.0) -> int:
                 con.execute("SELECT doc_id, text FROM docs WHERE eval_id = ?", [eid]).fetchall()
             )
             rows = con.execute(
-                "SELECT doc_id, idx, char_start, char_end FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx",
+                "SELECT doc_id, idx, char_start, char_start + char_len AS char_end FROM token_rows "
+                "WHERE eval_id = ? ORDER BY doc_id, idx",
                 [eid],
             ).df()
             parts = []
@@ -121,11 +100,13 @@ def retag(db, eval_ids: list[str] | None = None, timeout: float = 120.0) -> int:
                 continue
             con.register("retag_rows", pd.concat(parts, ignore_index=True))
             con.execute(
-                "UPDATE tokens SET token_class = r.c FROM retag_rows r "
-                "WHERE tokens.eval_id = ? AND tokens.doc_id = r.doc_id AND tokens.idx = r.idx",
+                "UPDATE token_rows SET token_class = r.c FROM retag_rows r "
+                "WHERE token_rows.eval_id = ? AND token_rows.doc_id = r.doc_id "
+                "AND token_rows.idx = r.idx",
                 [eid],
             )
             con.unregister("retag_rows")
+            summaries.refresh(con, eid)  # the class sums and calibration follow the new classes
             n += sum(len(p) for p in parts)
         con.commit()
     return n

@@ -5,8 +5,8 @@ as an ordinary evaluation.
 Scoring goes through analysis.evaluation (`score_docs`: the same evaluation, tagging and
 tables as `cyb eval`), so a playground evaluation stored with `save` holds the rows `cyb eval
 --text` would store for the same text and checkpoint, under its own dataset and document
-names. `view` runs the Text and Latency pages' own queries (analysis.queries.doc_page,
-pause_histogram) over an in-memory DuckDB holding the unsaved result, so the playground shows
+names. `view` runs the Text and Latency pages' own queries (analysis.text.doc_page,
+analysis.queries.pause_histogram) over an in-memory DuckDB holding the unsaved result, so the playground shows
 exactly what those pages will show once it is saved. Nothing touches the database file
 before `save`.
 """
@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from cyb_core.names import LIVE_MODES
 
-from . import evaluation, queries, store
+from . import evaluation, queries, schema, store, text
 from .store import StoreError
 
 MAX_CHARS = 6000  # typed text to score: about 1,200 tokens, a second or two on a CPU
@@ -261,7 +261,7 @@ def score(
 def _memory_store(scored: list[Scored]):
     """An in-memory DuckDB with the store's schema holding each result as evaluation "0", "1"..."""
     con = duckdb.connect()
-    store.apply_schema(con)
+    schema.apply_schema(con)
     for i, s in enumerate(scored):
         eid = str(i)
         con.execute(
@@ -273,10 +273,13 @@ def _memory_store(scored: list[Scored]):
             "VALUES (?, ?, 'playground', ?, ?, 'complete')",
             [eid, eid, s.mode, s.tables["tokens"].num_rows],
         )
-        for name in ("tokens", "docs"):
-            con.register("staged", s.tables[name])
-            con.execute(f"INSERT INTO {name} BY NAME SELECT ? AS eval_id, * FROM staged", [eid])
-            con.unregister("staged")
+        con.register("staged", s.tables["docs"])
+        con.execute("INSERT INTO docs BY NAME SELECT ? AS eval_id, * FROM staged", [eid])
+        con.register("staged", s.tables["tokens"])
+        source = f"(SELECT '{eid}' AS eval_id, * FROM staged)"  # eid: a number
+        for statement in schema.lean_tokens(source, s.tables["tokens"].column_names):
+            con.execute(statement)
+        con.unregister("staged")
     return con
 
 
@@ -286,7 +289,7 @@ def view(scored: list[Scored], bins: int = HIST_BINS) -> tuple[list[pd.DataFrame
     con = _memory_store(scored)
     try:
         rows = [
-            queries.doc_page(con, str(i), DOC_ID, 0, s.tables["tokens"].num_rows)
+            text.doc_page(con, str(i), DOC_ID, 0, s.tables["tokens"].num_rows)
             for i, s in enumerate(scored)
         ]
         hist = pd.concat(

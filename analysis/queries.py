@@ -18,14 +18,29 @@ import pandas as pd
 from cyb_core.names import observes_pauses
 
 from .classes import CLASSES
+from .groups import (
+    CLASS,
+    _boot_means,
+    _cohens_d,
+    _group_hist,
+    _group_stats,
+    _paired_hist,
+    _same_tokens,
+)
 from .runs import eval_classes as eval_classes
 from .runs import frontier as frontier
 from .runs import run_rows as run_rows
 from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves
 from .store import StoreError, require_eval
+from .summaries import GRID
 
-MEASURES = {"expected": "expected_pauses", "greedy": "greedy_pauses", "observed": "pauses"}
+# stored as FLOAT and USMALLINT (schema.sql); medians and differences are taken in these types
+MEASURES = {
+    "expected": "expected_pauses::DOUBLE",
+    "greedy": "greedy_pauses::INTEGER",
+    "observed": "pauses::INTEGER",
+}
 _APOS = "[''’]"  # an apostrophe class, quoted for a SQL string literal
 GROUPS = {
     "upos": "upos",
@@ -42,9 +57,6 @@ GROUPS = {
             THEN 'stem before ''s ''re ''ve ''ll ''d ''m'
         ELSE 'other' END""",
 }
-BIN = 100  # histogram bins per pause for the bootstrap
-# the one token-class condition of every per-token query; $cls is bound (None: all rows)
-CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 
 
 def _measure(info: dict, measure: str) -> str:
@@ -70,61 +82,6 @@ def _group(by: str) -> str:
     return GROUPS[by]
 
 
-# ----------------------------------------------------------------------------- text
-
-
-def documents(con, eval_id: str) -> pd.DataFrame:
-    """The documents of one evaluation: doc_id and its number of token rows."""
-    require_eval(con, eval_id)
-    return con.execute(
-        "SELECT doc_id, count(*) AS n_tokens FROM tokens WHERE eval_id = ? GROUP BY doc_id ORDER BY doc_id",
-        [eval_id],
-    ).df()
-
-
-def doc_page(con, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Token rows idx in [start, start + n) of one document, with the text of each token
-    (`piece`, and `gap` up to the next one) and the previous row's values (`prev_*`: the
-    pauses spent before predicting this token)."""
-    return con.execute(
-        """WITH r AS (
-               SELECT t.idx, t.token_id, t.token, t.next_token, t.word, t.upos, t.tag, t.dk, t.t, t.s,
-                      t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.char_start, t.char_end,
-                      lead(t.char_start) OVER (ORDER BY t.idx) AS next_start,
-                      lag(t.token) OVER w AS prev_token, lag(t.dk) OVER w AS prev_dk, lag(t.t) OVER w AS prev_t,
-                      lag(t.s) OVER w AS prev_s, lag(t.expected_pauses) OVER w AS prev_expected_pauses,
-                      lag(t.greedy_pauses) OVER w AS prev_greedy_pauses, lag(t.pauses) OVER w AS prev_pauses,
-                      lag(t.nll) OVER w AS prev_nll
-               FROM tokens t
-               WHERE t.eval_id = $e AND t.doc_id = $d AND t.idx >= $start - 1 AND t.idx <= $start + $n
-               WINDOW w AS (ORDER BY t.idx))
-           SELECT r.* EXCLUDE (next_start),
-                  substr(d.text, r.char_start + 1, r.char_end - r.char_start) AS piece,
-                  CASE WHEN r.next_start > r.char_end
-                       THEN substr(d.text, r.char_end + 1, r.next_start - r.char_end) ELSE '' END AS gap
-           FROM r JOIN docs d ON d.eval_id = $e AND d.doc_id = $d
-           WHERE r.idx >= $start AND r.idx < $start + $n
-           ORDER BY r.idx""",
-        {"e": eval_id, "d": doc_id, "start": start, "n": n},
-    ).df()
-
-
-def nll_gain(con, eval_a: str, eval_b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Per token idx in [start, start + n) of one document evaluated in both: nll_a, nll_b and
-    gain = nll_a - nll_b (positive: B predicts it better), e.g. a baseline's minus a control's:
-    where extra positions pay. Tokens are matched by position and id."""
-    for e in (eval_a, eval_b):
-        require_eval(con, e)
-    return con.execute(
-        """SELECT a.idx, a.token_id, a.nll AS nll_a, b.nll AS nll_b, a.nll - b.nll AS gain
-           FROM tokens a JOIN tokens b ON b.eval_id = $b AND b.doc_id = a.doc_id
-                AND b.idx = a.idx AND b.token_id = a.token_id
-           WHERE a.eval_id = $a AND a.doc_id = $d AND a.idx >= $start AND a.idx < $start + $n
-           ORDER BY a.idx""",
-        {"a": eval_a, "b": eval_b, "d": doc_id, "start": start, "n": n},
-    ).df()
-
-
 # ----------------------------------------------------------------------------- token types
 
 
@@ -138,10 +95,13 @@ def token_stats(
     """Per input-token type: count, mean, median and variance of the pause count."""
     x = _measure(require_eval(con, eval_id), measure)
     return con.execute(
-        f"""SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
-                   var_samp({x}) AS variance
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS} GROUP BY token_id HAVING count(*) >= $min
-            ORDER BY n DESC, token_id""",
+        f"""SELECT s.token_id, v.token, s.n, s.mean, s.median, s.variance
+            FROM (SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
+                         var_samp({x}) AS variance
+                  FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                  GROUP BY token_id HAVING count(*) >= $min) s
+            LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = s.token_id
+            ORDER BY s.n DESC, s.token_id""",
         {"e": eval_id, "min": min_count, "cls": _class(token_class)},
     ).df()
 
@@ -163,9 +123,9 @@ def token_quadrants(
     x = _measure(require_eval(con, eval_id), measure)
     return con.execute(
         f"""WITH st AS (
-                SELECT token_id, any_value(token) AS token, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
+                SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                        coalesce(var_samp({x}), 0) AS variance
-                FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
                 GROUP BY token_id HAVING count(*) >= $min),
             th AS (SELECT median(median) AS median_threshold, median(variance) AS variance_threshold FROM st),
             q AS (
@@ -175,9 +135,9 @@ def token_quadrants(
                        abs(percent_rank() OVER (ORDER BY median) - 0.5)
                          + abs(percent_rank() OVER (ORDER BY variance) - 0.5) AS corner
                 FROM st, th)
-            SELECT median_level, variance_level, row_number() OVER w AS rank, token_id, token, n, mean, median,
-                   variance, median_threshold, variance_threshold
-            FROM q WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, token_id)
+            SELECT median_level, variance_level, row_number() OVER w AS rank, q.token_id, v.token, n, mean,
+                   median, variance, median_threshold, variance_threshold
+            FROM q LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = q.token_id WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, q.token_id)
             QUALIFY rank <= $top
             ORDER BY median_level DESC, variance_level DESC, rank""",
         {"e": eval_id, "min": min_count, "top": top, "cls": _class(token_class)},
@@ -203,17 +163,24 @@ def kwic(
     if (token is None) == (token_id is None):
         raise StoreError("give a token or a token id")
     return con.execute(
-        f"""SELECT t.doc_id, t.idx, t.token, t.next_token,
+        f"""WITH ids AS (
+               SELECT token_id FROM vocab
+               WHERE eval_id = $e AND CASE WHEN $id::INTEGER IS NOT NULL THEN token_id = $id::INTEGER
+                                           WHEN $exact THEN token = $tok::VARCHAR
+                                           ELSE trim(token) = trim($tok::VARCHAR) END),
+           t AS (SELECT * FROM token_rows
+                 WHERE eval_id = $e AND token_id IN (SELECT token_id FROM ids) AND {CLASS}
+                 ORDER BY doc_id, idx LIMIT $limit)
+           SELECT t.doc_id, t.idx, a.token, b.token AS next_token,
                   regexp_replace(substr(d.text, greatest(t.char_start - $w, 0) + 1,
                                         t.char_start - greatest(t.char_start - $w, 0)), '\\s+', ' ', 'g') AS left_context,
-                  substr(d.text, t.char_start + 1, t.char_end - t.char_start) AS token_text,
-                  regexp_replace(substr(d.text, t.char_end + 1, $w), '\\s+', ' ', 'g') AS right_context,
+                  substr(d.text, t.char_start + 1, t.char_len) AS token_text,
+                  regexp_replace(substr(d.text, t.char_start + t.char_len + 1, $w), '\\s+', ' ', 'g') AS right_context,
                   t.expected_pauses, t.greedy_pauses, t.pauses, t.nll, t.correct, t.word, t.upos, t.tag
-           FROM tokens t JOIN docs d ON d.eval_id = t.eval_id AND d.doc_id = t.doc_id
-           WHERE t.eval_id = $e AND CASE WHEN $id::INTEGER IS NOT NULL THEN t.token_id = $id::INTEGER
-                                         WHEN $exact THEN t.token = $tok::VARCHAR
-                                         ELSE trim(t.token) = trim($tok::VARCHAR) END AND {CLASS}
-           ORDER BY t.doc_id, t.idx LIMIT $limit""",
+           FROM t JOIN docs d ON d.eval_id = t.eval_id AND d.doc_id = t.doc_id
+           LEFT JOIN vocab a ON a.eval_id = $e AND a.token_id = t.token_id
+           LEFT JOIN vocab b ON b.eval_id = $e AND b.token_id = t.next_id
+           ORDER BY t.doc_id, t.idx""",
         {
             "e": eval_id,
             "w": width,
@@ -227,44 +194,6 @@ def kwic(
 
 
 # ----------------------------------------------------------------------------- groups, CIs, effect sizes
-
-
-def _group_hist(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
-    return con.execute(
-        f"""SELECT {g} AS grp, round({x} * {BIN}) AS bin, count(*) AS n, avg({x}) AS v
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
-        {"e": eval_id, "cls": cls},
-    ).df()
-
-
-def _group_stats(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
-    return con.execute(
-        f"""SELECT {g} AS grp, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
-                   coalesce(var_samp({x}), 0) AS variance
-            FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
-        {"e": eval_id, "cls": cls},
-    ).df()
-
-
-def _boot_means(hist: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Bootstrap distribution of the mean per group, by multinomial resampling of its histogram."""
-    out = {}
-    for grp, h in hist.groupby("grp", sort=False):
-        counts, values = h["n"].to_numpy(np.int64), h["v"].to_numpy(np.float64)
-        n = counts.sum()
-        draws = rng.multinomial(n, counts / n, size=n_boot)  # (B, bins)
-        out[grp] = draws @ values / n
-    return out
-
-
-def _cohens_d(a: pd.Series | dict, b: pd.Series | dict) -> float:
-    dof = a["n"] + b["n"] - 2
-    pooled = (
-        np.sqrt(((a["n"] - 1) * a["variance"] + (b["n"] - 1) * b["variance"]) / dof)
-        if dof > 0
-        else np.nan
-    )
-    return float((b["mean"] - a["mean"]) / pooled) if pooled > 0 else np.nan
 
 
 def pause_rates(
@@ -327,31 +256,6 @@ def contrast(
     )
 
 
-def _paired_hist(
-    con, eval_a: str, eval_b: str, g: str, xa: str, xb: str, cls: str | None
-) -> pd.DataFrame:
-    """Histogram of per-token differences b - a, grouped by run A's annotation (and class)."""
-    return con.execute(
-        f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v
-            FROM (SELECT a.*, b.{xb} - a.{xa} AS diff FROM tokens a JOIN tokens b
-                    ON a.doc_id = b.doc_id AND a.idx = b.idx AND a.token_id = b.token_id
-                  WHERE a.eval_id = $a AND b.eval_id = $b)
-            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
-        {"a": eval_a, "b": eval_b, "cls": cls},
-    ).df()
-
-
-def _same_tokens(con, eval_a: str, eval_b: str, n_a: int, n_b: int) -> bool:
-    if n_a != n_b:
-        return False
-    matched = con.execute(
-        "SELECT count(*) FROM tokens a JOIN tokens b ON a.doc_id = b.doc_id AND a.idx = b.idx "
-        "AND a.token_id = b.token_id WHERE a.eval_id = ? AND b.eval_id = ?",
-        [eval_a, eval_b],
-    ).fetchall()[0][0]
-    return matched == n_a
-
-
 def compare_runs(
     con,
     eval_a: str,
@@ -407,30 +311,30 @@ def compare_runs(
 
 # ----------------------------------------------------------------------------- calibration and latency
 
-_STEPS = """WITH v AS (SELECT i, dk[i + 1] AS x, t[i + 2] - t[i + 1] AS y
-                     FROM (SELECT unnest(range(len(dk))) AS i, dk, t FROM tokens WHERE eval_id = $e)),
-              f AS (SELECT * FROM v WHERE x IS NOT NULL AND y IS NOT NULL AND NOT isnan(x) AND NOT isnan(y))"""
-
 
 def calibration(con, eval_id: str) -> pd.DataFrame:
-    """Per step i < W-1: Spearman (and Pearson) correlation of d_i with t_{i+1} - t_i.
+    """Per step i < W-1: Spearman (and Pearson) correlation of d_i with t_{i+1} - t_i over every
+    row that has both, stored when the evaluation was written (analysis.summaries).
 
     Spearman is Pearson on average ranks: (rank ascending + the last tied position) / 2.
     """
     require_eval(con, eval_id)
     return con.execute(
-        _STEPS
-        + """,
-        r AS (SELECT i, x, y,
-                (rank() OVER (PARTITION BY i ORDER BY x) + count(*) OVER (PARTITION BY i) + 1
-                   - rank() OVER (PARTITION BY i ORDER BY x DESC)) / 2.0 AS rx,
-                (rank() OVER (PARTITION BY i ORDER BY y) + count(*) OVER (PARTITION BY i) + 1
-                   - rank() OVER (PARTITION BY i ORDER BY y DESC)) / 2.0 AS ry
-              FROM f)
-        SELECT i AS step, count(*) AS n, corr(rx, ry) AS spearman, corr(x, y) AS pearson,
-               avg(x) AS mean_d, avg(y) AS mean_gain FROM r GROUP BY i ORDER BY i""",
-        {"e": eval_id},
+        """SELECT step::BIGINT AS step, n, spearman, pearson, mean_d, mean_gain FROM calibration
+           WHERE eval_id = ? AND token_class IS NULL ORDER BY step""",
+        [eval_id],
     ).df()
+
+
+# one cell of `bins` per axis: the stored GRID cells it holds, or the rows when bins does not
+# divide GRID (the same binning as analysis.summaries: d in [0, 1], gain in [-1, 1])
+_CELLS = """SELECT d_bin // ($g // $b) AS xb, gain_bin // ($g // $b) AS yb, sum(n) AS n
+             FROM calibration_cells WHERE eval_id = $e AND step = $i GROUP BY ALL"""
+_ROWS = """SELECT least(floor(x * $b), $b - 1) AS xb, least(floor((y + 1) / 2 * $b), $b - 1) AS yb,
+                  count(*) AS n
+           FROM (SELECT dk[$i + 1]::DOUBLE AS x, t[$i + 2]::DOUBLE - t[$i + 1]::DOUBLE AS y
+                 FROM token_rows WHERE eval_id = $e)
+           WHERE x IS NOT NULL AND y IS NOT NULL AND NOT isnan(x) AND NOT isnan(y) GROUP BY ALL"""
 
 
 def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.DataFrame:
@@ -442,14 +346,11 @@ def calibration_density(con, eval_id: str, step: int = 0, bins: int = 40) -> pd.
         raise StoreError(
             f"step must be in 0..{info['w_max'] - 2} for W = {info['w_max']}, got {step}"
         )
+    cells = _CELLS if bins > 0 and GRID % bins == 0 else _ROWS
     return con.execute(
-        _STEPS
-        + """
-        SELECT (xb + 0.5) / $b AS d, -1 + (yb + 0.5) * 2 / $b AS gain, count(*) AS n
-        FROM (SELECT least(floor(x * $b), $b - 1) AS xb, least(floor((y + 1) / 2 * $b), $b - 1) AS yb
-              FROM f WHERE i = $i)
-        GROUP BY ALL ORDER BY 1, 2""",
-        {"e": eval_id, "i": step, "b": bins},
+        f"""SELECT (xb + 0.5) / $b AS d, -1 + (yb + 0.5) * 2 / $b AS gain, n::BIGINT AS n
+            FROM ({cells}) ORDER BY 1, 2""",
+        {"e": eval_id, "i": step, "b": bins} | ({"g": GRID} if cells is _CELLS else {}),
     ).df()
 
 
@@ -471,8 +372,10 @@ def pause_histogram(
         f"""SELECT b * $wd AS lo, CASE WHEN $cont THEN (b + 1) * $wd ELSE b * $wd END AS hi, count(*) AS n,
                    count(*) / sum(count(*)) OVER () AS fraction
             FROM (SELECT CASE WHEN $cont THEN least(floor({x} / $wd), $bins - 1) ELSE {x} END AS b
-                  FROM tokens WHERE eval_id = $e AND {x} IS NOT NULL
-                    AND ($tok::VARCHAR IS NULL OR trim(token) = trim($tok::VARCHAR)) AND {CLASS})
+                  FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
+                    AND ($tok::VARCHAR IS NULL OR token_id IN (
+                        SELECT token_id FROM vocab
+                        WHERE eval_id = $e AND trim(token) = trim($tok::VARCHAR))))
             GROUP BY b ORDER BY b""",
         {
             "e": eval_id,
@@ -486,19 +389,11 @@ def pause_histogram(
 
 
 def step_distribution(con, eval_id: str, token_class: str | None = None) -> pd.DataFrame:
-    """Mean of s over tokens: the share of answers given after 0..W-1 pauses."""
+    """Mean of s over tokens: the share of answers given after 0..W-1 pauses (from the sums
+    stored with the evaluation)."""
     require_eval(con, eval_id)
     return con.execute(
-        f"""SELECT i AS pauses, avg(s[i + 1]) AS mean_s
-            FROM (SELECT unnest(range(len(s))) AS i, s FROM tokens WHERE eval_id = $e AND {CLASS})
-            GROUP BY i ORDER BY i""",
+        f"""SELECT step::BIGINT AS pauses, sum(sum_s) / sum(n) AS mean_s FROM step_stats
+            WHERE eval_id = $e AND {CLASS} GROUP BY step ORDER BY step""",
         {"e": eval_id, "cls": _class(token_class)},
-    ).df()
-
-
-def token_rows(con, eval_id: str, limit: int | None = None) -> pd.DataFrame:
-    """Raw token rows of one evaluation in document order."""
-    require_eval(con, eval_id)
-    return con.execute(
-        "SELECT * FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx LIMIT ?", [eval_id, limit]
     ).df()

@@ -1,4 +1,5 @@
-"""Queries over whole runs and evaluations (one row per run or evaluation), as opposed to the
+"""Queries over whole runs and evaluations, read from the summaries stored with each
+evaluation (analysis.summaries), never from its token rows (one row per run or evaluation), as opposed to the
 per-token queries of analysis.queries, which re-exports these under the same names.
 
 Values are bound parameters; every function takes a DuckDB connection and returns a DataFrame.
@@ -19,8 +20,10 @@ def run_summary(con, dataset: str | None = None, mode: str | None = None) -> pd.
                   a.mean_observed_pauses,
                   a.accuracy, e.created_at
            FROM evals e LEFT JOIN runs r USING (run_id)
-           LEFT JOIN (SELECT eval_id, avg(greedy_pauses) AS mean_greedy_pauses, avg(pauses) AS mean_observed_pauses,
-                             avg(correct::DOUBLE) AS accuracy FROM tokens GROUP BY eval_id) a USING (eval_id)
+           LEFT JOIN (SELECT eval_id, sum(sum_greedy) / sum(n) AS mean_greedy_pauses,
+                             sum(sum_pauses) / nullif(sum(n_pauses), 0) AS mean_observed_pauses,
+                             sum(n_correct) / sum(n) AS accuracy
+                      FROM class_stats GROUP BY eval_id) a USING (eval_id)
            WHERE e.status = 'complete' AND (?::VARCHAR IS NULL OR e.dataset = ?) AND (?::VARCHAR IS NULL OR e.mode = ?)
            ORDER BY e.dataset, e.mode, e.ppl""",
         [dataset, dataset, mode, mode],
@@ -35,11 +38,13 @@ def frontier(con, dataset: str, token_class: str | None = None) -> pd.DataFrame:
     return con.execute(
         """SELECT e.eval_id, e.run_id, regexp_replace(e.run_id, '-s[0-9]+$', '') AS arm,
                   r.variant, r.recipe, coalesce(r.w_max, 1) AS w_max, r.seed, e.mode,
-                  count(*) AS n, avg(t.nll) AS nll, exp(avg(t.nll)) AS ppl,
-                  coalesce(1 + avg(t.pauses), any_value(coalesce(r.w_max, 1))) AS positions
-           FROM evals e JOIN tokens t USING (eval_id) LEFT JOIN runs r USING (run_id)
+                  sum(c.n)::BIGINT AS n, sum(c.sum_nll) / sum(c.n) AS nll,
+                  exp(sum(c.sum_nll) / sum(c.n)) AS ppl,
+                  coalesce(1 + sum(c.sum_pauses) / nullif(sum(c.n_pauses), 0),
+                           any_value(coalesce(r.w_max, 1))) AS positions
+           FROM evals e JOIN class_stats c USING (eval_id) LEFT JOIN runs r USING (run_id)
            WHERE e.status = 'complete' AND e.dataset = ?
-                 AND (?::VARCHAR IS NULL OR t.token_class = ?::VARCHAR)
+                 AND (?::VARCHAR IS NULL OR c.token_class = ?::VARCHAR)
            GROUP BY ALL ORDER BY arm, e.mode, r.seed""",
         [dataset, token_class, token_class],
     ).df()
@@ -84,14 +89,17 @@ def eval_classes(con) -> pd.DataFrame:
            FROM evals e LEFT JOIN runs r USING (run_id)
            LEFT JOIN (
                SELECT eval_id,
-                      count(*) FILTER (token_class = 'answer') AS n_answer,
-                      count(*) FILTER (token_class = 'synthetic') AS n_synthetic,
-                      count(*) FILTER (token_class = 'natural') AS n_natural,
-                      count(*) FILTER (token_class IS NULL) AS n_unclassed,
-                      avg(expected_pauses) FILTER (token_class = 'answer') AS answer_pauses,
-                      avg(expected_pauses) FILTER (token_class IS DISTINCT FROM 'answer') AS other_pauses,
-                      avg((greedy_pauses > 0)::INT) FILTER (token_class = 'answer') AS answer_pause_rate
-               FROM tokens GROUP BY eval_id) c USING (eval_id)
+                      sum(n) FILTER (token_class = 'answer')::BIGINT AS n_answer,
+                      sum(n) FILTER (token_class = 'synthetic')::BIGINT AS n_synthetic,
+                      sum(n) FILTER (token_class = 'natural')::BIGINT AS n_natural,
+                      sum(n) FILTER (token_class IS NULL)::BIGINT AS n_unclassed,
+                      sum(sum_expected) FILTER (token_class = 'answer')
+                        / sum(n) FILTER (token_class = 'answer') AS answer_pauses,
+                      sum(sum_expected) FILTER (token_class IS DISTINCT FROM 'answer')
+                        / sum(n) FILTER (token_class IS DISTINCT FROM 'answer') AS other_pauses,
+                      sum(n_paused) FILTER (token_class = 'answer')
+                        / sum(n) FILTER (token_class = 'answer') AS answer_pause_rate
+               FROM class_stats GROUP BY eval_id) c USING (eval_id)
            WHERE e.status = 'complete'
            ORDER BY e.dataset, e.mode, e.run_id"""
     ).df()

@@ -1,4 +1,5 @@
-"""The DuckDB evaluation store: schema, connections and the one atomic write.
+"""The DuckDB evaluation store: connections, the one atomic write and lookups (the schema and
+its upgrades: analysis.schema; staging folders: analysis.staging).
 
 DuckDB lets one read-write process *or* many read-only processes open a file, never both.
 So writes are short: an evaluation is computed in memory, staged as Parquet shards next to
@@ -13,15 +14,13 @@ leaves the database as it was, and a re-run replaces the old result only on succ
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,43 +30,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cyb_core.atomic import write_target
-from cyb_core.errors import UserError
 from cyb_core.names import parse_mode
 
-SCHEMA_VERSION = 3
-# positions per real token of an evaluation: 1 + the pauses in context per token where they
-# were placed per token (adaptive, shuffled, uniformK), else W (dense: W-1 after every token)
-_POSITIONS = """CASE WHEN count(pauses) = count(*) AND count(*) > 0 THEN 1 + avg(pauses) END"""
-# Each older version -> statements that bring it one version up (applied by writers only).
-MIGRATIONS = {
-    1: ("ALTER TABLE tokens ADD COLUMN IF NOT EXISTS token_class VARCHAR",),
-    2: (
-        "ALTER TABLE evals ADD COLUMN IF NOT EXISTS positions DOUBLE",
-        f"""UPDATE evals SET positions = coalesce(
-            (SELECT {_POSITIONS} FROM tokens t WHERE t.eval_id = evals.eval_id),
-            (SELECT r.w_max FROM runs r WHERE r.run_id = evals.run_id), 1)""",
-    ),
-}
-SCHEMA_FILE = Path(__file__).with_name("schema.sql")
-DEFAULT_DB = Path("data/cyb.duckdb")
-TABLES = ("meta", "runs", "train_log", "evals", "docs", "words", "tokens")
-EVAL_TABLES = ("tokens", "words", "docs")  # rows keyed by eval_id
-RUN_COLUMNS = (
-    "run_id",
-    "variant",
-    "recipe",
-    "w_max",
-    "params",
-    "seed",
-    "train_tokens",
-    "base",
-    "status",
+from . import summaries
+from .schema import (
+    POSITIONS,
+    SCHEMA_VERSION,
+    StoreError,
+    apply_schema,
+    check_version,
+    lean_tokens,
+    schema_version,
 )
+from .staging import STAGING, clean_stale, sql_string, stage_tokens
+
+DEFAULT_DB = Path("data/cyb.duckdb")
+EVAL_TABLES = ("token_rows", "vocab", "words", "docs")  # rows keyed by eval_id
+RUN_COLUMNS = tuple("run_id variant recipe w_max params seed train_tokens base status".split())
 _ID = re.compile(r"[^:\s]+")
-
-
-class StoreError(UserError, ValueError):
-    """A problem with the store or its input, explained in one line; nothing was written."""
 
 
 def default_db_path(db: str | Path | None = None, config_db: str | Path | None = None) -> Path:
@@ -86,70 +66,6 @@ def make_eval_id(run_id: str, dataset: str, mode: str) -> str:
     except ValueError as e:
         raise StoreError(str(e)) from e
     return f"{run_id}:{dataset}:{mode}"
-
-
-# ----------------------------------------------------------------------------- schema
-
-
-def schema_version(con) -> int | None:
-    """The stored schema version; None for an empty database. Raises for a non-cyb database:
-    one with other tables, or whose `meta` is not ours (other columns, no schema version)."""
-    names = {
-        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-    }
-    if not names:
-        return None
-    listed = ", ".join(sorted(names)[:5])
-    foreign = StoreError(f"not a cyb database (tables {listed}); use another --db")
-    if "meta" not in names:
-        raise foreign
-    columns = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'meta'"
-        ).fetchall()
-    }
-    if columns != {"key", "value"}:
-        raise foreign
-    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    if not rows:
-        raise foreign
-    try:
-        return int(rows[0][0])
-    except (TypeError, ValueError):
-        raise foreign from None
-
-
-def _check_version(con, path, upgradable: bool = False) -> None:
-    found = schema_version(con)
-    if found is None or found == SCHEMA_VERSION or (upgradable and found in MIGRATIONS):
-        return
-    hint = (
-        "write one evaluation into it (`cyb eval ... --db` upgrades it) or use another --db"
-        if found in MIGRATIONS
-        else "use another --db (or move that file away)"
-    )
-    raise StoreError(f"{path} has schema version {found}, this code uses {SCHEMA_VERSION}; {hint}")
-
-
-def apply_schema(con) -> None:
-    """Create what is missing and upgrade an older version; refuses an unknown version."""
-    _check_version(con, "the database", upgradable=True)
-    found = schema_version(con)
-    while found is not None and found < SCHEMA_VERSION:
-        con.begin()
-        for statement in MIGRATIONS[found]:
-            con.execute(statement)
-        found += 1
-        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(found)])
-        con.commit()
-    con.begin()  # tables and version row together: a kill leaves an empty file, not a foreign one
-    con.execute(SCHEMA_FILE.read_text())
-    con.execute(
-        "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
-        [str(SCHEMA_VERSION)],
-    )
-    con.commit()
 
 
 # ----------------------------------------------------------------------------- connections
@@ -186,7 +102,7 @@ def connect_read(path: str | Path | None = None, timeout: float = 5.0):
         raise StoreError(f"no database at {path}; run `cyb eval` first")
     con = _connect(path, True, timeout)
     try:
-        _check_version(con, path)
+        check_version(con, path)
     except BaseException:
         con.close()
         raise
@@ -240,7 +156,7 @@ def check_database(db_path: str | Path | None = None, *, write: bool = True) -> 
             return path
         raise StoreError(f"cannot open {path}: {str(e).splitlines()[0]}; use another --db") from e
     try:
-        _check_version(con, path, upgradable=write)
+        check_version(con, path, upgradable=write)
     finally:
         con.close()
     return path
@@ -280,47 +196,12 @@ def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Ite
 # ----------------------------------------------------------------------------- the write
 
 
-STAGING = ".staging-"  # a write's shards: .<db name>.staging-<pid>-<random>/ beside the db
-
-
-def staging_dirs(db_path: str | Path | None) -> list[Path]:
-    """The staging folders beside the database (one per write in progress; none after it)."""
-    db_path = default_db_path(db_path)
-    legacy = db_path.with_name(db_path.name + ".staging")  # one shared root, older versions
-    found = sorted(db_path.parent.glob(f".{glob.escape(db_path.name)}{STAGING}*"))
-    return found + ([legacy] if legacy.is_dir() else [])
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _clean_stale(db_path: Path) -> None:
-    """Remove shards left by a process that was killed before it committed."""
-    for d in staging_dirs(db_path):
-        if d.name.endswith(".staging"):  # the older shared root: its children are the writes
-            for child in d.glob("*"):
-                parts = child.name.rsplit("-", 2)
-                if len(parts) < 3 or not _alive(parts[-2]):
-                    shutil.rmtree(child, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only when empty
-        elif not _alive(d.name.rsplit("-", 2)[-2]):
-            shutil.rmtree(d, ignore_errors=True)
-
-
 def write_eval(
     db_path: str | Path | None,
     *,
     run: dict,
     eval_row: dict,
-    tokens: pa.Table,
+    tokens: pa.Table | Iterable[pa.Table | pa.RecordBatch],
     docs: pa.Table,
     words: pa.Table,
     train_log: pa.Table | None = None,
@@ -330,22 +211,27 @@ def write_eval(
     """Stage the tables as Parquet, then in one transaction replace the evaluation.
 
     run: a `runs` row (dict); eval_row: run_id, dataset, mode (the rest is computed from
-    `tokens`); tokens/docs/words: Arrow tables with the columns of those tables except
-    eval_id; train_log: replaces the run's log when given. `before_commit` runs inside the
-    transaction just before COMMIT (tests use it to hold the lock or to die there).
-    Returns the eval_id.
+    `tokens`); tokens/docs/words: Arrow tables with the columns of the `tokens` view and the
+    docs and words tables except eval_id (tokens may come as an iterable of tables or record
+    batches of one schema, staged one at a time: memory does not grow with the evaluation);
+    train_log: replaces the run's log when given. The token rows are stored in the lean
+    layout (analysis.schema.lean_tokens) and the evaluation's summaries computed
+    (analysis.summaries) in the same transaction. `before_commit` runs inside the transaction
+    just before COMMIT (tests use it to hold the lock or to die there). Returns the eval_id.
     """
     db_path = default_db_path(db_path)
     eid = make_eval_id(eval_row["run_id"], eval_row["dataset"], eval_row["mode"])
-    if tokens.num_rows == 0:
+    if isinstance(tokens, pa.Table) and tokens.num_rows == 0:
         raise StoreError("the evaluation has no tokens; nothing written")
     check_database(db_path)  # a foreign or read-only database: refused before anything is staged
-    _clean_stale(db_path)
+    clean_stale(db_path)
     stage = db_path.with_name(f".{db_path.name}{STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     stage.mkdir()
     try:
-        shards = {"tokens": tokens, "docs": docs, "words": words}
+        if stage_tokens(tokens, stage / "tokens.parquet") == 0:
+            raise StoreError("the evaluation has no tokens; nothing written")
+        shards = {"docs": docs, "words": words}
         if train_log is not None:
             shards["train_log"] = train_log
         for name, table in shards.items():
@@ -389,28 +275,27 @@ def _load(
             "INSERT INTO train_log BY NAME SELECT ? AS run_id, * FROM read_parquet(?)",
             [run["run_id"], str(stage / "train_log.parquet")],
         )
-    for table in EVAL_TABLES:  # constants only
+    for table in (*EVAL_TABLES, *summaries.SUMMARY_TABLES, "evals"):  # constants only
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
+    for table in ("words", "docs"):
         con.execute(
             f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
             [eid, str(stage / f"{table}.parquet")],
         )
-    con.execute("DELETE FROM evals WHERE eval_id = ?", [eid])
+    path = str(stage / "tokens.parquet")
+    columns = pq.read_schema(path).names
+    source = f"(SELECT '{sql_string(eid)}' AS eval_id, * FROM read_parquet('{sql_string(path)}'))"
+    for statement in lean_tokens(source, columns):
+        con.execute(statement)
+    # the evaluation's own numbers from the rows as they came (before single precision)
     con.execute(
         "INSERT INTO evals (eval_id, run_id, dataset, mode, n_tokens, ppl, mean_expected_pauses, "
         "status, created_at, positions) SELECT ?, ?, ?, ?, count(*), exp(avg(nll)), "
-        f"avg(expected_pauses), 'complete', ?, coalesce({_POSITIONS}, ?) "
-        "FROM tokens WHERE eval_id = ?",
-        [
-            eid,
-            eval_row["run_id"],
-            eval_row["dataset"],
-            eval_row["mode"],
-            now,
-            run.get("w_max") or 1,
-            eid,
-        ],
+        f"avg(expected_pauses), 'complete', ?, coalesce({POSITIONS}, ?) "
+        f"FROM read_parquet('{sql_string(path)}')",
+        [eid, *(eval_row[k] for k in ("run_id", "dataset", "mode")), now, run.get("w_max") or 1],
     )
+    summaries.refresh(con, eid)
 
 
 def stored_pauses(db_path: str | Path | None, eval_id: str) -> dict[str, list[int]] | None:
@@ -431,28 +316,7 @@ def stored_pauses(db_path: str | Path | None, eval_id: str) -> dict[str, list[in
     return dict(rows)
 
 
-def delete_eval(db_path: str | Path | None, eval_id: str, timeout: float = 120.0) -> bool:
-    """Remove one evaluation in one transaction; False when there was none."""
-    with connect_write(db_path, timeout) as con:
-        if not con.execute("SELECT 1 FROM evals WHERE eval_id = ?", [eval_id]).fetchall():
-            return False
-        con.begin()
-        for table in (*EVAL_TABLES, "evals"):
-            con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eval_id])
-        con.commit()
-    return True
-
-
 # ----------------------------------------------------------------------------- lookups
-
-
-def list_evals(con):
-    """Complete evaluations with their run's settings, newest first (a DataFrame)."""
-    return con.execute(
-        "SELECT e.eval_id, e.run_id, e.dataset, e.mode, r.variant, r.recipe, r.w_max, e.n_tokens, e.ppl, "
-        "e.mean_expected_pauses, e.positions, e.created_at FROM evals e LEFT JOIN runs r USING (run_id) "
-        "WHERE e.status = 'complete' ORDER BY e.created_at DESC, e.eval_id"
-    ).df()
 
 
 def require_eval(con, eval_id: str) -> dict:

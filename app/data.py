@@ -12,7 +12,6 @@ combines them. The Playground's models are loaded once per process and shared by
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import NamedTuple
 import pandas as pd
 import streamlit as st
 
-from analysis import classes, export, playground, queries, store
+from analysis import classes, export, lookups, queries, store, text
 from cyb_core import synthetic
 
 TTL = "1h"
@@ -61,10 +60,10 @@ def stacked(fn: Callable, src: Source, eval_ids, labels: dict, *args, **kwargs) 
 
 @_cache
 def evals(src: Source) -> pd.DataFrame:
-    """Complete evaluations (analysis.store.list_evals); empty when there is no database."""
+    """Complete evaluations (analysis.lookups.list_evals); empty when there is no database."""
     if src.version is None:
         return pd.DataFrame(columns=["eval_id", "run_id", "dataset", "mode", "variant", "w_max"])
-    return _read(src, store.list_evals)
+    return _read(src, lookups.list_evals)
 
 
 # config keys that do not make two runs different models: where they were written, how often
@@ -180,7 +179,7 @@ def stacked_classes(src: Source, eval_ids, labels: dict) -> pd.DataFrame:
 @_cache
 def documents(src: Source, eval_id: str) -> pd.DataFrame:
     """doc_id and its number of token rows."""
-    return _read(src, queries.documents, eval_id)
+    return _read(src, text.documents, eval_id)
 
 
 def partial_table(calib: pd.DataFrame) -> pd.DataFrame:
@@ -202,14 +201,14 @@ def first_doc(doc_ids: list[str]) -> int:
 
 @_cache
 def nll_gain(src: Source, a: str, b: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Per-token nll of evaluation a minus b on one page (analysis.queries.nll_gain)."""
-    return _read(src, queries.nll_gain, a, b, doc_id, start, n)
+    """Per-token nll of evaluation a minus b on one page (analysis.text.nll_gain)."""
+    return _read(src, text.nll_gain, a, b, doc_id, start, n)
 
 
 @_cache
 def doc_page(src: Source, eval_id: str, doc_id: str, start: int, n: int) -> pd.DataFrame:
-    """Token rows idx in [start, start + n) of one document (analysis.queries.doc_page)."""
-    return _read(src, queries.doc_page, eval_id, doc_id, start, n)
+    """Token rows idx in [start, start + n) of one document (analysis.text.doc_page)."""
+    return _read(src, text.doc_page, eval_id, doc_id, start, n)
 
 
 # ----------------------------------------------------------------------------- token types
@@ -384,49 +383,3 @@ def raw_rows(src: Source, eval_id: str, table: str, fmt: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="cyb-app-") as tmp:
         path = _read(src, export.export_rows, eval_id, tmp, None, fmt, table)
         return Path(path).read_bytes()
-
-
-# ----------------------------------------------------------------------------- playground
-
-
-def device() -> str:
-    """Where the playground loads models: `cyb app --device` (CYB_DEVICE), else the CPU."""
-    return os.environ.get("CYB_DEVICE") or "cpu"
-
-
-@_cache
-def run_checkpoints(src: Source) -> pd.DataFrame:
-    """Stored runs whose checkpoint is on disk (analysis.playground.run_checkpoints); relative
-    paths count from the working directory, else from the project around the database."""
-    if src.version is None:
-        return playground.run_checkpoints(pd.DataFrame(columns=["run_id", "params"]))
-    runs = _read(src, queries.run_rows)
-    return playground.run_checkpoints(runs, (Path(src.path).parent.parent,))
-
-
-def checkpoint_stamp(path: str) -> tuple:
-    """What changes when a checkpoint is rewritten (it keys the caches below): the files'
-    (name, mtime_ns, size); () when the path holds none."""
-    p = Path(path)
-    files = sorted([*p.glob("*.json"), *p.glob("*.safetensors")]) if p.is_dir() else []
-    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def model(path: str, stamp: tuple, dev: str, run_id: str | None) -> playground.Loaded:
-    """A checkpoint loaded once per process and shared by every session (read-only: scoring
-    and generation never change it); spaCy's pipeline is loaded with the first model so the
-    first scoring does not wait for it."""
-    from analysis import pos
-
-    loaded = playground.load(path, dev, run_id)
-    pos.load_nlp()
-    return loaded
-
-
-@st.cache_data(ttl=TTL, max_entries=32, show_spinner=False)
-def score(
-    path: str, stamp: tuple, dev: str, run_id: str | None, text: str, mode: str
-) -> playground.Scored:
-    """The playground's scoring of `text` (analysis.playground.score), kept across reruns."""
-    return playground.score(model(path, stamp, dev, run_id), text, mode)

@@ -15,7 +15,7 @@ import plotly.io as pio
 
 from analysis.export import export_frame, safe_name
 
-from . import charts, data, token_html
+from . import charts, data, run_charts, token_html
 from .state import Filters
 
 
@@ -81,9 +81,9 @@ def _here(f: Filters) -> pd.DataFrame:
 def figures(f: Filters, o: Options) -> dict[str, Callable[[], go.Figure]]:
     t = tables(f, o)
     out = {
-        "perplexity-by-run": lambda: charts.perplexity_by_run(_here(f)),
-        "perplexity-vs-data": lambda: charts.perplexity_vs_data(data.data_groups(_here(f))),
-        "training-curves": lambda: charts.training_curves(t["training-curves"]()),
+        "perplexity-by-run": lambda: run_charts.perplexity_by_run(_here(f)),
+        "perplexity-vs-data": lambda: run_charts.perplexity_vs_data(data.data_groups(_here(f))),
+        "training-curves": lambda: run_charts.training_curves(t["training-curves"]()),
         "pause-histogram": lambda: charts.pause_histogram(
             t["pause-histogram"](), o.layout, f.measure
         ),

@@ -170,73 +170,105 @@ def build(db: Path, n_tokens: int, seed: int = 0) -> dict:
             "space_after": pa.array(np.roll(lead, -1)),
         }
     )
-    out = {}
-    for run_id, variant, shift, data_tokens in (
-        ("cyb-ap", "cyb-ap", 0.0, 0),
-        ("cyb-dp", "cyb-dp", -0.6, 0),
-    ):
+    out = {"n_tokens": n}
+    for run_id, variant, shift in (("cyb-ap", "cyb-ap", 0.0), ("cyb-dp", "cyb-dp", -0.6)):
         d, t, s = pauses(rng, types, tendency, noise, shift)
-        p = (s * t).sum(1)
-        tokens = pa.table(
-            {
-                **common,
-                "dk": _lists(d),
-                "t": _lists(t),
-                "s": _lists(s),
-                "expected_pauses": pa.array((s * np.arange(W)).sum(1)),
-                "greedy_pauses": pa.array(
-                    np.argmax(np.concatenate([d < 0.5, np.ones((n, 1), bool)], 1), 1).astype(
-                        np.int32
-                    )
-                ),
-                "pauses": pa.nulls(n, pa.int32()),
-                "nll": pa.array(-np.log(p)),
-                "correct": pa.array(rng.random(n) < p),
-            }
-        )
-        steps = np.arange(1, 301)
-        log = pa.table(
-            {
-                "step": pa.array(steps, pa.int32()),
-                "tokens_seen": pa.array(steps * 4096, pa.int64()),
-                "loss": 6 * np.exp(-steps / 80) + 2.5 + 0.3 * shift,
-                "lr": np.full(300, 1e-3),
-                "mean_expected_pauses": 1.2 - steps / 600,
-                "elapsed_s": steps * 1.7,
-            }
-        )
-        cfg = {
-            "variant": variant,
-            "w": W,
-            "lr": 1e-3,
-            "tokens": 300 * 4096,
-            "data_tokens": data_tokens,
-            "seed": 0,
-        }
-        run = {
-            "run_id": run_id,
-            "variant": variant,
-            "recipe": "constant",
-            "w_max": W,
-            "params": {"cyb": {"w": W, "psi": 0.9, "variant": variant}, "config": cfg},
-            "seed": 0,
-            "train_tokens": 300 * 4096,
-            "base": "data/base",
-            "status": "complete",
-        }
-        t0 = time.perf_counter()
-        out[run_id] = store.write_eval(
-            db,
-            run=run,
-            eval_row={"run_id": run_id, "dataset": "synthetic", "mode": "dense"},
-            tokens=tokens,
-            docs=docs,
-            words=words_t,
-            train_log=log,
-        )
-        out[f"{run_id}_write_s"] = time.perf_counter() - t0
-    out["n_tokens"] = n
+        tokens = _token_table(rng, common, d, t, s)
+        del d, t, s
+        with PeakRss() as mem:
+            t0 = time.perf_counter()
+            out[run_id] = store.write_eval(
+                db,
+                run=_run_row(run_id, variant),
+                eval_row={"run_id": run_id, "dataset": "synthetic", "mode": "dense"},
+                tokens=tokens,
+                docs=docs,
+                words=words_t,
+                train_log=_train_log(shift),
+            )
+            out[f"{run_id}_write_s"] = time.perf_counter() - t0
+        out[f"{run_id}_write_rss_growth_mib"] = mem.growth / 2**20
     return out
+
+
+def _token_table(rng, common: dict, d, t, s) -> pa.Table:
+    n = len(d)
+    p = (s * t).sum(1)
+    return pa.table(
+        {
+            **common,
+            "dk": _lists(d),
+            "t": _lists(t),
+            "s": _lists(s),
+            "expected_pauses": pa.array((s * np.arange(W)).sum(1)),
+            "greedy_pauses": pa.array(
+                np.argmax(np.concatenate([d < 0.5, np.ones((n, 1), bool)], 1), 1).astype(np.int32)
+            ),
+            "pauses": pa.nulls(n, pa.int32()),
+            "nll": pa.array(-np.log(p)),
+            "correct": pa.array(rng.random(n) < p),
+        }
+    )
+
+
+def _train_log(shift: float) -> pa.Table:
+    steps = np.arange(1, 301)
+    return pa.table(
+        {
+            "step": pa.array(steps, pa.int32()),
+            "tokens_seen": pa.array(steps * 4096, pa.int64()),
+            "loss": 6 * np.exp(-steps / 80) + 2.5 + 0.3 * shift,
+            "lr": np.full(300, 1e-3),
+            "mean_expected_pauses": 1.2 - steps / 600,
+            "elapsed_s": steps * 1.7,
+        }
+    )
+
+
+def _run_row(run_id: str, variant: str) -> dict:
+    cfg = {
+        "variant": variant,
+        "w": W,
+        "lr": 1e-3,
+        "tokens": 300 * 4096,
+        "data_tokens": 0,
+        "seed": 0,
+    }
+    return {
+        "run_id": run_id,
+        "variant": variant,
+        "recipe": "constant",
+        "w_max": W,
+        "params": {"cyb": {"w": W, "psi": 0.9, "variant": variant}, "config": cfg},
+        "seed": 0,
+        "train_tokens": 300 * 4096,
+        "base": "data/base",
+        "status": "complete",
+    }
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """The largest growth of resident memory over a block, sampled every 20 ms in a thread."""
+
+    def __enter__(self):
+        self.start, self.peak, self._stop = _rss(), _rss(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.growth = max(self.peak, _rss()) - self.start
 
 
 def render_times(db: Path, compare: str) -> dict[str, float]:
@@ -429,7 +461,10 @@ def main() -> None:
         print(f"tokens_per_eval: {built['n_tokens']}")
         print("evals: 2")
         print(f"build_db_s: {time.perf_counter() - t0:.2f}")
+        for k in ("cyb-ap_write_s", "cyb-ap_write_rss_growth_mib", "cyb-dp_write_s"):
+            print(f"{k}: {built[k]:.2f}")
         print(f"db_mib: {db.stat().st_size / 2**20:.1f}")
+        print(f"bytes_per_token: {db.stat().st_size / (2 * built['n_tokens']):.1f} (target <= 70)")
         times = render_times(db, "cyb-dp")
         for k, v in times.items():
             print(f"{k}: {v:.3f}")

@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 import pytest
 from fixtures_app import MIXED, NATURAL, ROOT, build_db, empty_db
 from streamlit.testing.v1 import AppTest
+from test_store_support import token_rows as token_rows_of
 
-from analysis import classes, queries, store
-from app import charts, data, downloads, state, token_html
+from analysis import classes, store, text
+from app import charts, data, downloads, run_charts, state, token_html
 from app import cli as app_cli
 from app.state import Filters
 
@@ -85,7 +86,7 @@ def html(at: AppTest) -> list[str]:
 
 def token_rows(db, eval_id: str) -> pd.DataFrame:
     with store.reading(db[0]) as con:
-        return queries.token_rows(con, eval_id)
+        return token_rows_of(con, eval_id)
 
 
 AP_MIXED = f"ap-full:{MIXED}:dense"
@@ -356,10 +357,10 @@ def test_classes_page(app, db):
 def test_nll_gain_colours_a_page_by_one_run_minus_another(db):
     base, ap = f"base:{MIXED}:dense", AP_MIXED
     with store.reading(db[0]) as con:
-        doc = queries.documents(con, ap)["doc_id"].iloc[0]
-        rows = queries.doc_page(con, ap, doc, 0, 50)
-        g = queries.nll_gain(con, base, ap, doc, 0, 50)
-        a, b = (queries.token_rows(con, e) for e in (base, ap))
+        doc = text.documents(con, ap)["doc_id"].iloc[0]
+        rows = text.doc_page(con, ap, doc, 0, 50)
+        g = text.nll_gain(con, base, ap, doc, 0, 50)
+        a, b = (token_rows_of(con, e) for e in (base, ap))
     want = (
         a[a["doc_id"] == doc].set_index("idx")["nll"]
         - b[b["doc_id"] == doc].set_index("idx")["nll"]
@@ -487,8 +488,8 @@ def test_chart_builders_handle_empty_frames():
     for fig in (
         charts.pause_histogram(empty),
         charts.step_distribution(empty),
-        charts.perplexity_by_run(pd.DataFrame()),
-        charts.perplexity_vs_data(pd.DataFrame()),
+        run_charts.perplexity_by_run(pd.DataFrame()),
+        run_charts.perplexity_vs_data(pd.DataFrame()),
         charts.token_quadrants(pd.DataFrame(), 0, 0),
         charts.calibration_density(pd.DataFrame(), pd.DataFrame()),
         charts.class_bars(pd.DataFrame()),

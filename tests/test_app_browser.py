@@ -280,8 +280,8 @@ def test_playground_in_chromium(server):
             assert 0 < shown < 256 and not _errors(page), _errors(page)
         finally:
             browser.close()
-    from analysis import store
+    from analysis import lookups, store
 
     with store.reading(db) as con:
-        ids = list(store.list_evals(con)["eval_id"])
+        ids = list(lookups.list_evals(con)["eval_id"])
     assert any(e.startswith("base-mixed:playground/The_cat_sat_on_the-") for e in ids)

@@ -19,8 +19,8 @@ import pytest
 from fixtures_app import ROOT, make_run
 from streamlit.testing.v1 import AppTest
 
+from analysis import lookups, store
 from analysis import playground as pg
-from analysis import store
 from app import cli as app_cli
 from app import token_html
 from cyb.cli import main as cyb_main
@@ -50,7 +50,7 @@ def setup():
 
 def _evals(db) -> list[str]:
     with store.reading(db) as con:
-        return sorted(store.list_evals(con)["eval_id"])
+        return sorted(lookups.list_evals(con)["eval_id"])
 
 
 def _tokens(db, eval_id: str):

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from test_store_support import RUN, synthetic_result, tokenizer
+from test_store_support import RUN, as_version_3, synthetic_result, tokenizer
 
-from analysis import classes, pos, store
+from analysis import classes, pos, schema, store, summaries
 from analysis.evaluation import build_tables
 from cyb_core import synthetic
 
@@ -85,7 +85,7 @@ def test_partial_spearman_matches_pandas(stored):
         assert row.n == sel.sum()
         assert row.spearman == pytest.approx(plain, abs=1e-9)
         assert row.partial_spearman == pytest.approx(partial, abs=1e-9, nan_ok=True)
-        assert row.mean_gain == pytest.approx(y.mean())
+        assert row.mean_gain == pytest.approx(y.mean(), abs=1e-6)  # t stored in float32
 
 
 def test_evaluations_without_classes_are_refused(stored, tmp_path):
@@ -96,8 +96,9 @@ def test_evaluations_without_classes_are_refused(stored, tmp_path):
 
     copy = tmp_path / "old.duckdb"
     shutil.copy(db, copy)
-    with duckdb.connect(str(copy)) as con:
-        con.execute("UPDATE tokens SET token_class = NULL")
+    with duckdb.connect(str(copy)) as con:  # as stored before classes existed
+        con.execute("UPDATE token_rows SET token_class = NULL")
+        summaries.refresh(con, eid)
     with store.reading(copy) as con, pytest.raises(store.StoreError, match="evaluate it again"):
         classes.class_summary(con, eid)
     assert classes.retag(copy) == 2 * N
@@ -115,6 +116,7 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     db, eid, _, _ = stored
     old = tmp_path / "v1.duckdb"
     shutil.copy(db, old)
+    as_version_3(old)
     with duckdb.connect(str(old)) as con:
         con.execute("ALTER TABLE tokens DROP COLUMN token_class")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -128,7 +130,7 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
         **tables,
     )
     with store.reading(old) as con:
-        assert store.schema_version(con) == store.SCHEMA_VERSION
+        assert schema.schema_version(con) == schema.SCHEMA_VERSION
         rows = con.execute(
             "SELECT eval_id, count(token_class) FROM tokens GROUP BY eval_id ORDER BY eval_id"
         ).fetchall()
@@ -143,6 +145,7 @@ def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v2.duckdb"
     shutil.copy(db, old)
+    as_version_3(old)
     with duckdb.connect(str(old)) as con:
         want = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
         con.execute("ALTER TABLE evals DROP COLUMN positions")
@@ -153,6 +156,30 @@ def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_pa
     with store.reading(old) as con:
         got = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
     assert got == want and want[0][0] is not None
+
+
+def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_path):
+    import shutil
+
+    db, eid, _, _ = stored
+    old = tmp_path / "v3.duckdb"
+    shutil.copy(db, old)
+    as_version_3(old)
+    with pytest.raises(store.StoreError, match="schema version 3.*upgrades it"):
+        store.connect_read(old)
+    store.upgrade(old)
+    with store.reading(old) as con, store.reading(db) as ref:
+        assert schema.schema_version(con) == schema.SCHEMA_VERSION
+        for table in ("token_rows", "vocab", *summaries.SUMMARY_TABLES):
+            order = "ALL" if table != "token_rows" else "eval_id, doc_id, idx"
+            got = con.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            pd.testing.assert_frame_equal(
+                got, ref.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            )
+        for query in (classes.class_summary, classes.class_calibration):
+            pd.testing.assert_frame_equal(query(con, eid), query(ref, eid))
+        key = "SELECT tokens_key FROM evals"
+        assert con.execute(key).fetchall() == ref.execute(key).fetchall() != [(None,)]
 
 
 def build_tables_again():

@@ -168,3 +168,42 @@ def synthetic_docs(n_docs: int = 2, n: int = 40) -> list[dict]:
         {"doc_id": f"doc{j}", "text": "".join(" a" if i % 3 else "Xy" for i in range(n))}
         for j in range(n_docs)
     ]
+
+
+def token_rows(con, eval_id: str, limit: int | None = None):
+    """Raw token rows of one evaluation in document order (the `tokens` view), a DataFrame;
+    the single-precision columns as float64 (so references computed from them in pandas are
+    as exact as DuckDB's double-precision aggregates)."""
+    from analysis.store import require_eval
+
+    require_eval(con, eval_id)
+    df = con.execute(
+        "SELECT * FROM tokens WHERE eval_id = ? ORDER BY doc_id, idx LIMIT ?", [eval_id, limit]
+    ).df()
+    for c in ("dk", "t", "s"):  # lists of float32 -> float64 arrays
+        df[c] = [None if v is None else np.asarray(v, dtype=np.float64) for v in df[c]]
+    return df.astype({c: "float64" for c in df.columns if df[c].dtype == "float32"})
+
+
+def as_version_3(path) -> None:
+    """Turn a database of this schema into one as schema version 3 stored it (one `tokens`
+    table of DOUBLE lists, no vocab, no summaries), to test the upgrade."""
+    import duckdb
+
+    from analysis import summaries
+
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            """CREATE TABLE tokens_old AS SELECT * REPLACE (
+                   dk::DOUBLE[] AS dk, t::DOUBLE[] AS t, s::DOUBLE[] AS s,
+                   expected_pauses::DOUBLE AS expected_pauses, nll::DOUBLE AS nll,
+                   greedy_pauses::INTEGER AS greedy_pauses, pauses::INTEGER AS pauses,
+                   char_end::INTEGER AS char_end)
+               FROM tokens"""
+        )
+        con.execute("DROP VIEW tokens")
+        for table in ("token_rows", "vocab", *summaries.SUMMARY_TABLES):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("ALTER TABLE tokens_old RENAME TO tokens")
+        con.execute("ALTER TABLE evals DROP COLUMN tokens_key")
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")

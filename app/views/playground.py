@@ -6,7 +6,7 @@ import shlex
 import streamlit as st
 
 from analysis import playground as pg
-from app import charts, data, state, token_html, ui
+from app import charts, data, models, state, token_html, ui
 from cyb_core.names import LIVE_MODES
 
 PATH = "<path>"  # the run picker's option for a checkpoint path typed in
@@ -23,7 +23,7 @@ RECIPES = {
 
 f = state.current_or_none()  # None: no evaluation stored yet, so no sidebar
 src = f.src if f else data.source()
-dev = data.device()
+dev = models.device()
 # A box's value outlives a run that does not draw it (a failed checkpoint stops the page before
 # the boxes), but the browser then redraws the box with its default, empty, while the page
 # scores the kept text: setting the value anew on every run sends it with the box.
@@ -38,7 +38,7 @@ st.caption(
 
 by_run = {}  # run_id -> its row of data.run_checkpoints
 with ui.problems(error=True):
-    by_run = {r["run_id"]: r for r in data.run_checkpoints(src).to_dict("records")}
+    by_run = {r["run_id"]: r for r in models.run_checkpoints(src).to_dict("records")}
 
 
 def run_label(option) -> str:
@@ -77,7 +77,7 @@ def pick(col, side: str, optional: bool):
 def load(choice):
     path, run_id = choice
     with st.spinner(f"loading {path} on {dev}..."):
-        return data.model(path, data.checkpoint_stamp(path), dev, run_id)
+        return models.model(path, models.checkpoint_stamp(path), dev, run_id)
 
 
 left, right = st.columns(2)
@@ -125,8 +125,13 @@ with ui.problems(error=True):
     pg.check_text(text)  # the limit's message before any model work
     with st.spinner("scoring..."):
         scored = {
-            s: data.score(
-                choices[s][0], data.checkpoint_stamp(choices[s][0]), dev, choices[s][1], text, mode
+            s: models.score(
+                choices[s][0],
+                models.checkpoint_stamp(choices[s][0]),
+                dev,
+                choices[s][1],
+                text,
+                mode,
             )
             for s in loaded
         }

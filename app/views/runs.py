@@ -3,7 +3,7 @@ perplexity per run (Fig. 4), perplexity against training data (Fig. 6) and train
 
 import streamlit as st
 
-from app import charts, data, state, ui
+from app import data, run_charts, state, ui
 
 f = state.current()
 st.title("Runs")
@@ -30,7 +30,7 @@ with ui.problems():
         "spends? Small dots are seeds, large markers their mean; the sidebar's token class "
         "filter applies."
     )
-    ui.chart(charts.frontier(data.frontier(f.src, f.dataset, f.token_class), y), "frontier")
+    ui.chart(run_charts.frontier(data.frontier(f.src, f.dataset, f.token_class), y), "frontier")
 
 with ui.problems():
     ec = data.eval_classes(f.src).set_index("eval_id")
@@ -61,9 +61,9 @@ with ui.problems():
     log_y = st.toggle("Logarithmic perplexity axis", key="runs_log_y")
     left, right = st.columns(2)
     with left:
-        ui.chart(charts.perplexity_by_run(here, log_y), "ppl_by_run")
+        ui.chart(run_charts.perplexity_by_run(here, log_y), "ppl_by_run")
     with right:
-        ui.chart(charts.perplexity_vs_data(data.data_groups(here)), "ppl_vs_data")
+        ui.chart(run_charts.perplexity_vs_data(data.data_groups(here)), "ppl_vs_data")
 
 st.subheader("Training curves")
 c1, c2, c3 = st.columns(3)
@@ -75,4 +75,4 @@ with ui.problems():
     runs = (
         None if which == "all" else tuple(sorted({f.run, *(e.split(":", 1)[0] for e in f.compare)}))
     )
-    ui.chart(charts.training_curves(data.training_curves(f.src, runs), y, x), "training_curves")
+    ui.chart(run_charts.training_curves(data.training_curves(f.src, runs), y, x), "training_curves")
