@@ -600,7 +600,3 @@ def import_corpus(
         atomic_save_dir(out, write)
     return manifest
 
-
-def split_text(name: str, root: Path = Path("data/corpus")) -> str:
-    """All documents of a split joined by blank lines, for language-model training."""
-    return "\n\n".join(d["text"] for d in load_split(name, root))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import model as model_lib
 from .atomic import atomic_save_dir
-from .data import split_blocks
+from .packing import split_blocks
 from .train import TrainConfig, evaluate_nll, resolve_device, train
 
 

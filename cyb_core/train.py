@@ -28,7 +28,7 @@ from .atomic import (
     remove_dir,
     write_target,
 )
-from .data import BlockSampler, split_blocks
+from .packing import BlockSampler, split_blocks
 from .precision import autocast, fsdp_policy, master_weights
 
 # Options that must be positive integers, with the flag that sets each (checked before any work).

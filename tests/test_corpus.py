@@ -13,7 +13,6 @@ from cyb_core.corpus import (
     load_split,
     require_split,
     split,
-    split_text,
 )
 from cyb_core.corpus_sources import clean_text, detokenize, parse_brown
 
@@ -137,7 +136,7 @@ def test_load_split_reads_fixture():
         "gutenberg",
         "brown",
     }
-    assert len(split_text("finetune", FIXTURE)) > 100_000
+    assert len("\n\n".join(d["text"] for d in load_split("finetune", FIXTURE))) > 100_000
 
 
 def test_load_split_missing_dir_names_build_command(tmp_path):
