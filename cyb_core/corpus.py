@@ -599,4 +599,3 @@ def import_corpus(
         )  # again, as the sole writer
         atomic_save_dir(out, write)
     return manifest
-

@@ -224,7 +224,7 @@ import json, sys, torch
 sys.path.insert(0, {tests!r})
 from test_gpu_readiness import tiny
 from cyb_core import losses
-from cyb_core.train import step_logits
+from cyb_core.forward import step_logits
 
 torch.set_num_threads(1)
 V, B, T, W = {V}, 2, 64, 4
