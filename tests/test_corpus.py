@@ -5,15 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cyb_core.corpus import (
-    CorpusError,
-    chunk,
-    dedup,
-    import_corpus,
-    load_split,
-    require_split,
-    split,
-)
+from cyb_core.corpus import CorpusError, chunk, load_split, require_split
+from cyb_core.corpus_build import dedup, split
+from cyb_core.corpus_import import import_corpus
 from cyb_core.corpus_sources import clean_text, detokenize, parse_brown
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixture"
