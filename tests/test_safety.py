@@ -420,14 +420,15 @@ def test_symlinked_folders_are_followed_once_and_loops_refused(tmp_path):
 def test_a_tokenizer_far_larger_than_the_embeddings_needs_allow_resize(ckpt, tmp_path):
     from test_bad_inputs import _big_tokenizer
 
+    from cyb_core import architecture
     from cyb_core import model as model_lib
 
-    model_lib.check_growth(8192, 8192 + 1000)  # the margin: 1,000 rows or 10%
-    model_lib.check_growth(100_000, 110_000)
+    architecture.check_growth(8192, 8192 + 1000)  # the margin: 1,000 rows or 10%
+    architecture.check_growth(100_000, 110_000)
     with pytest.raises(ValueError, match="--allow-resize"):
-        model_lib.check_growth(8192, 8192 + 1001)
+        architecture.check_growth(8192, 8192 + 1001)
     with pytest.raises(ValueError, match="--allow-resize"):
-        model_lib.check_growth(100_000, 110_001)
+        architecture.check_growth(100_000, 110_001)
     big = _big_tokenizer(ckpt, tmp_path / "big", 3000)
     with pytest.raises(ValueError, match="growing them by"):
         model_lib.load(big)
