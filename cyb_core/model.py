@@ -35,9 +35,10 @@ from .architecture import (
     sliding_window,
     warn_once,
 )
-from .losses import apply_dk_prior, device_constant
+from .losses import device_constant
 from .model_files import refuse_remote_code, resolve
 from .names import MODEL_PRESETS, RECIPES
+from .vocab import apply_dk_prior
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()

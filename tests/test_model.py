@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from cyb_core import architecture, model_files
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
-from cyb_core.losses import apply_dk_prior
+from cyb_core.vocab import apply_dk_prior
 
 TEXT = ["The patients wasn't happy, but they won. " * 20, "Alice didn't know what to say. " * 20]
 
