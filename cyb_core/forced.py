@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import losses, pauses
+from . import pauses, vocab
 from .dense import EvalResult, doc_tokens, token_windows
 from .precision import autocast
 
@@ -92,51 +92,8 @@ def forced_eval(
     out: dict[str, list] = {k: [] for k in ("d", "t", "nll", "correct", "token_id", "next_id")}
     meta: dict[str, list] = {k: [] for k in ("doc", "idx", "char_start", "char_end", "pauses")}
     bar = tqdm(total=N, disable=not progress, unit="tok", desc="forced eval")
-    i = torch.arange(W, device=dev)
     while chunk := list(itertools.islice(windows, batch_size)):
-        L = max(len(w[2]) for w in chunk)
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        attn = torch.zeros((len(chunk), L), dtype=torch.long)
-        cnt = torch.zeros((len(chunk), L - 1), dtype=torch.long)
-        for r, (j, start, w_ids, _) in enumerate(chunk):
-            n = len(w_ids) - 1
-            ids[r, : n + 1] = torch.tensor(w_ids)
-            attn[r, : n + 1] = 1
-            cnt[r, :n] = torch.from_numpy(np.asarray(counts[j][start : start + n]))
-        # counts are checked on the host above; they move once per batch
-        ids, attn, cnt = ids.to(dev), attn.to(dev), cnt.to(dev)
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        ex = pauses.expand_with_counts(
-            inputs, W, model.pause_ids, cnt, attention_mask=attn[:, :-1], pad_id=pad
-        )
-        with autocast(dev, bf16 and dev.type == "cuda"):
-            logits, _ = model(  # without the DK prior: added in fp32 by position_quantities
-                ex.input_ids,
-                position_ids=ex.position_ids,
-                attention_mask=ex.attention_mask,
-                prior=False,
-            )
-        # per position (B, L), then per token and step (B, T, W) by index: no (B, T, W, V).
-        # ex.labels cannot serve: it has no target for a window's last token, `targets` does
-        labels = targets.gather(1, ex.real_index.clamp_min(0))  # (B, L)
-        log_d, log_t = (
-            ex.to_steps(x)
-            for x in losses.position_quantities(logits, labels, model.dk_id, model.settings.psi)
-        )
-        taken = i <= cnt[..., None]  # (B, T, W) steps in context; past them to_steps repeats
-        nan = torch.tensor(math.nan, device=dev)
-        read = ex.gather_index.gather(-1, cnt[..., None])[..., 0]  # (B, T) position read out
-        at = logits[torch.arange(len(chunk), device=dev)[:, None], read]  # (B, T, V)
-        at = at.index_fill(-1, torch.tensor([model.dk_id], device=dev), -math.inf)
-        row = {
-            "d": torch.where(taken[..., : W - 1], log_d[..., : W - 1].exp(), nan),
-            "t": torch.where(taken, log_t.exp(), nan),
-            "nll": -log_t.gather(-1, cnt[..., None])[..., 0],
-            "correct": at.argmax(-1) == targets,
-            "token_id": inputs,
-            "next_id": targets,
-        }
-        row = {k: v.cpu().numpy() for k, v in row.items()}  # one device-to-host sync per batch
+        row = _score_batch(model, *_batch(chunk, counts, pad, dev), bf16)
         for r, (j, start, w_ids, offs) in enumerate(chunk):
             n = len(w_ids) - 1
             for k, v in row.items():
@@ -156,3 +113,56 @@ def forced_eval(
         expected_pauses=p.astype(float),
         greedy_pauses=p,
     )
+
+
+def _batch(chunk, counts, pad: int, dev):
+    """A batch of windows, padded: token ids (B, L), attention (B, L), pause counts (B, L - 1)."""
+    L = max(len(w[2]) for w in chunk)
+    ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+    attn = torch.zeros((len(chunk), L), dtype=torch.long)
+    cnt = torch.zeros((len(chunk), L - 1), dtype=torch.long)
+    for r, (j, start, w_ids, _) in enumerate(chunk):
+        n = len(w_ids) - 1
+        ids[r, : n + 1] = torch.tensor(w_ids)
+        attn[r, : n + 1] = 1
+        cnt[r, :n] = torch.from_numpy(np.asarray(counts[j][start : start + n]))
+    # counts were checked on the host (check_counts); they move once per batch
+    return ids.to(dev), attn.to(dev), cnt.to(dev)
+
+
+def _score_batch(model, ids, attn, cnt, bf16: bool) -> dict[str, np.ndarray]:
+    """Per token of the batch (B, T): d, t, nll, correct, token_id, next_id on the host."""
+    W, pad, dev = model.settings.w, model.pad_id, model.device
+    i = torch.arange(W, device=dev)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    ex = pauses.expand_with_counts(
+        inputs, W, model.pause_ids, cnt, attention_mask=attn[:, :-1], pad_id=pad
+    )
+    with autocast(dev, bf16 and dev.type == "cuda"):
+        logits, _ = model(  # without the DK prior: added in fp32 by position_quantities
+            ex.input_ids,
+            position_ids=ex.position_ids,
+            attention_mask=ex.attention_mask,
+            prior=False,
+        )
+    # per position (B, L), then per token and step (B, T, W) by index: no (B, T, W, V).
+    # ex.labels cannot serve: it has no target for a window's last token, `targets` does
+    labels = targets.gather(1, ex.real_index.clamp_min(0))  # (B, L)
+    log_d, log_t = (
+        ex.to_steps(x)
+        for x in vocab.position_quantities(logits, labels, model.dk_id, model.settings.psi)
+    )
+    taken = i <= cnt[..., None]  # (B, T, W) steps in context; past them to_steps repeats
+    nan = torch.tensor(math.nan, device=dev)
+    read = ex.gather_index.gather(-1, cnt[..., None])[..., 0]  # (B, T) position read out
+    at = logits[torch.arange(ids.shape[0], device=dev)[:, None], read]  # (B, T, V)
+    at = at.index_fill(-1, torch.tensor([model.dk_id], device=dev), -math.inf)
+    row = {
+        "d": torch.where(taken[..., : W - 1], log_d[..., : W - 1].exp(), nan),
+        "t": torch.where(taken, log_t.exp(), nan),
+        "nll": -log_t.gather(-1, cnt[..., None])[..., 0],
+        "correct": at.argmax(-1) == targets,
+        "token_id": inputs,
+        "next_id": targets,
+    }
+    return {k: v.cpu().numpy() for k, v in row.items()}  # one device-to-host sync per batch

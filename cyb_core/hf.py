@@ -29,7 +29,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import tokenizer as tok_lib
-from .losses import apply_dk_prior
+from .vocab import apply_dk_prior
 
 
 class CYBLogitsProcessor(LogitsProcessor):

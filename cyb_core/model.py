@@ -9,10 +9,8 @@ user has not set HF_HUB_OFFLINE, and never changes that setting.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,8 +25,20 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from . import tokenizer as tok_lib
-from .losses import apply_dk_prior, device_constant
-from .names import HUB_ID, MODEL_PRESETS, RECIPES
+from .architecture import (
+    _rows,
+    check_growth,
+    context_length,
+    fit_embeddings,
+    ignores_position_ids,
+    set_pad_id,
+    sliding_window,
+    warn_once,
+)
+from .losses import device_constant
+from .model_files import refuse_remote_code, resolve
+from .names import MODEL_PRESETS, RECIPES
+from .vocab import apply_dk_prior
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -275,175 +285,6 @@ def load(
     if settings:
         wrapped.with_settings(**settings)
     return wrapped.to(device)
-
-
-_HUB_ID = re.compile(HUB_ID)  # "name" or "org/name" (names.HUB_ID)
-# Files a checkpoint needs; pickled weights (*.bin, *.pt) are never fetched.
-_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
-
-
-def cached(name: str | Path, cache_dir: str | Path | None = None) -> Path | None:
-    """A hub id's snapshot directory in the local HF cache, or None; never touches the network."""
-    if not _HUB_ID.fullmatch(str(name)) or ".." in str(name):
-        return None
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(name), cache_dir=cache_dir, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or a malformed cache entry
-        return None
-
-
-def resolve(name: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """A local directory as it is, else a hub id's snapshot directory in the local HF cache.
-
-    An id missing from the cache is downloaded unless the user set HF_HUB_OFFLINE (read, never
-    set here); safetensors and JSON/tokenizer files only.
-    """
-    path = Path(name)
-    if path.exists() or not _HUB_ID.fullmatch(str(name)) or ".." in str(name):
-        return path
-    from huggingface_hub import constants, snapshot_download
-
-    where = cache_dir or constants.HF_HUB_CACHE
-    found = cached(name, cache_dir)
-    if found is not None:
-        return found
-    if constants.is_offline_mode():
-        raise FileNotFoundError(
-            f"no directory {name} and no hub model {name!r} in the local Hugging Face cache "
-            f"({where}; HF_HUB_OFFLINE is set): pass a checkpoint directory, or download it "
-            f"first with `hf download {name}`"
-        )
-    try:
-        return Path(snapshot_download(str(name), cache_dir=cache_dir, allow_patterns=_HUB_FILES))
-    except Exception as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise FileNotFoundError(
-            f"no directory {name}, {name!r} is not in the local Hugging Face cache ({where}) "
-            f"and fetching it failed ({first}): pass a checkpoint directory, or download it "
-            f"with `hf download {name}` where the hub is reachable"
-        ) from None
-
-
-def set_pad_id(model, pad_id: int) -> None:
-    """Record the tokenizer's pad id in a model config that has none (cyb added <pad>), so
-    plain `generate()` and pipelines pad with it; a pad id the model already has is kept."""
-    for cfg in (model.config, getattr(model, "generation_config", None)):
-        if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
-            cfg.pad_token_id = pad_id
-
-
-def _rows(model) -> int:
-    return model.get_input_embeddings().weight.shape[0]
-
-
-# The most rows a tokenizer may add to the embeddings without --allow-resize: our special tokens
-# (a few dozen) always fit; a tokenizer far larger than the model it came with is a mistake.
-GROWTH_ROWS, GROWTH_FRAC = 1000, 0.10
-
-
-def check_growth(rows: int, n_tokens: int) -> None:
-    """ValueError when `n_tokens` ids would grow `rows` embedding rows past the margin."""
-    grow = n_tokens - rows
-    if grow > max(GROWTH_ROWS, GROWTH_FRAC * rows):
-        raise ValueError(
-            f"the tokenizer has {n_tokens:,} ids but the model only {rows:,} embedding rows: "
-            f"growing them by {grow:,} rows (more than {GROWTH_ROWS:,} or "
-            f"{GROWTH_FRAC:.0%}) means the tokenizer does not belong to these weights; use the "
-            "checkpoint's own tokenizer, or pass --allow-resize to grow them anyway"
-        )
-
-
-def fit_embeddings(model, n_tokens: int, padded: bool) -> None:
-    """Grow the embeddings when the tokenizer has ids past them; never shrink them.
-
-    A checkpoint padded beyond its tokenizer (Qwen2: 151936 rows for ~151650 tokens) keeps its
-    size while the new tokens fit in the padding. When it must grow, a padded checkpoint stays
-    padded to the power-of-two multiple (<= 128) its size already had.
-    """
-    rows = _rows(model)
-    if n_tokens <= rows:
-        return
-    multiple = (rows & -rows) if padded else 1  # the largest power of two dividing rows
-    multiple = min(multiple, 128)
-    model.resize_token_embeddings(n_tokens, pad_to_multiple_of=multiple if multiple > 1 else None)
-
-
-# Model types whose attention positions come from the sequence, not position_ids (ALiBi).
-ALIBI_MODEL_TYPES = frozenset({"bloom", "mpt", "baichuan", "jais"})
-
-
-def ignores_position_ids(model) -> bool:
-    """True for models that cannot give a pause its token's position (ALiBi: Bloom, MPT, ...)."""
-    cfg = model.config
-    if cfg.model_type in ALIBI_MODEL_TYPES or getattr(cfg, "alibi", False):
-        return True
-    if getattr(cfg, "position_embedding_type", None) == "alibi":
-        return True
-    return "position_ids" not in inspect.signature(model.forward).parameters
-
-
-def sliding_window(config) -> int | None:
-    """The attention window (in positions) of a model with sliding-window layers, else None."""
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None)
-    if not isinstance(window, int) or window <= 0:
-        return None
-    if types is not None and "sliding_attention" not in types:
-        return None
-    if getattr(config, "use_sliding_window", True) is False:
-        return None
-    return window
-
-
-def context_length(config) -> int | None:
-    """Positions the model was built for, or None when its config does not say."""
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx"):
-        v = getattr(config, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
-_warned: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    """`warning: message` on stderr, once per process."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"warning: {message}", file=sys.stderr)
-
-
-def refuse_remote_code(path: Path) -> None:
-    """ValueError, naming the field, when loading `path` would need the checkpoint's own Python
-    code: `auto_map` in config.json or tokenizer_config.json, or a `model_type` transformers does
-    not know. cyb never runs such code (every from_pretrained passes trust_remote_code=False)."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    for name in ("config.json", "tokenizer_config.json"):
-        f = Path(path) / name
-        try:
-            cfg = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(
-                f"{f} is not valid JSON ({e}); restore or re-save the checkpoint"
-            ) from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"{f} is not a JSON object; restore or re-save the checkpoint")
-        if "auto_map" in cfg:
-            raise ValueError(
-                f"{f} has an `auto_map` field: the checkpoint asks to run its own Python code, "
-                "which cyb never does; use a checkpoint of a model type transformers ships"
-            )
-        model_type = cfg.get("model_type")
-        if name == "config.json" and model_type is not None and model_type not in CONFIG_MAPPING:
-            raise ValueError(
-                f"{f} has `model_type` {model_type!r}, which this transformers does not know "
-                "(it would need the checkpoint's own code, which cyb never runs): use a "
-                "supported model type or upgrade transformers"
-            )
 
 
 def _load_tokenizer(path: Path):

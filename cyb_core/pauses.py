@@ -43,17 +43,6 @@ class Expanded:
         rows = torch.arange(B, device=x.device)[:, None, None]
         return x[rows, self.gather_index]
 
-    def from_steps(self, x: Tensor) -> Tensor:
-        """(B, T, W, ...) -> (B, L, ...), the inverse of to_steps; zeros on added padding."""
-        if self.constant:
-            return x.flatten(1, 2)
-        B, T, W = self.gather_index.shape
-        used = torch.arange(W, device=x.device) < self.steps[..., None]  # (B, T, W)
-        rows = torch.arange(B, device=x.device)[:, None, None].expand(B, T, W)
-        out = x.new_zeros((B, self.input_ids.shape[1], *x.shape[3:]))
-        out[rows[used], self.gather_index[used]] = x[used]
-        return out
-
 
 def _expand(
     input_ids: Tensor,

@@ -7,10 +7,13 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from . import distributed
 from . import model as model_lib
 from .atomic import atomic_save_dir
-from .data import split_blocks
-from .train import TrainConfig, evaluate_nll, resolve_device, train
+from .forward import evaluate_nll
+from .packing import split_blocks
+from .train import train
+from .train_config import TrainConfig
 
 
 def pretrain(
@@ -19,7 +22,9 @@ def pretrain(
     """Run (or resume) `cfg`, measure held-out perplexity, copy the result to `base_dir`."""
     summary = train(cfg, progress=progress)
     run = Path(cfg.out)
-    model = model_lib.load(run / "final", device=resolve_device(cfg.device))
+    model = model_lib.load(
+        run / "final", device=distributed.resolve_device(cfg.device, distributed.env_world()[2])
+    )
     heldout = split_blocks("heldout", model.tokenizer, cfg.seq_len, cfg.data_root)
     result = {
         **summary,

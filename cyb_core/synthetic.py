@@ -241,8 +241,7 @@ MIX_FILES = frozenset({"mix.json", *(f"{s}.jsonl.gz" for s in ("pretrain", "fine
 def check_mix_target(out_dir: str | Path, natural_root: str | Path) -> None:
     """CorpusError unless `out_dir` may be replaced by a mixed corpus of `natural_root`: not the
     natural corpus, not inside it nor holding it, and holding nothing but an earlier mix."""
-    from .corpus import check_target
-    from .corpus_sources import CorpusError
+    from .corpus import CorpusError, check_target
 
     mixed, natural = Path(out_dir).resolve(), Path(natural_root).resolve()
     if mixed.is_relative_to(natural) or natural.is_relative_to(mixed):

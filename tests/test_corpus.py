@@ -5,16 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cyb_core.corpus import (
-    CorpusError,
-    chunk,
-    dedup,
-    import_corpus,
-    load_split,
-    require_split,
-    split,
-    split_text,
-)
+from cyb_core.corpus import CorpusError, chunk, load_split, require_split
+from cyb_core.corpus_build import dedup, split
+from cyb_core.corpus_import import import_corpus
 from cyb_core.corpus_sources import clean_text, detokenize, parse_brown
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixture"
@@ -137,7 +130,7 @@ def test_load_split_reads_fixture():
         "gutenberg",
         "brown",
     }
-    assert len(split_text("finetune", FIXTURE)) > 100_000
+    assert len("\n\n".join(d["text"] for d in load_split("finetune", FIXTURE))) > 100_000
 
 
 def test_load_split_missing_dir_names_build_command(tmp_path):

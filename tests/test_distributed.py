@@ -22,7 +22,9 @@ from safetensors.torch import load_file
 from cyb_core import distributed
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
-from cyb_core.train import TrainConfig, evaluate_nll, lr_at, sample_pause_counts, train
+from cyb_core.forward import evaluate_nll
+from cyb_core.train import train
+from cyb_core.train_config import TrainConfig, lr_at, sample_pause_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -21,8 +21,9 @@ from cyb_core import data, engine, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.hf import CYBLogitsProcessor, cyb_logits_processor
-from cyb_core.losses import apply_dk_prior
-from cyb_core.train import TrainConfig, train
+from cyb_core.train import train
+from cyb_core.train_config import TrainConfig
+from cyb_core.vocab import apply_dk_prior
 
 TEXT = [
     "The patients wasn't happy, but they won the case in the end. ",

@@ -18,7 +18,7 @@ import torch
 from host_conversions import HostConversions
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
-from cyb_core import adaptive, distributed, engine, losses, pauses
+from cyb_core import adaptive, distributed, engine, losses, pauses, vocab
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
@@ -166,7 +166,7 @@ def test_dk_prior_is_added_in_fp32_to_bf16_logits():
     y = torch.randint(10, V, (2, 8))
     ref = losses.step_quantities(z.float(), y, dk, psi=0.9)
     got = losses.step_quantities(z, y, dk, psi=0.9)
-    in_bf16 = losses.step_quantities(losses.apply_dk_prior(z, dk, 0.9), y, dk)
+    in_bf16 = losses.step_quantities(vocab.apply_dk_prior(z, dk, 0.9), y, dk)
 
     def err(a, b):
         finite = torch.isfinite(a.log_d)
@@ -224,7 +224,7 @@ import json, sys, torch
 sys.path.insert(0, {tests!r})
 from test_gpu_readiness import tiny
 from cyb_core import losses
-from cyb_core.train import step_logits
+from cyb_core.forward import step_logits
 
 torch.set_num_threads(1)
 V, B, T, W = {V}, 2, 64, 4
@@ -344,8 +344,8 @@ def test_auto_on_a_gpu_machine_with_a_cpu_only_torch_warns_once(monkeypatch, tmp
 
 def test_chunk_rows_are_sized_per_device_and_counts_are_checked_on_the_cpu():
     V = 262144  # Gemma's vocabulary
-    assert losses.lse_chunk_rows(V, torch.device("cpu")) == 16
-    assert losses.lse_chunk_rows(V, torch.device("cuda")) == 256
+    assert vocab.lse_chunk_rows(V, torch.device("cpu")) == 16
+    assert vocab.lse_chunk_rows(V, torch.device("cuda")) == 256
     ids = torch.tensor([[5, 6, 7]])
     with pytest.raises(ValueError, match="pause counts must be in 0..2"):
         pauses.expand_with_counts(ids, 3, [901, 902], torch.tensor([[0, 3, 1]]))

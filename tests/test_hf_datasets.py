@@ -11,7 +11,7 @@ import pytest
 
 from cyb.cli import main
 from cyb_core.corpus import chunk, load_split
-from cyb_core.hf_datasets import piece_split
+from cyb_core.hf_stream import piece_split
 
 datasets = pytest.importorskip("datasets")
 datasets.disable_progress_bars()  # its bars would mix with the one-line errors on stderr

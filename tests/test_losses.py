@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cyb_core import losses, variants
+from cyb_core import losses, variants, vocab
 from cyb_core.losses import (
-    apply_dk_prior,
     compute,
     expected_pauses,
     greedy_pauses,
@@ -16,6 +15,7 @@ from cyb_core.losses import (
     parse_vector,
     step_quantities,
 )
+from cyb_core.vocab import apply_dk_prior
 
 DK = 5
 V = 9
@@ -351,14 +351,14 @@ def test_chunked_equals_unchunked(monkeypatch):
     logits, targets = _random(B=3, T=5, seed=13)
     full = compute("cyb-dp", logits, targets, DK, rho="1:1:1:1")
     (g_full,) = torch.autograd.grad(full.loss, logits)
-    monkeypatch.setattr(losses, "LSE_CHUNK_BYTES", 7 * 4 * V)  # 7 rows a chunk, 60 rows in all
+    monkeypatch.setattr(vocab, "LSE_CHUNK_BYTES", 7 * 4 * V)  # 7 rows a chunk, 60 rows in all
     chunked = compute("cyb-dp", logits, targets, DK, rho="1:1:1:1")
     (g_chunked,) = torch.autograd.grad(chunked.loss, logits)
     torch.testing.assert_close(chunked.per_token, full.per_token, rtol=0, atol=1e-14)
     torch.testing.assert_close(g_chunked, g_full, rtol=0, atol=1e-14)
     x = torch.randn(10, V, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda z: losses._VocabReduce.apply(z, DK, torch.zeros(z.shape[0], dtype=torch.long), 3)[0],
+        lambda z: vocab._VocabReduce.apply(z, DK, torch.zeros(z.shape[0], dtype=torch.long), 3)[0],
         (x,),
     )
 

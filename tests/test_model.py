@@ -10,9 +10,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from cyb_core import architecture, model_files
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
-from cyb_core.losses import apply_dk_prior
+from cyb_core.vocab import apply_dk_prior
 
 TEXT = ["The patients wasn't happy, but they won. " * 20, "Alice didn't know what to say. " * 20]
 
@@ -164,9 +165,9 @@ def test_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # "org/tiny" is no directory here
 
     loaded = model_lib.load("org/tiny", cache_dir=tmp_path / "hub")
-    assert loaded.settings.w == 3 and model_lib.resolve("org/tiny", tmp_path / "hub") == snap
+    assert loaded.settings.w == 3 and model_files.resolve("org/tiny", tmp_path / "hub") == snap
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # HF_HOME's cache
-    assert model_lib.resolve("org/tiny") == snap
+    assert model_files.resolve("org/tiny") == snap
     with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache|hf download"):
         model_lib.load("org/missing")
     from analysis.evaluation import resolve_target  # cyb eval: the cache, never the network
@@ -199,7 +200,7 @@ def test_embeddings_grow_only_when_needed_and_never_shrink():
     # the reference: resize_token_embeddings(len(tok)) would have shrunk the padded model
     with torch.no_grad():
         before = padded.model.get_input_embeddings().weight[: n + 9].clone()
-    model_lib.fit_embeddings(padded.model, n + 9, padded=True)
+    architecture.fit_embeddings(padded.model, n + 9, padded=True)
     torch.testing.assert_close(padded.model.get_input_embeddings().weight[: n + 9], before)
 
 

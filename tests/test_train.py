@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cyb_core import model as model_lib
-from cyb_core.train import POSITIVE, TrainConfig, lr_at, train
+from cyb_core.train import train
+from cyb_core.train_config import POSITIVE, TrainConfig, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = str(ROOT / "data" / "fixture")

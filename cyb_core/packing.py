@@ -1,4 +1,4 @@
-"""Token streams and "concatenate then split" packing of the corpus splits."""
+"""Token streams and "concatenate then split" packing of the corpus splits into training blocks."""
 
 from __future__ import annotations
 
