@@ -393,7 +393,7 @@ def test_library_errors_become_one_line_and_bugs_keep_their_traceback(tmp_path):
     from safetensors import SafetensorError
     from transformers import PreTrainedTokenizerFast
 
-    from cyb.errors import user_message
+    from cyb_core.errors import user_message
 
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{bad")
