@@ -47,11 +47,13 @@ from pathlib import Path
 import torch
 
 from analysis import store
-from analysis.evaluation import load_docs, record_run_id, run_eval
+from analysis.eval_inputs import load_docs
+from analysis.eval_targets import record_run_id
+from analysis.evaluation import run_eval
 from cyb_core import variants
-from cyb_core.distributed import env_world
+from cyb_core.distributed import env_world, resolve_device
 from cyb_core.names import parse_mode
-from cyb_core.train import TrainConfig, resolve_device, train
+from cyb_core.train import TrainConfig, train
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

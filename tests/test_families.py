@@ -294,8 +294,8 @@ def test_readme_python_example_prints_what_its_comments_say(capsys, monkeypatch)
 def test_plain_checkpoint_evaluates_with_w_and_psi(tmp_path, capsys):
     import duckdb
 
+    from analysis.eval_inputs import EvalError
     from analysis.evaluation import run_eval
-    from analysis.store import StoreError
 
     save_family("gpt2", tmp_path / "plain")  # n_positions 256, no CYB settings
     (tmp_path / "a.txt").write_text(TEXT[1])
@@ -311,9 +311,9 @@ def test_plain_checkpoint_evaluates_with_w_and_psi(tmp_path, capsys):
     with duckdb.connect(str(tmp_path / "cyb.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT run_id, w_max FROM runs ORDER BY run_id").fetchall()
     assert rows == [("plain", 1), ("plain.w3.psi0.8", 3)]  # the first evaluation is kept
-    with pytest.raises(StoreError, match="--w must be in 1..8"):
+    with pytest.raises(EvalError, match="--w must be in 1..8"):
         run_eval(tmp_path / "plain", w=9, **kw)
-    with pytest.raises(StoreError, match="--seq-len 300 needs 300 positions.*context is 256"):
+    with pytest.raises(EvalError, match="--seq-len 300 needs 300 positions.*context is 256"):
         run_eval(tmp_path / "plain", seq_len=300, **kw)
 
 
