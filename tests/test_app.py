@@ -17,8 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from analysis import classes, queries, store
 from app import charts, data, downloads, state, token_html
-from app import cli as app_cli
 from app.state import Filters
+from cyb.commands import app as app_cli
 
 MAIN = str(ROOT / "app" / "main.py")
 
@@ -501,7 +501,7 @@ def test_chart_builders_handle_empty_frames():
 
 def _parser():
     parser = argparse.ArgumentParser(prog="cyb")
-    app_cli.add_cli(parser.add_subparsers(dest="command"))
+    app_cli.register(parser.add_subparsers(dest="command"))
     return parser
 
 
