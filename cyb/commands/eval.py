@@ -24,6 +24,8 @@ from ..flags import (
 )
 from ..parser import EVAL_NEEDS, progress, require
 
+HELP = "evaluate a run or checkpoint and store per-token results in DuckDB"
+
 DESCRIPTION = (
     "Evaluate a run directory or checkpoint on a corpus split or a UTF-8 text file, in dense mode "
     "(Recipe 1: W-1 pauses after every token, one parallel pass) or adaptive mode (Recipe 2: pauses taken only "
@@ -44,11 +46,7 @@ MODE_HELP = (
 
 
 def register(subparsers) -> None:
-    e = subparsers.add_parser(
-        "eval",
-        help="evaluate a run or checkpoint and store per-token results in DuckDB",
-        description=DESCRIPTION,
-    )
+    e = subparsers.add_parser("eval", help=HELP, description=DESCRIPTION)
     e.add_argument("target", metavar="CHECKPOINT_OR_RUN", help=TARGET_HELP)
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="corpus split to evaluate, e.g. heldout")

@@ -7,31 +7,34 @@ import json
 from ..flags import add_db, add_json
 from ..parser import EVAL_NEEDS, require
 
+HELP = "run a grid of trainings and evaluations from a TOML config"
+DESCRIPTION = (
+    "Train and evaluate every run of a TOML grid (variants x data regimes x seeds), "
+    "skipping what is complete and resuming what was interrupted; results go to DuckDB. "
+    "See cyb/experiment.py and configs/ for the format."
+)
+
 DB_HELP = "DuckDB file (default: $CYB_DB, else the config's db, else data/cyb.duckdb)"
-JSON_HELP = (
-    "print one JSON object on stdout at the end ({config, evaluations: [one row per "
-    "run and mode]}; with --list: {jobs}) instead of a line per evaluation"
-)
-SET_HELP = (
-    "override a setting without editing the file, e.g. --set tokens=200000 --set w=4 "
-    "--set init=runs/other/final --set eval.max_chars=0 --set grid.seeds=[0,1,2] (repeatable)"
-)
 
 
 def register(subparsers) -> None:
-    x = subparsers.add_parser(
-        "experiment",
-        help="run a grid of trainings and evaluations from a TOML config",
-        description="Train and evaluate every run of a TOML grid (variants x data regimes x seeds), "
-        "skipping what is complete and resuming what was interrupted; results go to DuckDB. "
-        "See cyb/experiment.py and configs/ for the format.",
-    )
+    x = subparsers.add_parser("experiment", help=HELP, description=DESCRIPTION)
     x.add_argument("config", help="TOML file describing the grid")
     add_db(x, DB_HELP)
     x.add_argument("--only", help="regular expression: run only the jobs whose run id matches")
     x.add_argument("--list", action="store_true", help="print the jobs and exit")
-    add_json(x, JSON_HELP)
-    x.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    add_json(
+        x,
+        "print one JSON object on stdout at the end ({config, evaluations: [one row per "
+        "run and mode]}; with --list: {jobs}) instead of a line per evaluation",
+    )
+    x.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a setting without editing the file, e.g. --set tokens=200000 --set w=4 "
+        "--set init=runs/other/final --set eval.max_chars=0 --set grid.seeds=[0,1,2] (repeatable)",
+    )
     x.set_defaults(func=run)
 
 

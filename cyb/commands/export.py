@@ -34,6 +34,11 @@ KINDS = {
     "conllu": "CoNLL-U with spaCy tags and pauses in MISC",
     "table3": "the paper's Table 3 as Markdown or LaTeX",
 }
+HELP = "export query results, raw rows, CoNLL-U or Table 3"
+DESCRIPTION = (
+    "Export from the DuckDB store into --out (files never leave it), or with "
+    "--out - to standard output. Kinds: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items()) + "."
+)
 # the stored names of the modes: uniform with K pauses is stored as uniformK
 MODE_NAMES = ", ".join(m for m in EVAL_MODES if m != "uniform") + " or uniformK"
 # the numeric flags that count something (at least 1)
@@ -41,14 +46,7 @@ COUNTS = ("min_count", "top", "width", "limit", "bins", "boot")
 
 
 def register(subparsers) -> None:
-    x = subparsers.add_parser(
-        "export",
-        help="export query results, raw rows, CoNLL-U or Table 3",
-        description="Export from the DuckDB store into --out (files never leave it), or with "
-        "--out - to standard output. Kinds: "
-        + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
-        + ".",
-    )
+    x = subparsers.add_parser("export", help=HELP, description=DESCRIPTION)
     kinds = "what to export: " + ", ".join(KINDS)
     x.add_argument("kind", choices=list(KINDS), metavar="KIND", help=kinds)
     add_out(x, "directory the export is written into; - writes it to standard output")

@@ -22,6 +22,12 @@ from ..flags import (
 )
 from ..parser import CLIError
 
+HELP = "generate text from a checkpoint, with pauses"
+DESCRIPTION = (
+    "Continue prompts with a checkpoint, batched, with a KV cache. Recipe 1 (constant) feeds "
+    "W-1 pauses after every token; Recipe 2 (variable) feeds a pause only when the model asks for one."
+)
+
 READOUT_HELP = (
     "answer at the first step with d < 0.5 (greedy), d < --dk-threshold, or draw DK with "
     "probability d (sample)"
@@ -33,12 +39,7 @@ TRUNCATE_HELP = (
 
 
 def register(subparsers) -> None:
-    g = subparsers.add_parser(
-        "generate",
-        help="generate text from a checkpoint, with pauses",
-        description="Continue prompts with a checkpoint, batched, with a KV cache. Recipe 1 (constant) feeds "
-        "W-1 pauses after every token; Recipe 2 (variable) feeds a pause only when the model asks for one.",
-    )
+    g = subparsers.add_parser("generate", help=HELP, description=DESCRIPTION)
     ckpt = "checkpoint directory (written by `cyb train` or save_pretrained)"
     g.add_argument("checkpoint", help=ckpt)
     src = g.add_mutually_exclusive_group(required=True)

@@ -8,27 +8,17 @@ from ..flags import DEFAULT
 from ..parser import progress
 from .train import add_train_args, train_config
 
+HELP = "pretrain the base model without pauses"
+DESCRIPTION = (
+    "Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
+    "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
+    "Interrupt at any time; the same command resumes."
+)
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pretrain",
-        help="pretrain the base model without pauses",
-        description="Pretrain a small Llama-style decoder from scratch on the pretrain split (no pauses, "
-        "plain cross-entropy), measure held-out perplexity and publish it to --base-dir. "
-        "Interrupt at any time; the same command resumes.",
-    )
-    add_train_args(
-        p,
-        seq_len=256,
-        batch_size=16,
-        tokens=3_200_000,
-        lr=2e-3,
-        warmup=0.02,
-        every=100,
-        split="pretrain",
-        out="runs/pretrain",
-        init=None,
-    )
+    p = subparsers.add_parser("pretrain", help=HELP, description=DESCRIPTION)
+    add_train_args(p, "pretrain")
     p.add_argument("--tokenizer", default="data/tokenizer", help="tokenizer directory" + DEFAULT)
     sizes = MODEL_PRESETS
     p.add_argument("--preset", default="small", choices=sizes, help="model size" + DEFAULT)

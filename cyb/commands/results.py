@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ..flags import DEFAULT, add_db
 
+HELP = "collect the experiments and render docs/results.md"
+
 WAITING_DBS = Path("data")  # where the waiting experiments' databases are looked for
 WAITING_DB_HELP = (
     "database of waiting experiments for section 10, repeatable (default: every "
@@ -33,7 +35,7 @@ FRONTIER_DB_HELP = (
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "results",
-        help="collect the experiments and render docs/results.md",
+        help=HELP,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

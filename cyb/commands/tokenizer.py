@@ -6,14 +6,15 @@ from pathlib import Path
 
 from ..flags import DEFAULT, add_data_root, add_int, add_out
 
+HELP = "train the byte-level BPE tokenizer"
+DESCRIPTION = (
+    "Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
+    "<|endoftext|>, <pad>, <dont_know> and <pause_1>..<pause_7> reserved as ids 0-9."
+)
+
 
 def register(subparsers) -> None:
-    t = subparsers.add_parser(
-        "tokenizer",
-        help="train the byte-level BPE tokenizer",
-        description="Train byte-level BPE (GPT-2 pre-tokenisation) on the pretrain split, with "
-        "<|endoftext|>, <pad>, <dont_know> and <pause_1>..<pause_7> reserved as ids 0-9.",
-    )
+    t = subparsers.add_parser("tokenizer", help=HELP, description=DESCRIPTION)
     add_data_root(t)
     add_int(t, "--vocab-size", 8192, "vocabulary size incl. special tokens")
     add_out(t, "output directory" + DEFAULT, default="data/tokenizer")

@@ -25,6 +25,12 @@ from ..flags import (
 )
 from ..parser import CLIError, progress
 
+HELP = "fine-tune with a CYB loss or a baseline"
+DESCRIPTION = (
+    "Fine-tune a checkpoint with one loss variant on a budget of real tokens. "
+    "Re-running the same command resumes an interrupted run."
+)
+
 VARIANT_HELP = "loss: " + "; ".join(f"{v.name}: {v.help}" for v in variants.VARIANTS.values())
 TRACKER_HELP = (
     "also log loss, learning rate, expected pauses, the halting distribution s per step "
@@ -49,7 +55,16 @@ def train_config(args, **fixed):
     return TrainConfig(**values)
 
 
-def add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split, out, init):
+# the defaults of the flags `cyb pretrain` and `cyb train` share, per command
+TRAIN_DEFAULTS = {  # seq_len, batch_size, tokens, lr, warmup, every, split, out, init
+    "pretrain": (256, 16, 3_200_000, 2e-3, 0.02, 100, "pretrain", "runs/pretrain", None),
+    "train": (128, 32, 300_000, 1e-3, 0.05, 50, "finetune", "runs/run", "data/base"),
+}
+
+
+def add_train_args(p, command: str) -> None:
+    """The flags of `command` (pretrain or train) that both commands take, with its defaults."""
+    seq_len, batch_size, tokens, lr, warmup, every, split, out, init = TRAIN_DEFAULTS[command]
     add_out(p, "run directory; re-running the same command resumes it" + DEFAULT, default=out)
     if init:
         what = "checkpoint directory to start from, or scratch:<tiny|small|medium>"
@@ -72,24 +87,8 @@ def add_train_args(p, *, seq_len, batch_size, tokens, lr, warmup, every, split, 
 
 
 def register(subparsers) -> None:
-    r = subparsers.add_parser(
-        "train",
-        help="fine-tune with a CYB loss or a baseline",
-        description="Fine-tune a checkpoint with one loss variant on a budget of real tokens. "
-        "Re-running the same command resumes an interrupted run.",
-    )
-    add_train_args(
-        r,
-        seq_len=128,
-        batch_size=32,
-        tokens=300_000,
-        lr=1e-3,
-        warmup=0.05,
-        every=50,
-        split="finetune",
-        out="runs/run",
-        init="data/base",
-    )
+    r = subparsers.add_parser("train", help=HELP, description=DESCRIPTION)
+    add_train_args(r, "train")
     choices = list(variants.VARIANTS)
     r.add_argument("--variant", default="cyb-ap", choices=choices, help=VARIANT_HELP + DEFAULT)
     w = "steps per real token, 1-8; tbys with P pauses uses P+1; baseline forces 1"
