@@ -52,8 +52,8 @@ waiting: $(STAMP)
 	$(BIN)/cyb experiment configs/waiting/base.toml
 	test -d data/base-mixed || cp -r runs/waiting-base/every-step-1x1-s0/final data/base-mixed
 	$(BIN)/cyb experiment configs/waiting/finetune.toml
-	$(BIN)/python -m analysis.results collect --waiting-only
-	$(BIN)/python -m analysis.results render
+	$(BIN)/cyb results collect --waiting-only
+	$(BIN)/cyb results render
 
 # the same comparison at 16x the parameters on one GPU (install a CUDA torch first, docs/scaling.md)
 waiting-gpu: $(STAMP)
@@ -72,15 +72,15 @@ frontier: $(STAMP)
 	$(EXPERIMENT) configs/frontier/mixed.toml $(SYNTHETIC_EVAL)
 	$(EXPERIMENT) configs/frontier/natural.toml
 	$(EXPERIMENT) configs/frontier/natural.toml $(SYNTHETIC_EVAL)
-	$(BIN)/python -m analysis.results collect --frontier-only
-	$(BIN)/python -m analysis.results render
+	$(BIN)/cyb results collect --frontier-only
+	$(BIN)/cyb results render
 
 # the same grid at the medium preset on one GPU (install a CUDA torch first, docs/scaling.md)
 frontier-gpu: $(STAMP)
 	$(BIN)/cyb experiment configs/frontier/gpu.toml
 	$(BIN)/cyb experiment configs/frontier/gpu.toml $(SYNTHETIC_EVAL)
-	$(BIN)/python -m analysis.results collect --frontier-only  # every data/frontier*.duckdb
-	$(BIN)/python -m analysis.results render
+	$(BIN)/cyb results collect --frontier-only  # every data/frontier*.duckdb
+	$(BIN)/cyb results render
 
 app: $(STAMP)
 	$(BIN)/cyb app --port $(APP_PORT)
@@ -124,7 +124,7 @@ paper: $(STAMP)
 
 # rebuild docs/results.md and its figures from the committed data in docs/results/data
 results: $(STAMP)
-	$(BIN)/python -m analysis.results render
+	$(BIN)/cyb results render
 
 clean-venv:
 	rm -rf $(VENV)

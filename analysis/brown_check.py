@@ -10,14 +10,11 @@ first part is compared), and whose Brown tag has a Penn Treebank counterpart. Ag
 spaCy's fine tag is one of the PTB tags the Brown tag maps to. Words in titles and names
 (Brown -tl: "Judge", "Criminal Court") are proper nouns in PTB, so NNP/NNPS also count for
 them; `agreement_strict` does not allow that.
-Run: python -m analysis.brown_check [--root data/corpus]
+Run: python benchmarks/pos_gold_check.py [--root data/corpus]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -109,6 +106,47 @@ def normalize(tag: str) -> str | None:
     return tag if tag in BROWN_TO_PTB else None
 
 
+def _compare_doc(g: dict, text: str, w, offs, counts: Counter) -> list[tuple]:
+    """(gold PTB tags, Brown tag, spaCy tag, agree, agree strictly) for the compared model tokens
+    of one document (`g` its gold tokens, `w` its spaCy words, `offs` its model tokens' character
+    offsets); the other tokens are counted in `counts` by why they were left out."""
+    rows = []
+    offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
+    ann = pos.align(text, offs[:, 0], offs[:, 1], w)
+    p = pos.first_nonspace(text, offs[:, 0], offs[:, 1])
+    gs = np.array([t[0] for t in g["tokens"]], dtype=np.int64)
+    ge = np.array([t[1] for t in g["tokens"]], dtype=np.int64)
+    gtags = [t[3] for t in g["tokens"]]
+    k = pos.covering(gs, ge, p)
+    counts["model_tokens"] += len(p)
+    wk = pos.covering(w.start, w.end, p)
+    for i in np.flatnonzero(ann["word_start"] == True):  # noqa: E712 - object array of True/False/None
+        counts["spacy_word_initial"] += 1
+        if k[i] < 0 or gs[k[i]] != p[i]:
+            continue
+        counts["both_word_initial"] += 1
+        gtag = gtags[k[i]].lower()
+        if ge[k[i]] != w.end[wk[i]] and not ("+" in gtag or "*" in gtag):
+            counts["different_extent"] += 1
+            continue
+        key = normalize(gtag)
+        if key is None:
+            continue
+        ptb, tag = BROWN_TO_PTB[key], ann["tag"][i]
+        title = "-tl" in gtag and key.startswith(("nn", "jj", "vb"))
+        strict = tag in ptb
+        rows.append(
+            (
+                "/".join(sorted(ptb)),
+                key,
+                tag,
+                strict or (title and tag in ("NNP", "NNPS")),
+                strict,
+            )
+        )
+    return rows
+
+
 def brown_agreement(
     root: str | Path = "data/corpus",
     tokenizer: str | Path = "data/tokenizer",
@@ -134,39 +172,7 @@ def brown_agreement(
     counts = Counter()
     rows = []
     for g, text, w, offs in zip(gold, docs, words, enc["offset_mapping"], strict=True):
-        offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2)
-        ann = pos.align(text, offs[:, 0], offs[:, 1], w)
-        p = pos.first_nonspace(text, offs[:, 0], offs[:, 1])
-        gs = np.array([t[0] for t in g["tokens"]], dtype=np.int64)
-        ge = np.array([t[1] for t in g["tokens"]], dtype=np.int64)
-        gtags = [t[3] for t in g["tokens"]]
-        k = pos.covering(gs, ge, p)
-        counts["model_tokens"] += len(p)
-        wk = pos.covering(w.start, w.end, p)
-        for i in np.flatnonzero(ann["word_start"] == True):  # noqa: E712 - object array of True/False/None
-            counts["spacy_word_initial"] += 1
-            if k[i] < 0 or gs[k[i]] != p[i]:
-                continue
-            counts["both_word_initial"] += 1
-            gtag = gtags[k[i]].lower()
-            if ge[k[i]] != w.end[wk[i]] and not ("+" in gtag or "*" in gtag):
-                counts["different_extent"] += 1
-                continue
-            key = normalize(gtag)
-            if key is None:
-                continue
-            ptb, tag = BROWN_TO_PTB[key], ann["tag"][i]
-            title = "-tl" in gtag and key.startswith(("nn", "jj", "vb"))
-            strict = tag in ptb
-            rows.append(
-                (
-                    "/".join(sorted(ptb)),
-                    key,
-                    tag,
-                    strict or (title and tag in ("NNP", "NNPS")),
-                    strict,
-                )
-            )
+        rows += _compare_doc(g, text, w, offs, counts)
     df = pd.DataFrame(rows, columns=["gold", "brown", "spacy", "agree", "agree_strict"])
     per_tag = (
         df.groupby("gold")
@@ -193,47 +199,3 @@ def brown_agreement(
         "per_tag": per_tag.reset_index(),
         "confusions": confusions.rename("n").reset_index(),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m analysis.brown_check", description=__doc__.splitlines()[0]
-    )
-    ap.add_argument(
-        "--root",
-        default="data/corpus",
-        help="corpus directory with heldout and heldout_brown_pos (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--tokenizer", default="data/tokenizer", help="tokenizer directory (default: %(default)s)"
-    )
-    ap.add_argument("--max-docs", type=int, help="only the first N Brown documents")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = ap.parse_args(argv)
-    r = brown_agreement(args.root, args.tokenizer, max_docs=args.max_docs, progress=not args.json)
-    if args.json:
-        out = {
-            k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
-            for k, v in r.items()
-        }
-        print(json.dumps(out, indent=2))
-        return 0
-    print(
-        f"{r['docs']} Brown documents, {r['model_tokens']} model tokens; {r['spacy_word_initial']} start a spaCy "
-        f"word, {r['both_word_initial']} of them also a gold word (boundary agreement {r['boundary_agreement']:.1%})"
-    )
-    print(
-        f"{r['different_extent']} left out: spaCy and Brown cut the word differently ($1,500, 50%, 2-year-old)"
-    )
-    print(
-        f"fine-tag agreement on {r['compared']} word-initial tokens with a shared tag: {r['agreement']:.1%} "
-        f"({r['agreement_strict']:.1%} if title words tagged NNP/NNPS count as wrong)\n"
-    )
-    print(r["per_tag"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("\nmost frequent disagreements (gold -> spaCy):")
-    print(r["confusions"].to_string(index=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,6 +28,9 @@ import pyarrow as pa
 from cyb_core.names import LIVE_MODES
 
 from . import evaluation, queries, schema, store, text
+from .eval_inputs import EvalError
+from .eval_model import load_model
+from .eval_targets import Target, find_stored_checkpoint, read_train_log, resolve_target, run_row
 from .store import StoreError
 
 MAX_CHARS = 6000  # typed text to score: about 1,200 tokens, a second or two on a CPU
@@ -83,12 +86,12 @@ def run_checkpoints(runs: pd.DataFrame, roots: tuple[Path, ...] = ()) -> pd.Data
         if not ckpt:
             continue
         cyb = params.get("cyb") or {}
-        p = evaluation.find_stored_checkpoint(ckpt, roots)
+        p = find_stored_checkpoint(ckpt, roots)
         if p is None:  # (resolve_target would look a missing path up as a run id)
             continue
         try:
-            found = evaluation.resolve_target(p).checkpoint
-        except StoreError:  # no longer a checkpoint
+            found = resolve_target(p).checkpoint
+        except EvalError:  # no longer a checkpoint
             continue
         out.append(
             {
@@ -172,7 +175,7 @@ def check_fits(checkpoint: Path, device) -> None:
 
 @dataclass
 class Loaded:
-    target: evaluation.Target
+    target: Target
     model: object  # cyb_core.model.CYBModel
 
     @property
@@ -188,15 +191,15 @@ def load(path: str | Path, device="cpu", run_id: str | None = None) -> Loaded:
 
     if not str(path).strip():
         raise StoreError("no checkpoint given: pick a run or type a checkpoint path")
-    target = evaluation.resolve_target(Path(str(path).strip()), run_id)
+    target = resolve_target(Path(str(path).strip()), run_id)
     check_fits(target.checkpoint, device)
     corrupt = (
         f"cannot read the weights in {target.checkpoint}: the file is corrupt or truncated; "
         "copy the checkpoint again"
     )
     try:
-        model = evaluation.load_model(target.checkpoint, device)
-    except StoreError as e:  # load_model's own message, in the page's words for a bad file
+        model = load_model(target.checkpoint, device)
+    except EvalError as e:  # load_model's own message, in the page's words for a bad file
         if isinstance(e.__cause__, SafetensorError):
             raise StoreError(f"{corrupt} ({str(e.__cause__).splitlines()[0]})") from e
         raise
@@ -217,11 +220,11 @@ def load(path: str | Path, device="cpu", run_id: str | None = None) -> Loaded:
 class Scored:
     """One checkpoint's evaluation of one text, ready to view or save."""
 
-    target: evaluation.Target
+    target: Target
     settings: object  # the model's CYBSettings
     mode: str
     text: str
-    tables: dict[str, pa.Table]  # tokens, docs, words (analysis.evaluation.build_tables)
+    tables: dict[str, pa.Table]  # tokens, docs, words (analysis.eval_tables.build_tables)
     summary: dict  # EvalResult.summary()
 
     @property
@@ -315,15 +318,13 @@ def save(
     of dataset `dataset` (default: dataset_name(text)); returns its eval_id."""
     tgt = scored.target
     if run_id:
-        tgt = evaluation.Target(
-            run_id, tgt.checkpoint, tgt.run_dir, tgt.status, tgt.config, tgt.log_path
-        )
+        tgt = Target(run_id, tgt.checkpoint, tgt.run_dir, tgt.status, tgt.config, tgt.log_path)
     dataset = (dataset or dataset_name(scored.text)).strip()
     store.make_eval_id(tgt.run_id, dataset, scored.mode)  # a bad name fails before any write
-    log = evaluation.read_train_log(tgt.log_path)
+    log = read_train_log(tgt.log_path)
     return store.write_eval(
         db,
-        run=evaluation.run_row(tgt, scored.settings, log),
+        run=run_row(tgt, scored.settings, log),
         train_log=log,
         eval_row={"run_id": tgt.run_id, "dataset": dataset, "mode": scored.mode},
         timeout=timeout,

@@ -136,7 +136,7 @@ def diff_html(
 
 
 def gain_html(rows: pd.DataFrame, gain: pd.DataFrame, span: float, names=("base", "other")) -> str:
-    """The text coloured by a per-token nll gain (analysis.queries.nll_gain, `gain` = nll of
+    """The text coloured by a per-token nll gain (analysis.text.nll_gain, `gain` = nll of
     names[0] minus nll of names[1]; blue: names[1] predicts the token better), next to pauses."""
     m = rows[["idx", "token_id", "token", "piece", "gap", "pauses", "expected_pauses"]].merge(
         gain, on=["idx", "token_id"], how="left"

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.store import StoreError
+from cyb_core.errors import UserError, user_message
 
 from . import data
 from .state import CLASS_LABELS
@@ -48,15 +48,16 @@ def chart(fig: go.Figure, key: str) -> None:
 
 @contextmanager
 def problems(error: bool = False) -> Iterator[None]:
-    """Show a store error (unknown evaluation, locked database, ...) as a warning (with
-    `error`, an error box), not a trace; the rest of the block is skipped."""
+    """Show an error the user can fix (unknown evaluation, locked database, a checkpoint that
+    cannot be loaded, ...) as a warning (with `error`, an error box) in the one line the command
+    line prints too, not a trace; the rest of the block is skipped."""
     try:
         yield
-    except StoreError as e:
+    except UserError as e:
         if error:
-            st.error(str(e), icon=":material/error:")
+            st.error(user_message(e), icon=":material/error:")
         else:
-            st.warning(str(e), icon=":material/warning:")
+            st.warning(user_message(e), icon=":material/warning:")
     except duckdb.Error as e:
         st.warning(f"query failed: {str(e).splitlines()[0]}", icon=":material/warning:")
 

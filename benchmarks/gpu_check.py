@@ -37,7 +37,7 @@ from cyb_core import engine, losses, pauses  # noqa: E402
 from cyb_core import model as model_lib  # noqa: E402
 from cyb_core import tokenizer as tok_lib  # noqa: E402
 from cyb_core.dense import dense_eval  # noqa: E402
-from cyb_core.train import step_logits  # noqa: E402
+from cyb_core.forward import step_logits  # noqa: E402
 
 # Qwen2-0.5B's shape as a Llama (random init, tied embeddings, its padded 151936 vocabulary)
 HALF_B = dict(

@@ -7,7 +7,7 @@ The config is TOML:
                                       # recorded in the run's run.json so `cyb eval DIR` uses it too
     db = "data/cyb.duckdb"            # evaluation store; --db and $CYB_DB take precedence
 
-    [defaults]                        # any cyb_core.train.TrainConfig field
+    [defaults]                        # any cyb_core.train_config.TrainConfig field
     init = "data/base"
     tokens = 40000                    # budget of the 1x1 regime, real tokens
     w = 4
@@ -47,11 +47,14 @@ from pathlib import Path
 import torch
 
 from analysis import store
-from analysis.evaluation import load_docs, record_run_id, run_eval
+from analysis.eval_inputs import load_docs
+from analysis.eval_targets import record_run_id
+from analysis.evaluation import run_eval
 from cyb_core import variants
-from cyb_core.distributed import env_world
+from cyb_core.distributed import env_world, resolve_device
 from cyb_core.names import parse_mode
-from cyb_core.train import TrainConfig, resolve_device, train
+from cyb_core.train import train
+from cyb_core.train_config import TrainConfig
 
 REGIMES = {"1x1": (1, 1), "2x1": (2, 1), "1x2": (2, 2), "1x3": (3, 3)}  # (budget x, data x)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -54,9 +54,10 @@ def env_world() -> tuple[int, int, int]:
     )
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """cpu, cuda, cuda:N, mps or auto; any CUDA device under a launcher is GPU LOCAL_RANK
-    (`cuda:0` given to every rank of torchrun would put them all on one GPU).
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """cpu, cuda, cuda:N, mps or auto; any CUDA device under a launcher is GPU `local_rank`
+    (default: the launcher's LOCAL_RANK; `cuda:0` given to every rank of torchrun would put them
+    all on one GPU).
 
     A device this machine lacks is refused here, before any work (ValueError naming the fix).
     """
@@ -75,7 +76,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             "--device cpu"
         )
     if dev.type == "cuda" and env_world()[1] > 1:
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device("cuda", env_world()[2] if local_rank is None else local_rank)
     if dev.type == "cuda" and (
         not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()
     ):

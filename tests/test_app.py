@@ -18,8 +18,8 @@ from test_store_support import token_rows as token_rows_of
 
 from analysis import classes, store, text
 from app import charts, data, downloads, run_charts, state, token_html
-from app import cli as app_cli
 from app.state import Filters
+from cyb.commands import app as app_cli
 
 MAIN = str(ROOT / "app" / "main.py")
 
@@ -502,7 +502,7 @@ def test_chart_builders_handle_empty_frames():
 
 def _parser():
     parser = argparse.ArgumentParser(prog="cyb")
-    app_cli.add_cli(parser.add_subparsers(dest="command"))
+    app_cli.register(parser.add_subparsers(dest="command"))
     return parser
 
 

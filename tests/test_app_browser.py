@@ -45,7 +45,7 @@ sync_api = pytest.importorskip(
 
 from fixtures_app import ROOT, build_db  # noqa: E402
 
-from app.cli import streamlit_command  # noqa: E402
+from cyb.commands.app import streamlit_command  # noqa: E402
 
 ARGS = [
     "--headless",

@@ -21,9 +21,9 @@ from streamlit.testing.v1 import AppTest
 
 from analysis import lookups, store
 from analysis import playground as pg
-from app import cli as app_cli
 from app import token_html
 from cyb.cli import main as cyb_main
+from cyb.commands import app as app_cli
 
 MAIN = str(ROOT / "app" / "main.py")
 TEXT = (
@@ -331,7 +331,7 @@ def test_run_checkpoints_finds_relative_paths(tmp_path, setup):
 
 def test_cli_device(monkeypatch, tmp_path):
     parser = argparse.ArgumentParser(prog="cyb")
-    app_cli.add_cli(parser.add_subparsers(dest="command"))
+    app_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["app", "--db", str(tmp_path / "x.duckdb")])
     assert args.device == "cpu"
     with pytest.raises(SystemExit):
@@ -355,7 +355,7 @@ def test_cli_device(monkeypatch, tmp_path):
 
     if not torch.cuda.is_available():
         args = parser.parse_args(["app", "--db", str(tmp_path / "x.duckdb"), "--device", "cuda"])
-        from cyb_core.cli import CLIError
+        from cyb.parser import CLIError
 
         with pytest.raises(CLIError, match="no such CUDA device"):
             args.func(args)

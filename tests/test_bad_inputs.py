@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from test_store_support import FIXTURE, RUN, make_run, scratch, synthetic_tables
 
-from analysis import store
+from analysis import schema, store
 from cyb.cli import main
 
 BIG = 70_000  # past the first 64 KiB, where a NUL byte used to go unnoticed
@@ -298,7 +298,7 @@ def _db_state(path: Path) -> dict | bytes | None:
     try:
         with duckdb.connect(str(path), read_only=True) as con:
             return {
-                t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in store.TABLES
+                t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in schema.TABLES
             }
     except duckdb.Error:
         return path.read_bytes()
@@ -393,7 +393,7 @@ def test_library_errors_become_one_line_and_bugs_keep_their_traceback(tmp_path):
     from safetensors import SafetensorError
     from transformers import PreTrainedTokenizerFast
 
-    from cyb.errors import user_message
+    from cyb_core.errors import user_message
 
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{bad")

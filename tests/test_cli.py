@@ -133,7 +133,7 @@ def test_extras_split_the_install_and_dev_holds_everything():
     extras = project["optional-dependencies"]
     assert "cyb[all]" in extras["dev"] and "cyb[analysis,app,accelerate]" in extras["all"]
     assert '-e ".[dev]"' in (ROOT / "Makefile").read_text()  # what `make demo` / `make test` run
-    from cyb_core.cli import EXTRA_OF
+    from cyb.parser import EXTRA_OF
 
     named = {re.split(r"[<>=!~\[ ]", d)[0].replace("-", "_") for e in extras.values() for d in e}
     assert set(EXTRA_OF) <= named  # every module the commands check for is in an extra

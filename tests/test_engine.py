@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cyb.cli import add_generate_cli
+from cyb.commands.generate import register as add_generate_cli
 from cyb_core import engine, losses, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib

@@ -159,7 +159,9 @@ def test_killed_experiment_resumes_and_completes_each_run_once(tmp_path):
 def test_a_run_has_one_id_whichever_command_registers_it(tmp_path):
     """The runner records its id in the run directory, `cyb eval DIR` reads it, and `cyb eval ID`
     finds the stored checkpoint of any run id in the database (also one an older version gave)."""
-    from analysis.evaluation import record_run_id, resolve_target, run_eval, run_id_of
+    from analysis.eval_inputs import EvalError
+    from analysis.eval_targets import record_run_id, resolve_target, run_id_of
+    from analysis.evaluation import run_eval
 
     cfg = experiment.load_config(write_config(tmp_path))
     cfg["runs"], cfg["defaults"]["tokens"], cfg["eval"]["max_chars"] = cfg["runs"][:1], 256, 200
@@ -182,7 +184,7 @@ def test_a_run_has_one_id_whichever_command_registers_it(tmp_path):
             ("old-name",),
             ("runs.base-1x1-s0",),
         ]
-    with pytest.raises(store.StoreError, match="no run 'ghost' in"):
+    with pytest.raises(EvalError, match="no run 'ghost' in"):
         resolve_target("ghost", db=db)
     record_run_id(run_dir, "renamed")  # idempotent rewrite, read back
     assert run_id_of(run_dir) == "renamed"

@@ -7,8 +7,11 @@ import pytest
 from test_store_support import RUN, fixture_db, synthetic_tables
 
 from analysis import export, queries, store
-from analysis.cli import KINDS, add_cli
 from analysis.store import StoreError
+from cyb.commands import eval as eval_command
+from cyb.commands import export as export_command
+from cyb.commands.export import KINDS
+from cyb.parser import CLIError
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,11 @@ def test_exports_stay_in_the_named_directory(fixture, tmp_path):
     assert export.export_frame(df, out, "ok", "csv") == (out / "ok.csv").resolve()
 
 
+def add_cli(sub):
+    eval_command.register(sub)
+    export_command.register(sub)
+
+
 def cli(argv):
     p = argparse.ArgumentParser(prog="cyb")
     add_cli(p.add_subparsers(dest="command", required=True))
@@ -170,7 +178,7 @@ def test_cli_eval_and_export(fixture, tmp_path, monkeypatch, capsys):
     assert kw["token_text"].str.strip().tolist() == ["students"]
     with pytest.raises(StoreError, match="no evaluation of run 'ghost'"):
         cli(["export", "tokens", "--run", "ghost", "--out-dir", str(out)])
-    with pytest.raises(StoreError, match="contrast needs --groups"):
+    with pytest.raises(CLIError, match="contrast needs --groups"):
         cli(["export", "contrast", "--run", "tiny-cyb", "--out-dir", str(out)])
     with pytest.raises(StoreError, match="no database"):
         cli(["export", "runs", "--db", str(tmp_path / "none.duckdb"), "--out-dir", str(out)])

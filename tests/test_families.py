@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, pipeline
 
-from cyb_core import data, engine, pauses
+from cyb_core import engine, packing, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.hf import CYBLogitsProcessor, cyb_logits_processor
@@ -159,7 +159,7 @@ def test_family_trains_generates_and_reloads(family, tmp_path):
     n_plain = len(tok)
     bos = tok_lib.bos_ids(tok)
     assert bos == ([tok.bos_token_id] if FAMILIES[family][1][1] else [])
-    stream = data.token_stream(DOCS[:2], tok)  # training text starts with the family's BOS
+    stream = packing.token_stream(DOCS[:2], tok)  # training text starts with the family's BOS
     assert stream[: len(bos)].tolist() == bos and (stream == tok.eos_token_id).sum() == 2
 
     write_corpus(tmp_path / "corpus")
@@ -295,8 +295,8 @@ def test_readme_python_example_prints_what_its_comments_say(capsys, monkeypatch)
 def test_plain_checkpoint_evaluates_with_w_and_psi(tmp_path, capsys):
     import duckdb
 
+    from analysis.eval_inputs import EvalError
     from analysis.evaluation import run_eval
-    from analysis.store import StoreError
 
     save_family("gpt2", tmp_path / "plain")  # n_positions 256, no CYB settings
     (tmp_path / "a.txt").write_text(TEXT[1])
@@ -312,9 +312,9 @@ def test_plain_checkpoint_evaluates_with_w_and_psi(tmp_path, capsys):
     with duckdb.connect(str(tmp_path / "cyb.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT run_id, w_max FROM runs ORDER BY run_id").fetchall()
     assert rows == [("plain", 1), ("plain.w3.psi0.8", 3)]  # the first evaluation is kept
-    with pytest.raises(StoreError, match="--w must be in 1..8"):
+    with pytest.raises(EvalError, match="--w must be in 1..8"):
         run_eval(tmp_path / "plain", w=9, **kw)
-    with pytest.raises(StoreError, match="--seq-len 300 needs 300 positions.*context is 256"):
+    with pytest.raises(EvalError, match="--seq-len 300 needs 300 positions.*context is 256"):
         run_eval(tmp_path / "plain", seq_len=300, **kw)
 
 

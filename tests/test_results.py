@@ -10,6 +10,7 @@ import pytest
 from analysis import classes, results, store
 from analysis.results import seeds
 from cyb import experiment
+from cyb.cli import main as cyb_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "fixture/heldout.d1.c1200"
@@ -115,9 +116,9 @@ def test_crossing_interpolates_between_points():
 
 
 def test_missing_data_is_a_one_line_error(tmp_path, capsys):
-    assert results.main(["render", "--data", str(tmp_path / "nothing")]) == 1
+    assert cyb_main(["results", "render", "--data", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no results data") and "\n" not in err
+    assert err.startswith("cyb results: error: no results data") and "\n" not in err
 
 
 # ----------------------------------------------------------------------------- section 10
@@ -256,7 +257,7 @@ def test_waiting_only_update_keeps_the_other_tables(waiting_built, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(tmp / "data", copy)  # the paper-only collection
     before = {f.name: f.read_bytes() for f in copy.glob("*.parquet")}
-    assert results.main(["collect", "--waiting-only", "--data", str(copy), "--waiting-root",
+    assert cyb_main(["results", "collect", "--waiting-only", "--data", str(copy), "--waiting-root",
                          str(tmp / "runs"), "--waiting-db", str(wdb)]) == 0  # fmt: skip
     after = {f.name: f.read_bytes() for f in copy.glob("*.parquet")}
     assert {k: v for k, v in after.items() if k in before} == before

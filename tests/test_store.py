@@ -15,7 +15,9 @@ import pytest
 from test_store_support import ROOT, RUN, fixture_db, synthetic_tables
 
 from analysis import pos, schema, staging, store
-from analysis.evaluation import load_docs, read_text_file, resolve_target, run_eval
+from analysis.eval_inputs import EvalError, load_docs, read_text_file
+from analysis.eval_targets import resolve_target
+from analysis.evaluation import run_eval
 from analysis.store import StoreError
 
 
@@ -359,10 +361,10 @@ def test_bad_text_files_are_one_line_errors(tmp_path):
     }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(StoreError, match="empty|binary|not UTF-8") as e:
+        with pytest.raises(EvalError, match="empty|binary|not UTF-8") as e:
             read_text_file(tmp_path / name)
         assert "\n" not in str(e.value)
-    with pytest.raises(StoreError, match="no text file"):
+    with pytest.raises(EvalError, match="no text file"):
         read_text_file(tmp_path / "missing.txt")
     (tmp_path / "ok.txt").write_bytes("\ufeffIt wasn't me.\r\n".encode())
     assert load_docs(text=tmp_path / "ok.txt") == (
@@ -374,14 +376,14 @@ def test_bad_text_files_are_one_line_errors(tmp_path):
 def test_bad_targets_and_ids(fixture, tmp_path):
     db, run, _ = fixture
     before = counts(db)
-    with pytest.raises(StoreError, match="no run or checkpoint"):
+    with pytest.raises(EvalError, match="no run or checkpoint"):
         resolve_target(tmp_path / "nope")
-    with pytest.raises(StoreError, match="neither a run directory"):
+    with pytest.raises(EvalError, match="neither a run directory"):
         resolve_target(tmp_path)
     with pytest.raises(StoreError, match="':'"):
         store.make_eval_id("a:b", "heldout", "dense")
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(StoreError, match="empty"):
+    with pytest.raises(EvalError, match="empty"):
         run_eval(run, text=tmp_path / "empty.txt", db=db, progress=False)
     with store.reading(db) as con:
         with pytest.raises(StoreError, match="no evaluation of run 'ghost'"):

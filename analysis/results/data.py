@@ -31,9 +31,7 @@ class Data:
 
     def __init__(self, path: Path, dataset: str = DATASET):
         if not (path / "runs.parquet").exists():
-            raise ResultsError(
-                f"no results data in {path}: run `python -m analysis.results collect` first"
-            )
+            raise ResultsError(f"no results data in {path}: run `cyb results collect` first")
         for f in path.glob("*.parquet"):
             setattr(self, f.stem, pd.read_parquet(f))
         self.dataset = dataset

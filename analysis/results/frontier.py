@@ -171,7 +171,7 @@ def section(d: Data) -> list[str]:
     if ev is None or not len(ev):
         return s + [
             "No frontier experiment collected yet: run `make frontier` (or `cyb experiment "
-            "configs/frontier/<grid>.toml`), then `python -m analysis.results collect --frontier-only` "
+            "configs/frontier/<grid>.toml`), then `cyb results collect --frontier-only` "
             "and `render`.\n"
         ]
     rho = getattr(d, "frontier_spearman", pd.DataFrame(columns=["experiment"]))

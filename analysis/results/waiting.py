@@ -137,7 +137,7 @@ def section(d: Data) -> list[str]:
     if not exps and not len(experiment.text_evals(d, NAME)):
         return s + [
             "No waiting experiment collected yet: run `cyb experiment configs/waiting/<grid>.toml`, "
-            "then `python -m analysis.results collect --waiting-only` and `render`.\n"
+            "then `cyb results collect --waiting-only` and `render`.\n"
         ]
     s.append(INTRO)
     for exp in exps:

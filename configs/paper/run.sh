@@ -23,4 +23,4 @@ con = duckdb.connect(sys.argv[1], read_only=True)
 n = con.execute("SELECT count(*) FROM evals WHERE eval_id = 'base:heldout.c6000:dense' AND status = 'complete'").fetchone()[0]
 sys.exit(0 if n else 1)
 PY
-"$PYTHON" -m analysis.results
+"$CYB" results
