@@ -102,6 +102,11 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
+# the pair whose per-token difference is what pause positions alone are worth (the Text page's
+# gain colouring): no pauses at all, and pauses in context scored at the real token's own step
+NO_PAUSES = next(v.name for v in VARIANTS.values() if v.fixed_w == 1)
+POSITIONS_ONLY = next(v.name for v in VARIANTS.values() if v.readout == "first")
+
 
 def get(name: str) -> Variant:
     if name not in VARIANTS:

@@ -4,6 +4,7 @@ two side by side with their difference."""
 import streamlit as st
 
 from app import data, state, token_html, ui
+from cyb_core import variants
 
 f = state.current()
 st.title("Text")
@@ -17,8 +18,8 @@ def _gain_pair() -> tuple[str, str] | None:
     """(baseline eval, control eval) when the user asks to colour by the control's gain."""
     ev = data.evals(f.src)
     ev = ev[ev["dataset"] == f.dataset]
-    bases = ev[ev["variant"] == "baseline"]["eval_id"].tolist()
-    ctrls = ev[ev["variant"] == "control"]["eval_id"].tolist()
+    bases = ev[ev["variant"] == variants.NO_PAUSES]["eval_id"].tolist()
+    ctrls = ev[ev["variant"] == variants.POSITIONS_ONLY]["eval_id"].tolist()
     if not bases or not ctrls:
         return None
     on = st.toggle(
@@ -75,7 +76,7 @@ with ui.problems():
         left.html(token_html.legend_html(f.w))
         left.html(token_html.text_html(rows, f.w, colour))
         right.markdown(f"**Where positions pay: {base.split(':')[0]} minus {ctrl.split(':')[0]}**")
-        names = ("baseline", "control")
+        names = (variants.NO_PAUSES, variants.POSITIONS_ONLY)
         right.html(token_html.gain_legend_html(2.0, names))
         right.html(token_html.gain_html(rows, g, 2.0, names))
     elif side is None:
