@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cyb.cli import add_generate_cli
-from cyb_core import engine, losses, pauses
+from cyb_core import decoding, engine, losses, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
@@ -199,7 +199,7 @@ def test_recipe1_teacher_forced_reproduces_dense_eval():
     mask = torch.zeros_like(x)
     for b, row in enumerate(ids):  # right padding
         x[b, : len(row)], mask[b, : len(row)] = torch.tensor(row), 1
-    logits = engine.constant_teacher_forced(m, x[:, :-1], mask[:, :-1])  # (B, T, W, V)
+    logits = decoding.constant_teacher_forced(m, x[:, :-1], mask[:, :-1])  # (B, T, W, V)
     q = losses.step_quantities(logits, x[:, 1:], m.dk_id)
     for b, row in enumerate(ids):
         sel, n = res.doc == b, len(row) - 1
@@ -374,11 +374,11 @@ def test_cli_generate(tmp_path, capsys):
 def test_gpu_matches_cpu_without_per_token_syncs(recipe):
     m = tiny_model(3)
     x = torch.tensor([m.tokenizer(DOCS[1], add_special_tokens=False)["input_ids"]])
-    cpu_logits = engine.constant_teacher_forced(m, x)
+    cpu_logits = decoding.constant_teacher_forced(m, x)
     cpu = engine.generate(m, PROMPTS, recipe=recipe, max_new_tokens=8)  # greedy: no near-ties
     m.to("cuda")
     torch.testing.assert_close(
-        engine.constant_teacher_forced(m, x).cpu(), cpu_logits, atol=ATOL, rtol=0
+        decoding.constant_teacher_forced(m, x).cpu(), cpu_logits, atol=ATOL, rtol=0
     )
     gpu = engine.generate(m, PROMPTS, recipe=recipe, max_new_tokens=8)
     assert [(g.token_ids, g.pauses) for g in gpu] == [(g.token_ids, g.pauses) for g in cpu]
