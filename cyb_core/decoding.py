@@ -11,16 +11,61 @@ module docstring describes the recipes and readout policies.
 from __future__ import annotations
 
 import itertools
+import operator
 
 import torch
 from torch import Tensor
 from transformers import DynamicCache, StopStringCriteria
+from transformers.cache_utils import DynamicLayer
 
 from .precision import autocast
 
 
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values (B, H, n, D) are views of buffers with room to grow.
+
+    DynamicLayer appends with torch.cat, copying the whole cache on every call: a decoding step
+    then costs more the longer the cache, and a Recipe 2 row caches 1 + pauses positions per
+    token. Here a step writes its positions in place and the buffers double when full, so a
+    step's cost no longer grows with the cache (beyond attention itself).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._bufs: tuple[Tensor, Tensor] | None = None  # (B, H, room, D) each
+        self._views: tuple[Tensor, Tensor] | None = None  # the keys and values made here
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = self.get_seq_length()
+        new = n + key_states.shape[-2]
+        ours = self._views is not None and all(
+            map(operator.is_, (self.keys, self.values), self._views)
+        )
+        if not ours or new > self._bufs[0].shape[-2]:  # also after a crop or a batch select
+            room, bufs = max(2 * new, 64), []
+            for old, x in ((self.keys, key_states), (self.values, value_states)):
+                bufs.append(x.new_empty((*x.shape[:-2], room, x.shape[-1])))
+                if n:
+                    bufs[-1][..., :n, :] = old
+            self._bufs = tuple(bufs)
+        k, v = self._bufs
+        k[..., n:new, :].copy_(key_states)
+        v[..., n:new, :].copy_(value_states)
+        self.keys, self.values = self._views = k[..., :new, :], v[..., :new, :]
+        return self.keys, self.values
+
+
+def growing_cache(config) -> DynamicCache:
+    """A DynamicCache for `config` whose full-attention layers are GrowingLayers."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() if type(x) is DynamicLayer else x for x in cache.layers]
+    return cache
+
+
 class Context:
-    """A DynamicCache and the 2D attention mask (B, past + new) that must grow with it.
+    """A KV cache (growing_cache) and the 2D attention mask (B, past + new) that must grow with it.
 
     With use_cache=False the whole sequence is kept and recomputed at each call instead (the
     slow reference); either way a call returns the float32 logits of the new positions (of the
@@ -30,7 +75,7 @@ class Context:
 
     def __init__(self, model, use_cache: bool = True, bf16: bool = False):
         self.model, self.use_cache, self.bf16 = model, use_cache, bf16
-        self.cache = DynamicCache(config=model.model.config) if use_cache else None
+        self.cache = growing_cache(model.model.config) if use_cache else None
         self.ids = self.pos = self.mask = None
 
     def __call__(
