@@ -180,11 +180,12 @@ def dense_eval(
         # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
         greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
         B, T, _, V = logits.shape
-        at_stop = logits.gather(2, greedy[:, :, None, None].expand(B, T, 1, V)).squeeze(
-            2
-        )  # (B, T, V), a copy
-        at_stop[..., model.dk_id] = -math.inf
-        correct = at_stop.argmax(-1) == targets
+        # the answer step's logits (B * T, V), a copy: index_select copies whole rows, where a
+        # gather with an index expanded over V computes an address per element
+        at = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
+        at_stop = logits.reshape(B * T * W, V).index_select(0, at)
+        at_stop[:, model.dk_id] = -math.inf
+        correct = at_stop.argmax(-1).view(B, T) == targets
         row = {
             "d": q.log_d[..., :-1].exp(),
             "t": q.log_t.exp(),

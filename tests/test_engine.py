@@ -531,3 +531,22 @@ def test_bad_decoding_options_are_refused_before_work():
     ]:
         with pytest.raises(ValueError, match=msg):
             engine.generate(m, PROMPTS, max_new_tokens=2, **kw)
+
+
+def test_growing_cache_layer_equals_concatenation_through_regrowth_and_batch_select():
+    """decoding.GrowingLayer (in-place appends) against DynamicLayer's torch.cat, the reference."""
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    ours, ref = decoding.GrowingLayer(), DynamicLayer()
+    for n in [5, 1, 1, 60, 1, 3, 100, 1]:  # past the first room of 64 and its doubling
+        k, v = torch.randn(3, 2, n, 4), torch.randn(3, 2, n, 4)
+        got, want = ours.update(k, v), ref.update(k, v)
+        for g, w in zip(got, want, strict=True):
+            assert torch.equal(g, w)
+    keep = torch.tensor([2, 0])
+    ours.batch_select_indices(keep), ref.batch_select_indices(keep)  # rebinds keys and values
+    k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    for g, w in zip(ours.update(k, v), ref.update(k, v), strict=True):
+        assert torch.equal(g, w)
+    assert ours.get_seq_length() == ref.get_seq_length() == 173
