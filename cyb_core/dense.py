@@ -182,8 +182,8 @@ def dense_eval(
         B, T, _, V = logits.shape
         # the answer step's logits (B * T, V), a copy: index_select copies whole rows, where a
         # gather with an index expanded over V computes an address per element
-        at = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
-        at_stop = logits.reshape(B * T * W, V).index_select(0, at)
+        stop_rows = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
+        at_stop = logits.reshape(B * T * W, V).index_select(0, stop_rows)
         at_stop[:, model.dk_id] = -math.inf
         correct = at_stop.argmax(-1).view(B, T) == targets
         row = {
