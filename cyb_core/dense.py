@@ -127,6 +127,54 @@ def doc_windows(docs: list[str], tokenizer, seq_len: int) -> tuple[int, Iterator
     return n, token_windows(tokens, [len(d) for d in docs], tokenizer.eos_token_id, seq_len)
 
 
+def _score_batch(model, chunk: list, readout: str, bf16: bool) -> dict:
+    """Per-token quantities (B, T[, W]) of one batch of windows, on the model's device."""
+    W, pad = model.settings.w, model.pad_id
+    L = max(len(w[2]) for w in chunk)
+    ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+    attn = torch.zeros((len(chunk), L), dtype=torch.long)
+    for r, (_, _, w_ids, _) in enumerate(chunk):
+        ids[r, : len(w_ids)] = torch.tensor(w_ids)
+        attn[r, : len(w_ids)] = 1
+    ids, attn = ids.to(model.device), attn.to(model.device)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    ex = pauses.expand_constant(inputs, W, model.pause_ids, attention_mask=attn[:, :-1])
+    with autocast(model.device, bf16 and model.device.type == "cuda"):
+        logits, _ = model(
+            ex.input_ids,
+            position_ids=ex.position_ids,
+            attention_mask=ex.attention_mask,
+            prior=False,
+        )
+    # (B, T, W, V) without the DK prior, bf16 under autocast: no full-size fp32 copy; the
+    # loss upcasts a chunk at a time and adds the prior in fp32. The argmax below is the
+    # same with or without it (it shifts every column but DK, and DK is excluded).
+    logits = ex.to_steps(logits)
+    q = losses.step_quantities(logits, targets, model.dk_id, psi=model.settings.psi)
+    policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
+    log_s, nll = policy.log_s, -losses.log_p(policy)
+    # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
+    greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
+    B, T, _, V = logits.shape
+    # the answer step's logits (B * T, V), a copy: index_select copies whole rows, where a
+    # gather with an index expanded over V computes an address per element
+    stop_rows = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
+    at_stop = logits.reshape(B * T * W, V).index_select(0, stop_rows)
+    at_stop[:, model.dk_id] = -math.inf
+    correct = at_stop.argmax(-1).view(B, T) == targets
+    return {
+        "d": q.log_d[..., :-1].exp(),
+        "t": q.log_t.exp(),
+        "s": log_s.exp(),
+        "expected_pauses": losses.expected_pauses(log_s),
+        "greedy_pauses": greedy,
+        "nll": nll,
+        "correct": correct,
+        "token_id": inputs,
+        "next_id": targets,
+    }
+
+
 @torch.no_grad()
 def dense_eval(
     model,
@@ -142,7 +190,6 @@ def dense_eval(
     if seq_len < 1 or batch_size < 1:
         raise ValueError(f"seq_len and batch_size must be at least 1, got {seq_len}, {batch_size}")
     model.eval()
-    W, pad = model.settings.w, model.pad_id
     model.check_window(seq_len)
     readout = variants.get(model.settings.variant).readout
     # streamed: windows are cut from compact token arrays one batch at a time, so the memory
@@ -154,49 +201,7 @@ def dense_eval(
     at = 0
     bar = tqdm(total=N, disable=not progress, unit="tok", desc="dense eval")
     while chunk := list(itertools.islice(windows, batch_size)):
-        L = max(len(w[2]) for w in chunk)
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        attn = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, (_, _, w_ids, _) in enumerate(chunk):
-            ids[r, : len(w_ids)] = torch.tensor(w_ids)
-            attn[r, : len(w_ids)] = 1
-        ids, attn = ids.to(model.device), attn.to(model.device)
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        ex = pauses.expand_constant(inputs, W, model.pause_ids, attention_mask=attn[:, :-1])
-        with autocast(model.device, bf16 and model.device.type == "cuda"):
-            logits, _ = model(
-                ex.input_ids,
-                position_ids=ex.position_ids,
-                attention_mask=ex.attention_mask,
-                prior=False,
-            )
-        # (B, T, W, V) without the DK prior, bf16 under autocast: no full-size fp32 copy; the
-        # loss upcasts a chunk at a time and adds the prior in fp32. The argmax below is the
-        # same with or without it (it shifts every column but DK, and DK is excluded).
-        logits = ex.to_steps(logits)
-        q = losses.step_quantities(logits, targets, model.dk_id, psi=model.settings.psi)
-        policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
-        log_s, nll = policy.log_s, -losses.log_p(policy)
-        # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
-        greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
-        B, T, _, V = logits.shape
-        # the answer step's logits (B * T, V), a copy: index_select copies whole rows, where a
-        # gather with an index expanded over V computes an address per element
-        stop_rows = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
-        at_stop = logits.reshape(B * T * W, V).index_select(0, stop_rows)
-        at_stop[:, model.dk_id] = -math.inf
-        correct = at_stop.argmax(-1).view(B, T) == targets
-        row = {
-            "d": q.log_d[..., :-1].exp(),
-            "t": q.log_t.exp(),
-            "s": log_s.exp(),
-            "expected_pauses": losses.expected_pauses(log_s),
-            "greedy_pauses": greedy,
-            "nll": nll,
-            "correct": correct,
-            "token_id": inputs,
-            "next_id": targets,
-        }
+        row = _score_batch(model, chunk, readout, bf16)
         row = {k: v.cpu().numpy() for k, v in row.items()}  # one CPU-GPU sync per batch
         if not out:
             out = {k: np.empty((N, *v.shape[2:]), dtype=v.dtype) for k, v in row.items()}
