@@ -1,10 +1,10 @@
 """Adaptive (Recipe 2) evaluation: teacher-forced, a pause fed only when the model asks.
 
 Every row reads its document one position per step through the Recipe 2 decoding loop of
-cyb_core.engine: the true next token is fed once the model answers, a pause while it says
+cyb_core.decoding: the true next token is fed once the model answers, a pause while it says
 don't-know. Per real token it records the d_i and t_i of the steps taken, the pauses taken,
--log t at the answer step and whether that answer is right, in the EvalResult of
-cyb_core.dense (steps not taken are NaN, s is one-hot at the answer step).
+-log t at the answer step and whether that answer is right, in an EvalResult
+(cyb_core.eval_result) (steps not taken are NaN, s is one-hot at the answer step).
 
     res = adaptive_eval(model, docs)     # EvalResult with `pauses` filled
 """
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .dense import EvalResult, doc_windows
-from .engine import Context, Out, poll_every, run_adaptive, wants_pause
+from .decoding import Context, Out, poll_every, run_adaptive, wants_pause
+from .dense import doc_windows
+from .eval_result import EvalResult
 
 
 class _Record:

@@ -9,8 +9,8 @@ the document, plus a final end-of-text, is a target exactly once. A book-length 
 tokenized in pieces (`doc_tokens`, the same tokens) and its windows are cut lazily a batch at a
 time, so beyond its compact token arrays and results no memory grows with its length.
 
-EvalResult, the per-token result of every evaluation, and `doc_windows`, the way documents are
-cut into contexts, live here too; cyb_core.adaptive (Recipe 2) fills the same structure.
+`doc_windows`, the way documents are cut into contexts, lives here too; the result is an
+EvalResult (cyb_core.eval_result), which cyb_core.adaptive (Recipe 2) fills as well.
 """
 
 from __future__ import annotations
@@ -21,83 +21,15 @@ import math
 import re
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from . import losses, pauses, variants
+from .eval_result import EvalResult
 from .precision import autocast
 from .tokenizer import bos_ids
-
-
-@dataclass
-class EvalResult:
-    """Per real token, N rows in document order; W = the model's steps per token.
-
-    doc: (N,) document index; idx: (N,) position of the input token in its document;
-    token_id / next_id: (N,) input token x_t and target x_{t+1};
-    char_start / char_end: (N,) character span of x_t in its document (end-of-text: empty span);
-    d: (N, W-1) don't-know probabilities of steps 0..W-2 (d_{W-1} = 0 is left out);
-    t: (N, W) target probability at each step, DK renormalised away;
-    s: (N, W) probability that the answer is given at step i;
-    expected_pauses: (N,) sum_i i s_i; greedy_pauses: (N,) first i with d_i < 0.5;
-    nll: (N,) -log p(y); correct: (N,) the non-DK argmax at the greedy stop equals the target;
-    pauses: (N,) pauses in context (adaptive and forced evaluations; None in dense mode).
-
-    Adaptive evaluation (cyb_core.adaptive) fills the same structure: d and t are NaN for the
-    steps it did not take, s is one-hot at the step where it answered, expected and greedy
-    pauses equal `pauses`, and nll is -log t at that step.
-    """
-
-    doc: np.ndarray
-    idx: np.ndarray
-    token_id: np.ndarray
-    next_id: np.ndarray
-    char_start: np.ndarray
-    char_end: np.ndarray
-    d: np.ndarray
-    t: np.ndarray
-    s: np.ndarray
-    expected_pauses: np.ndarray
-    greedy_pauses: np.ndarray
-    nll: np.ndarray
-    correct: np.ndarray
-    pauses: np.ndarray | None = None
-
-    @property
-    def ppl(self) -> float:
-        return math.exp(float(self.nll.mean()))
-
-    @property
-    def positions(self) -> float:
-        """Positions per real token: 1 + the mean pauses in context (dense: W, all of them)."""
-        if self.pauses is None:
-            return float(self.t.shape[1])
-        return 1.0 + float(self.pauses.mean())
-
-    def summary(self) -> dict:
-        return {
-            "n_tokens": len(self.nll),
-            "ppl": self.ppl,
-            "nll": float(self.nll.mean()),
-            "mean_expected_pauses": float(self.expected_pauses.mean()),
-            "mean_greedy_pauses": float(self.greedy_pauses.mean()),
-            "accuracy": float(self.correct.mean()),
-            "positions": self.positions,
-        }
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per token; vector columns (d, t, s) hold lists."""
-        cols = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if v is not None:
-                cols[f.name] = list(v) if v.ndim == 2 else v
-        return pd.DataFrame(cols)
-
 
 TOKENIZE_CHARS = 100_000  # a longer document is tokenized in pieces of about this many characters
 # cut-safety probe: words, contractions, numbers, punctuation, runs of spaces, newlines, non-ASCII
@@ -195,6 +127,54 @@ def doc_windows(docs: list[str], tokenizer, seq_len: int) -> tuple[int, Iterator
     return n, token_windows(tokens, [len(d) for d in docs], tokenizer.eos_token_id, seq_len)
 
 
+def _score_batch(model, chunk: list, readout: str, bf16: bool) -> dict:
+    """Per-token quantities (B, T[, W]) of one batch of windows, on the model's device."""
+    W, pad = model.settings.w, model.pad_id
+    L = max(len(w[2]) for w in chunk)
+    ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+    attn = torch.zeros((len(chunk), L), dtype=torch.long)
+    for r, (_, _, w_ids, _) in enumerate(chunk):
+        ids[r, : len(w_ids)] = torch.tensor(w_ids)
+        attn[r, : len(w_ids)] = 1
+    ids, attn = ids.to(model.device), attn.to(model.device)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    ex = pauses.expand_constant(inputs, W, model.pause_ids, attention_mask=attn[:, :-1])
+    with autocast(model.device, bf16 and model.device.type == "cuda"):
+        logits, _ = model(
+            ex.input_ids,
+            position_ids=ex.position_ids,
+            attention_mask=ex.attention_mask,
+            prior=False,
+        )
+    # (B, T, W, V) without the DK prior, bf16 under autocast: no full-size fp32 copy; the
+    # loss upcasts a chunk at a time and adds the prior in fp32. The argmax below is the
+    # same with or without it (it shifts every column but DK, and DK is excluded).
+    logits = ex.to_steps(logits)
+    q = losses.step_quantities(logits, targets, model.dk_id, psi=model.settings.psi)
+    policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
+    log_s, nll = policy.log_s, -losses.log_p(policy)
+    # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
+    greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
+    B, T, _, V = logits.shape
+    # the answer step's logits (B * T, V), a copy: index_select copies whole rows, where a
+    # gather with an index expanded over V computes an address per element
+    stop_rows = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
+    at_stop = logits.reshape(B * T * W, V).index_select(0, stop_rows)
+    at_stop[:, model.dk_id] = -math.inf
+    correct = at_stop.argmax(-1).view(B, T) == targets
+    return {
+        "d": q.log_d[..., :-1].exp(),
+        "t": q.log_t.exp(),
+        "s": log_s.exp(),
+        "expected_pauses": losses.expected_pauses(log_s),
+        "greedy_pauses": greedy,
+        "nll": nll,
+        "correct": correct,
+        "token_id": inputs,
+        "next_id": targets,
+    }
+
+
 @torch.no_grad()
 def dense_eval(
     model,
@@ -210,7 +190,6 @@ def dense_eval(
     if seq_len < 1 or batch_size < 1:
         raise ValueError(f"seq_len and batch_size must be at least 1, got {seq_len}, {batch_size}")
     model.eval()
-    W, pad = model.settings.w, model.pad_id
     model.check_window(seq_len)
     readout = variants.get(model.settings.variant).readout
     # streamed: windows are cut from compact token arrays one batch at a time, so the memory
@@ -222,48 +201,7 @@ def dense_eval(
     at = 0
     bar = tqdm(total=N, disable=not progress, unit="tok", desc="dense eval")
     while chunk := list(itertools.islice(windows, batch_size)):
-        L = max(len(w[2]) for w in chunk)
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        attn = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, (_, _, w_ids, _) in enumerate(chunk):
-            ids[r, : len(w_ids)] = torch.tensor(w_ids)
-            attn[r, : len(w_ids)] = 1
-        ids, attn = ids.to(model.device), attn.to(model.device)
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        ex = pauses.expand_constant(inputs, W, model.pause_ids, attention_mask=attn[:, :-1])
-        with autocast(model.device, bf16 and model.device.type == "cuda"):
-            logits, _ = model(
-                ex.input_ids,
-                position_ids=ex.position_ids,
-                attention_mask=ex.attention_mask,
-                prior=False,
-            )
-        # (B, T, W, V) without the DK prior, bf16 under autocast: no full-size fp32 copy; the
-        # loss upcasts a chunk at a time and adds the prior in fp32. The argmax below is the
-        # same with or without it (it shifts every column but DK, and DK is excluded).
-        logits = ex.to_steps(logits)
-        q = losses.step_quantities(logits, targets, model.dk_id, psi=model.settings.psi)
-        policy = losses.readout(q, readout)  # tbys answers at the last step, control at step 0
-        log_s, nll = policy.log_s, -losses.log_p(policy)
-        # the step the model answers at: first d < 0.5 under its own stopping, else the fixed step
-        greedy = losses.greedy_pauses(q.log_d) if readout == "own" else log_s.argmax(-1)
-        B, T, _, V = logits.shape
-        at_stop = logits.gather(2, greedy[:, :, None, None].expand(B, T, 1, V)).squeeze(
-            2
-        )  # (B, T, V), a copy
-        at_stop[..., model.dk_id] = -math.inf
-        correct = at_stop.argmax(-1) == targets
-        row = {
-            "d": q.log_d[..., :-1].exp(),
-            "t": q.log_t.exp(),
-            "s": log_s.exp(),
-            "expected_pauses": losses.expected_pauses(log_s),
-            "greedy_pauses": greedy,
-            "nll": nll,
-            "correct": correct,
-            "token_id": inputs,
-            "next_id": targets,
-        }
+        row = _score_batch(model, chunk, readout, bf16)
         row = {k: v.cpu().numpy() for k, v in row.items()}  # one CPU-GPU sync per batch
         if not out:
             out = {k: np.empty((N, *v.shape[2:]), dtype=v.dtype) for k, v in row.items()}

@@ -198,14 +198,14 @@ def rank_world() -> tuple[int, int]:
 def shard_eval(score, model, texts: list[str], progress: bool = True, **kw):
     """Score documents split over the ranks; rank 0 gets the whole result, the others None.
 
-    `score(model, texts, progress=..., **kw)` returns a `cyb_core.dense.EvalResult` (e.g.
+    `score(model, texts, progress=..., **kw)` returns a `cyb_core.eval_result.EvalResult` (e.g.
     `dense_eval`). Each rank scores a contiguous share of the documents; rank 0 gathers the
     shares, shifts their document indices back and concatenates them in document order, so
     the result equals one process scoring all documents. Without a process group: `score` itself.
     """
     import numpy as np
 
-    from .dense import EvalResult
+    from .eval_result import EvalResult
 
     rank, world = rank_world()
     if world == 1:

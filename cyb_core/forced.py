@@ -12,7 +12,7 @@ a token sees the same context either way, so forcing a model's own adaptive coun
 its adaptive evaluation (tests/test_forced.py checks it), and uniform W-1 reproduces the dense
 evaluation read at the last step.
 
-The result fills dense.EvalResult as adaptive evaluation does: d and t NaN at steps not in
+The result fills eval_result.EvalResult as adaptive evaluation does: d and t NaN at steps not in
 context, s one-hot at the read-out step, expected = greedy = `pauses` = the forced count.
 
     res = forced_eval(model, docs, uniform_counts(model, docs, 2))
@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import pauses, vocab
-from .dense import EvalResult, doc_tokens, token_windows
+from .dense import doc_tokens, token_windows
+from .eval_result import EvalResult
 from .precision import autocast
 
 

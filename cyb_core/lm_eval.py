@@ -119,7 +119,7 @@ class CYBLM(HFLM):
     def _adaptive_logp(self, ids: torch.Tensor) -> torch.Tensor:
         from functools import partial
 
-        from .engine import Context, Out, run_adaptive, wants_pause
+        from .decoding import Context, Out, run_adaptive, wants_pause
 
         m = self.cyb
         B, L = ids.shape
@@ -164,7 +164,7 @@ class CYBLM(HFLM):
 
 
 class _AnswerDistribution:
-    """For cyb_core.engine.run_adaptive: (B, L, V) log t_k(v) at the step k each position
+    """For cyb_core.decoding.run_adaptive: (B, L, V) log t_k(v) at the step k each position
     answers, <dont_know> renormalised away; index L of the time axis is a scratch slot."""
 
     def __init__(self, B: int, L: int, V: int, dk_id: int, device):

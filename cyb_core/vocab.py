@@ -111,7 +111,7 @@ def apply_dk_prior(logits: Tensor, dk_id: int, psi: float = 0.9) -> Tensor:
     """Bias logits (..., V) so that DK starts with probability ~psi (method.md section 1).
 
     The bias is added in the logits' dtype: for bf16 logits that rounds it, so the trainer and
-    the evaluators apply the prior in fp32 instead (step_quantities(psi=...), engine.Context).
+    the evaluators apply the prior in fp32 instead (step_quantities(psi=...), decoding.Context).
     """
     dk_prior_bias(logits.shape[-1], psi)  # checks psi
     dev = str(logits.device)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cyb.commands.generate import register as add_generate_cli
-from cyb_core import engine, losses, pauses
+from cyb_core import decoding, engine, losses, pauses
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
@@ -199,7 +199,7 @@ def test_recipe1_teacher_forced_reproduces_dense_eval():
     mask = torch.zeros_like(x)
     for b, row in enumerate(ids):  # right padding
         x[b, : len(row)], mask[b, : len(row)] = torch.tensor(row), 1
-    logits = engine.constant_teacher_forced(m, x[:, :-1], mask[:, :-1])  # (B, T, W, V)
+    logits = decoding.constant_teacher_forced(m, x[:, :-1], mask[:, :-1])  # (B, T, W, V)
     q = losses.step_quantities(logits, x[:, 1:], m.dk_id)
     for b, row in enumerate(ids):
         sel, n = res.doc == b, len(row) - 1
@@ -374,11 +374,11 @@ def test_cli_generate(tmp_path, capsys):
 def test_gpu_matches_cpu_without_per_token_syncs(recipe):
     m = tiny_model(3)
     x = torch.tensor([m.tokenizer(DOCS[1], add_special_tokens=False)["input_ids"]])
-    cpu_logits = engine.constant_teacher_forced(m, x)
+    cpu_logits = decoding.constant_teacher_forced(m, x)
     cpu = engine.generate(m, PROMPTS, recipe=recipe, max_new_tokens=8)  # greedy: no near-ties
     m.to("cuda")
     torch.testing.assert_close(
-        engine.constant_teacher_forced(m, x).cpu(), cpu_logits, atol=ATOL, rtol=0
+        decoding.constant_teacher_forced(m, x).cpu(), cpu_logits, atol=ATOL, rtol=0
     )
     gpu = engine.generate(m, PROMPTS, recipe=recipe, max_new_tokens=8)
     assert [(g.token_ids, g.pauses) for g in gpu] == [(g.token_ids, g.pauses) for g in cpu]
@@ -531,3 +531,22 @@ def test_bad_decoding_options_are_refused_before_work():
     ]:
         with pytest.raises(ValueError, match=msg):
             engine.generate(m, PROMPTS, max_new_tokens=2, **kw)
+
+
+def test_growing_cache_layer_equals_concatenation_through_regrowth_and_batch_select():
+    """decoding.GrowingLayer (in-place appends) against DynamicLayer's torch.cat, the reference."""
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    ours, ref = decoding.GrowingLayer(), DynamicLayer()
+    for n in [5, 1, 1, 60, 1, 3, 100, 1]:  # past the first room of 64 and its doubling
+        k, v = torch.randn(3, 2, n, 4), torch.randn(3, 2, n, 4)
+        got, want = ours.update(k, v), ref.update(k, v)
+        for g, w in zip(got, want, strict=True):
+            assert torch.equal(g, w)
+    keep = torch.tensor([2, 0])
+    ours.batch_select_indices(keep), ref.batch_select_indices(keep)  # rebinds keys and values
+    k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    for g, w in zip(ours.update(k, v), ref.update(k, v), strict=True):
+        assert torch.equal(g, w)
+    assert ours.get_seq_length() == ref.get_seq_length() == 173

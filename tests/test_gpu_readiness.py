@@ -18,7 +18,7 @@ import torch
 from host_conversions import HostConversions
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
-from cyb_core import adaptive, distributed, engine, losses, pauses, vocab
+from cyb_core import adaptive, decoding, distributed, engine, losses, pauses, vocab
 from cyb_core import model as model_lib
 from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
@@ -58,14 +58,14 @@ def tiny(w=3, seed=0, **config):
 @pytest.fixture
 def gpu_polling(monkeypatch):
     """The decoding loops as they run on a GPU: `Out.poll` syncs once per 8 tokens' worth."""
-    real = engine.poll_every
+    real = decoding.poll_every
 
     def as_on_a_gpu(device, steps_per_token=1):
         return real(torch.device("cuda"), steps_per_token)
 
     monkeypatch.setattr(engine, "poll_every", as_on_a_gpu)
     monkeypatch.setattr(adaptive, "poll_every", as_on_a_gpu)
-    return engine.GPU_POLL_EVERY
+    return decoding.GPU_POLL_EVERY
 
 
 # ----------------------------------------------------------------------------- host syncs

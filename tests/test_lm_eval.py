@@ -5,7 +5,7 @@ A W = 1 model scores exactly as lm-eval's own `hf` model: its <dont_know> logit 
 below the rest (GPT-2's final LayerNorm bias gives every hidden state a constant component, and
 the tied DK row reads only that one), so the DK-renormalised softmax of a CYB model and the plain
 softmax of `hf` are the same distribution. With pauses (W = 4), dense scoring is checked
-against the slow reference: one cached W-block per real token (engine.constant_teacher_forced).
+against the slow reference: one cached W-block per real token (decoding.constant_teacher_forced).
 """
 
 import copy
@@ -21,7 +21,7 @@ lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from cyb.cli import main  # noqa: E402
-from cyb_core import engine, losses, variants  # noqa: E402
+from cyb_core import decoding, losses, variants  # noqa: E402
 from cyb_core import model as model_lib  # noqa: E402
 from cyb_core import tokenizer as tok_lib  # noqa: E402
 
@@ -167,7 +167,7 @@ def test_loglikelihood_against_the_slow_reference(setup, w):
     for req, (ll, _) in zip(reqs, got, strict=True):
         ctx, cont = lm._encode_pair(*req.args)
         ids = torch.tensor([ctx + cont])
-        logits = engine.constant_teacher_forced(m, ids[:, :-1]).float()  # (1, T, W, V)
+        logits = decoding.constant_teacher_forced(m, ids[:, :-1]).float()  # (1, T, W, V)
         q = losses.step_quantities(logits, ids[:, 1:], m.dk_id)
         q = losses.readout(q, variants.get(m.settings.variant).readout)
         ref = losses.log_p(q)[0, -len(cont) :].sum().item()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cyb_core.dense import EvalResult
+from cyb_core.eval_result import EvalResult
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "data" / "fixture"
