@@ -17,7 +17,7 @@ from cyb_core.errors import UserError, read_user_text
 DEFAULT_ROOT = Path("data/corpus")
 
 
-class EvalError(UserError):
+class EvalError(UserError, ValueError):
     """An evaluation's input the user can fix: its arguments, checkpoint, run or text."""
 
 
