@@ -52,10 +52,9 @@ def tiny_model(
 ):
     """A random model of the "tiny" preset with CYB settings, in eval mode.
 
-    spread: the standard deviation of fresh random embedding rows, drawn after reseeding torch
-    with `seed`, so that DK and the pauses matter (new_base's rows are tied and near zero);
-    None keeps new_base's rows and leaves the global generator where new_base left it.
-    """
+    spread: the standard deviation of fresh random embedding rows (random, not tied-zero, rows
+    so that DK and the pauses matter), drawn after reseeding torch with `seed`; None keeps
+    new_base's rows and leaves the global generator where new_base left it."""
     from cyb_core import model as model_lib
 
     m = model_lib.new_base(tokenizer(), "tiny", seed=seed)
