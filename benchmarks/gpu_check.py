@@ -1,7 +1,7 @@
 """The first run on a GPU, in one command: `make gpu-check` (python benchmarks/gpu_check.py).
 
 1. The environment: torch build, CUDA version, GPUs.
-2. Every `gpu` test (tests/test_gpu.py and the gpu tests of tests/test_engine.py): training,
+2. Every `gpu` test (tests/test_gpu.py and the gpu tests of tests/test_generate.py): training,
    bf16 vs fp32 losses, --mask-pauses, dense and adaptive evaluation, Recipe 2 training,
    resuming onto a GPU, syncs per token; with --nproc 2 and two GPUs, DDP and FSDP over NCCL.
 3. Timings in bf16 on the `medium` preset and a 0.5B-shaped random model (Qwen2-0.5B's shape):
@@ -84,7 +84,7 @@ def run_pytest(args: list[str], timeout: float) -> bool:
 
 def gpu_tests(nproc: int, timeout: float) -> bool:
     n = torch.cuda.device_count()
-    select = ["-m", "gpu", "tests/test_gpu.py", "tests/test_engine.py"]
+    select = ["-m", "gpu", "tests/test_gpu.py", "tests/test_generate.py"]
     if nproc < 2:
         select += ["-k", "not nccl"]
         say("skipped: DDP/FSDP over NCCL (pass --nproc 2 on a machine with two GPUs)")

@@ -25,9 +25,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from support import FIXTURE, tiny_model, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "data" / "fixture"
 RUNS = {  # name: (variant, w, training tokens, data tokens, seed of the random model)
     "ap-full": ("cyb-ap", 4, 8192, 0, 0),
     "ap-half": ("cyb-ap", 4, 4096, 4096, 1),
@@ -39,25 +38,14 @@ MIXED = "mixed/heldout.c1500"
 ON = {NATURAL: ("ap-full", "ap-half", "tbys-3"), MIXED: ("ap-full", "tbys-3", "base")}
 
 
-def _model(w: int, variant: str, seed: int):
-    from cyb_core import model as model_lib
-    from cyb_core import tokenizer as tok_lib
-
-    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=seed)
-    torch.manual_seed(seed)
-    with torch.no_grad():  # larger random embeddings so DK and the pauses vary across tokens
-        emb = m.model.get_input_embeddings().weight
-        emb.normal_(0, 0.3)
-        emb[m.dk_id] *= 8  # a larger DK logit spread: d_i from near 0 to near 1
-    return m.with_settings(w=w, variant=variant)
-
-
-def make_run(parent: Path, name: str) -> Path:
+def make_app_run(parent: Path, name: str) -> Path:
+    """The run `name` of RUNS, its model with larger random embeddings than tiny_model's, so that
+    DK and the pauses vary across tokens, and a DK row scaled up: d_i from near 0 to near 1."""
     variant, w, tokens, data_tokens, seed = RUNS[name]
-    run = parent / name
-    _model(w, variant, seed).save(run / "final")
+    m = tiny_model(w, variant=variant, seed=seed, spread=0.3)
+    with torch.no_grad():
+        m.model.get_input_embeddings().weight[m.dk_id] *= 8
     cfg = {
-        "out": str(run),
         "init": "data/base",
         "variant": variant,
         "w": w,
@@ -72,7 +60,6 @@ def make_run(parent: Path, name: str) -> Path:
         "lr": 1e-3,
         "seed": 0,
     }
-    (run / "config.json").write_text(json.dumps(cfg))
     steps = tokens // 1024
     log = [
         {
@@ -85,8 +72,7 @@ def make_run(parent: Path, name: str) -> Path:
         }
         for s in range(1, steps + 1)
     ]
-    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    return run
+    return write_run(parent / name, m, cfg, log)
 
 
 def mixed_root(parent: Path) -> Path:
@@ -113,7 +99,7 @@ def build_db() -> tuple[Path, list[str]]:
     atexit.register(shutil.rmtree, tmp, True)
     db = tmp / "cyb.duckdb"
     mixed = mixed_root(tmp)
-    runs = {name: make_run(tmp, name) for name in RUNS}
+    runs = {name: make_app_run(tmp, name) for name in RUNS}
     ids = []
     for dataset, chars, root, docs in ((NATURAL, 3000, FIXTURE, 2), (MIXED, 1500, mixed, None)):
         for name in ON[dataset]:

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from fixtures_app import MIXED, NATURAL, ROOT, build_db, empty_db
+from fixtures_app import MIXED, NATURAL, build_db, empty_db
 from streamlit.testing.v1 import AppTest
-from test_store_support import token_rows as token_rows_of
+from support import ROOT
+from support import token_rows as token_rows_of
 
 from analysis import classes, store, text
 from app import charts, data, downloads, run_charts, state, token_html

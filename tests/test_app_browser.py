@@ -43,7 +43,8 @@ sync_api = pytest.importorskip(
     exc_type=ImportError,
 )
 
-from fixtures_app import ROOT, build_db  # noqa: E402
+from fixtures_app import build_db  # noqa: E402
+from support import ROOT  # noqa: E402
 
 from cyb.commands.app import streamlit_command  # noqa: E402
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_app import ROOT, make_run
+from fixtures_app import make_app_run
 from streamlit.testing.v1 import AppTest
+from support import ROOT
 
 from analysis import lookups, store
 from analysis import playground as pg
@@ -36,7 +37,7 @@ TEXT = (
 def setup():
     """(database, {run name: run directory}, text file) with both runs evaluated on the file."""
     tmp = Path(tempfile.mkdtemp(prefix="cyb-playground-test-"))
-    runs = {name: make_run(tmp, name) for name in ("ap-full", "tbys-3")}
+    runs = {name: make_app_run(tmp, name) for name in ("ap-full", "tbys-3")}
     text = tmp / "sample.txt"
     text.write_text(TEXT)
     db = tmp / "cyb.duckdb"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_store_support import FIXTURE, RUN, make_run, scratch, synthetic_tables
+from support import FIXTURE, RUN, make_run, scratch, synthetic_tables
 
 from analysis import schema, store
 from cyb.cli import main

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from test_store_support import RUN, as_version_3, synthetic_result, tokenizer
+from support import RUN, as_version_3, synthetic_result, tokenizer
 
 from analysis import classes, pos, schema, store, summaries
 from analysis.evaluation import build_tables

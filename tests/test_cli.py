@@ -3,11 +3,9 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
 
 
 def cyb(*args, cwd=ROOT):

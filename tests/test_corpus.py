@@ -4,13 +4,12 @@ import io
 from pathlib import Path
 
 import pytest
+from support import FIXTURE, ROOT
 
 from cyb_core.corpus import CorpusError, chunk, load_split, require_split
 from cyb_core.corpus_build import dedup, split
 from cyb_core.corpus_import import import_corpus
 from cyb_core.corpus_sources import clean_text, detokenize, parse_brown
-
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixture"
 
 BROWN_SNIPPET = (
     "\n\n\tThe/at jury/nn said/vbd ``/`` it's/pps+bez (/( very/ql )/) good/jj ''/'' ,/, "
@@ -293,4 +292,4 @@ def test_missing_splits_name_the_command_that_makes_them(tmp_path):
     with pytest.raises(CorpusError, match="cyb data build"):
         require_split("finetune", tmp_path / "nothing")
     require_split("finetune", FIXTURE)
-    require_split("heldout", Path(__file__).resolve().parents[1] / "data" / "mixed")
+    require_split("heldout", ROOT / "data" / "mixed")

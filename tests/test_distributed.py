@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import ROOT
 
 from cyb_core import distributed
 from cyb_core import model as model_lib
@@ -26,7 +27,6 @@ from cyb_core.forward import evaluate_nll
 from cyb_core.train import train
 from cyb_core.train_config import TrainConfig, lr_at, sample_pause_counts
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FIXTURE = str(ROOT / "data" / "fixture")
 

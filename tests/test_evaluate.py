@@ -1,24 +1,11 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import DOCS, FIXTURE, tiny_model, tokenizer
 
-from cyb_core import model as model_lib
-from cyb_core import tokenizer as tok_lib
 from cyb_core.dense import dense_eval
-
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]
-
-
-def tiny_model(w, variant="cyb-ap", seed=0):
-    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=seed)
-    torch.manual_seed(seed)
-    with torch.no_grad():  # make DK and the pauses matter: random, not tied-zero, rows
-        m.model.get_input_embeddings().weight.normal_(0, 0.2)
-    return m.with_settings(w=w, variant=variant).eval()
 
 
 def reference(m, text):
@@ -71,7 +58,7 @@ def test_windows_and_batching_do_not_change_tokens_seen():
 
 
 def test_baseline_perplexity_is_plain_cross_entropy():
-    m = tiny_model(1, "baseline")
+    m = tiny_model(1, variant="baseline")
     res = dense_eval(m, DOCS[:1], seq_len=64, progress=False)
     ids = torch.tensor([[*m.tokenizer(DOCS[0])["input_ids"], m.eot_id]])
     with torch.no_grad():
@@ -83,7 +70,7 @@ def test_baseline_perplexity_is_plain_cross_entropy():
 
 
 def test_tbys_reads_out_at_last_step():
-    m = tiny_model(3, "tbys")
+    m = tiny_model(3, variant="tbys")
     res = dense_eval(m, DOCS[:1], seq_len=64, progress=False)
     np.testing.assert_allclose(res.nll, -np.log(res.t[:, -1]), rtol=1e-5)
     assert np.all(res.expected_pauses == 2)
@@ -101,8 +88,8 @@ def test_long_documents_are_tokenized_in_pieces_with_the_same_tokens():
     from cyb_core import corpus
     from cyb_core.dense import _cuts, doc_tokens
 
-    tok = tok_lib.load(ROOT / "data" / "tokenizer")
-    text = corpus.load_split("heldout", ROOT / "data" / "fixture")[0]["text"][:6000]
+    tok = tokenizer()
+    text = corpus.load_split("heldout", FIXTURE)[0]["text"][:6000]
     text += " 12 + 345 = 357.\n\n  Two  spaces, tabs\there; \u00fcber \u65e5\u672c\u8a9e."
     whole = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     for size in (17, 50, 400):

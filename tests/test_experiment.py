@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from analysis import store
 from cyb import experiment
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = """
 out = "{out}"

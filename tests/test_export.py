@@ -4,7 +4,7 @@ import conllu
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from test_store_support import RUN, fixture_db, synthetic_tables
+from support import RUN, fixture_db, synthetic_tables
 
 from analysis import export, queries, store
 from analysis.store import StoreError

@@ -10,10 +10,10 @@ generated from through cyb_core.hf's logits processor.
 import gzip
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from support import ROOT
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, pipeline
 
@@ -101,12 +101,7 @@ FAMILIES = {
 QWEN_ROWS = 384  # Qwen2 pads its embeddings past the tokenizer (151936 rows, ~151650 tokens)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def family_tokenizer(eos: str, bos: str | None, pad: str | None) -> PreTrainedTokenizerFast:
@@ -281,9 +276,8 @@ def test_logits_processor_is_the_dk_prior_then_the_bans():
 
 
 def test_readme_python_example_prints_what_its_comments_say(capsys, monkeypatch):
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(root)  # the example names data/base relative to the repository
-    readme = (root / "README.md").read_text()
+    monkeypatch.chdir(ROOT)  # the example names data/base relative to the repository
+    readme = (ROOT / "README.md").read_text()
     code = readme.split("## Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out

@@ -1,30 +1,19 @@
 """Forced evaluation (the placement control) against the evaluations it must reproduce."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
+from support import DOCS, tiny_model
 
 from cyb_core import forced
-from cyb_core import model as model_lib
-from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
 from cyb_core.dense import dense_eval
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]
 ATOL = 1e-5  # one parallel pass vs adaptive's cached step-by-step pass, fp32 (seen: ~1e-7)
-_TOKENIZER = tok_lib.load(ROOT / "data" / "tokenizer")
 
 
 @pytest.fixture
 def model():  # fresh per test: with_settings changes the model it is called on
-    m = model_lib.new_base(_TOKENIZER, "tiny", seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():  # random, not tied-zero, rows so DK and the pauses matter
-        m.model.get_input_embeddings().weight.normal_(0, 0.2)
-    return m.with_settings(w=4, psi=0.9, variant="cyb-ap", recipe="variable").eval()
+    return tiny_model(4).with_settings(recipe="variable")
 
 
 def per_doc(res, values):

@@ -1,15 +1,13 @@
 """The frontier experiments: configs expand as documented, the GPU grid runs at toy scale with
 every evaluation mode, and section 11 is rebuilt from what it collects."""
 
-from pathlib import Path
-
 import pytest
+from support import ROOT, toy_grid
 
 from analysis import store
 from analysis.results import frontier
 from cyb import experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "frontier"
 FORCED = ("adaptive", "shuffled", "uniform0", "uniform1", "uniform2", "uniform3")
 
@@ -49,20 +47,7 @@ def test_the_demo_frontier_shares_the_waiting_demos_text_and_base():
 def test_the_gpu_grid_runs_at_toy_scale_and_section_11_reads_it(tmp_path):
     cfg = experiment.apply_overrides(
         experiment.load_config(CONFIGS / "gpu.toml"),
-        [
-            f"out={tmp_path / 'frontier-gpu'}",
-            "init=scratch:tiny",
-            "tokens=256",
-            "seq_len=16",
-            "batch_size=8",
-            "val_blocks=2",
-            "eval_every=2",
-            "ckpt_every=100",
-            "device=cpu",
-            "eval.max_chars=200",
-            "eval.max_docs=2",
-            "grid.seeds=[0]",
-        ],
+        toy_grid(tmp_path / "frontier-gpu", tokens=256, max_chars=200, max_docs=2),
     )
     db = tmp_path / "frontier-gpu.duckdb"
     only = "(baseline|control-w4|cyb-va-r4321)-"

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import DOCS, ROOT, tiny_model
 from test_distributed import BIN, assert_same_up_to_summation_order
 from test_distributed import config as dist_config
-from test_gpu_readiness import tiny
 from test_train import tiny_config
 
 from cyb_core import losses, pauses
@@ -27,8 +27,6 @@ from cyb_core.adaptive import adaptive_eval
 from cyb_core.dense import dense_eval
 from cyb_core.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]
 pytestmark = pytest.mark.gpu
 
 
@@ -62,7 +60,7 @@ def test_cuda_training_matches_the_cpu_in_fp32_and_runs_in_bf16(tmp_path, recipe
 
 def test_bf16_losses_agree_with_fp32_on_cuda():
     """The bound of test_gpu_readiness.test_bf16_autocast_losses_agree_with_fp32, on CUDA."""
-    m = tiny().to("cuda")
+    m = tiny_model(3, spread=None).to("cuda")
     W = m.settings.w
     ids = torch.randint(10, m.n_tokens - 20, (4, 33), device="cuda")
     ex = pauses.expand_constant(ids[:, :-1], W, m.pause_ids)
@@ -90,7 +88,7 @@ def test_mask_pauses_training_on_cuda(tmp_path):
 
 
 def test_dense_and_adaptive_eval_on_cuda_match_the_cpu():
-    m = tiny()
+    m = tiny_model(3, spread=None)
     with torch.no_grad():
         m.model.get_input_embeddings().weight.normal_(0, 0.2)
     cpu = dense_eval(m, DOCS, seq_len=16, progress=False)
@@ -120,7 +118,7 @@ def cuda_syncs(fn):
 
 def test_adaptive_eval_on_cuda_syncs_far_less_than_once_per_token():
     """Syncs per extra token (a longer text minus a shorter one: setup copies cancel)."""
-    m = tiny().to("cuda")
+    m = tiny_model(3, spread=None).to("cuda")
     got = {}
     for n in (4, 16):
         doc = "Alice didn't know what to say, so she said nothing at all. " * n

@@ -16,42 +16,36 @@ from pathlib import Path
 import pytest
 import torch
 from host_conversions import HostConversions
+from support import ROOT, tiny_model, tokenizer
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
 from cyb_core import adaptive, decoding, distributed, engine, losses, pauses, vocab
 from cyb_core import model as model_lib
-from cyb_core import tokenizer as tok_lib
 from cyb_core.adaptive import adaptive_eval
 from cyb_core.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = tok_lib.load(ROOT / "data" / "tokenizer")
+TOKENIZER = tokenizer()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(w=3, seed=0, **config):
-    """A tiny Llama; `config` overrides (e.g. a large vocabulary, eager attention)."""
+    """A tiny Llama (new_base's rows); `config` overrides (e.g. a large vocabulary, eager
+    attention)."""
     if not config:
-        m = model_lib.new_base(TOKENIZER, "tiny", seed=seed)
-    else:
-        cfg = LlamaConfig(
-            vocab_size=len(TOKENIZER),
-            **model_lib.PRESETS["tiny"],
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-        )
-        for k, v in config.items():
-            setattr(cfg, k, v)
-        torch.manual_seed(seed)
-        m = model_lib.CYBModel(AutoModelForCausalLM.from_config(cfg), TOKENIZER)
+        return tiny_model(w, seed=seed, spread=None)
+    cfg = LlamaConfig(
+        vocab_size=len(TOKENIZER),
+        **model_lib.PRESETS["tiny"],
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    for k, v in config.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(seed)
+    m = model_lib.CYBModel(AutoModelForCausalLM.from_config(cfg), TOKENIZER)
     return m.with_settings(w=w, variant="cyb-ap").eval()
 
 

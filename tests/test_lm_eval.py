@@ -11,10 +11,10 @@ against the slow reference: one cached W-block per real token (decoding.constant
 import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from support import ROOT
 
 lm_eval = pytest.importorskip("lm_eval")
 
@@ -25,7 +25,6 @@ from cyb_core import decoding, losses, variants  # noqa: E402
 from cyb_core import model as model_lib  # noqa: E402
 from cyb_core import tokenizer as tok_lib  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
     ("The cat sat on the", [" mat", " moon", " river"], 0),
     ("It was a bright cold day in", [" April", " the", " clocks"], 0),

@@ -7,14 +7,13 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from cyb.cli import main
 from cyb_core.corpus import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "own-model-and-corpus.md"
 TOY = {  # appended to the page's commands: later flags win in argparse
     "train": "--tokens 1024 --seq-len 32 --batch-size 4 --eval-every 100 --ckpt-every 100 "

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from test_store_support import FIXTURE, ROOT
+from support import FIXTURE, ROOT
 
 from analysis import pos
 from analysis.brown_check import brown_agreement, normalize

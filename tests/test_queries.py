@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from test_store_support import RUN, fixture_db, scratch, synthetic_tables, token_rows
+from support import RUN, fixture_db, scratch, synthetic_tables, token_rows
 
 from analysis import queries as q
 from analysis import store

@@ -2,17 +2,16 @@
 
 import re
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import ROOT
 
 from analysis import classes, results, store
 from analysis.results import seeds
 from cyb import experiment
 from cyb.cli import main as cyb_main
 
-ROOT = Path(__file__).resolve().parents[1]
 DATASET = "fixture/heldout.d1.c1200"
 
 CONFIG = """

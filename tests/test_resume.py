@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import ROOT
 
 from cyb_core import atomic
 from cyb_core import train as train_lib
 from cyb_core.train import train
 from cyb_core.train_config import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(out, **kw) -> TrainConfig:

@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support import FIXTURE, ROOT, make_run, scratch
 from test_bad_inputs import remote_code_checkpoint
-from test_store_support import make_run, scratch
 
 from cyb_core import atomic, corpus, corpus_build, corpus_import, synthetic
 from cyb_core.atomic import FolderBusy, exclusive
 from cyb_core.corpus import CorpusError
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "data" / "fixture"
 CYB = [sys.executable, "-m", "cyb"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -1,10 +1,9 @@
-from pathlib import Path
-
 import pytest
+from support import ROOT
 
 from cyb_core import tokenizer as tok_lib
 
-TOK = tok_lib.load(Path(__file__).resolve().parents[1] / "data" / "tokenizer")
+TOK = tok_lib.load(ROOT / "data" / "tokenizer")
 
 
 @pytest.mark.parametrize("stem", ["wasn", "didn", "isn"])
@@ -44,7 +43,7 @@ def test_our_tokenizers_prepend_nothing(ckpt):
     from cyb_core import model as model_lib
     from cyb_core.packing import token_stream
 
-    path = Path(__file__).resolve().parents[1] / "data" / ckpt
+    path = ROOT / "data" / ckpt
     tok = model_lib._load_tokenizer(path) if ckpt != "tokenizer" else TOK
     assert tok_lib.bos_ids(tok) == []
     texts = ["It wasn't me.", "Alice didn't know."]

@@ -1,16 +1,15 @@
 import json
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from support import ROOT
 
 from cyb_core import model as model_lib
 from cyb_core.train import train
 from cyb_core.train_config import POSITIVE, TrainConfig, lr_at
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = str(ROOT / "data" / "fixture")
 TOKENIZER = str(ROOT / "data" / "tokenizer")
 

@@ -1,19 +1,16 @@
 """The waiting experiments: configs expand as documented, and the GPU grid runs at toy scale."""
 
-from pathlib import Path
+from support import ROOT, tokenizer, toy_grid
 
 from analysis import classes, store
 from cyb import experiment
 from cyb_core import model as model_lib
-from cyb_core import tokenizer as tok_lib
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "waiting"
 
 
 def _params(init: str) -> int:
-    tok = tok_lib.load(ROOT / "data" / "tokenizer")
-    return model_lib.n_params(model_lib.new_base(tok, init.split(":", 1)[1]))
+    return model_lib.n_params(model_lib.new_base(tokenizer(), init.split(":", 1)[1]))
 
 
 HEADLINE = {  # config -> run names whose comparisons carry a claim: >= 3 seeds each
@@ -46,20 +43,7 @@ def test_the_gpu_grid_is_at_least_ten_times_the_cpu_grid():
 def test_the_gpu_grid_runs_at_toy_scale_on_cpu(tmp_path):
     cfg = experiment.apply_overrides(
         experiment.load_config(CONFIGS / "gpu.toml"),
-        [
-            f"out={tmp_path / 'waiting-gpu'}",
-            "init=scratch:tiny",
-            "tokens=512",
-            "seq_len=16",
-            "batch_size=8",
-            "val_blocks=2",
-            "eval_every=2",
-            "ckpt_every=100",
-            "device=cpu",
-            "eval.max_chars=150",
-            "eval.max_docs=12",
-            "grid.seeds=[0]",
-        ],
+        toy_grid(tmp_path / "waiting-gpu", tokens=512, max_chars=150, max_docs=12),
     )
     db = tmp_path / "w.duckdb"
     rows = list(experiment.run(cfg, db=str(db), progress=False, only="(baseline|cyb-ap-time)-"))

@@ -1,4 +1,4 @@
-"""Shared builders for the store/pos/queries/export tests (no tests here).
+"""Shared test helpers (no tests here): paths, tiny models, run directories, references.
 
 Everything expensive is built once per test process: the tiny run (a random W = 3 model
 saved as runs/<name>/final with config.json and log.jsonl), its dense evaluation on the
@@ -22,6 +22,11 @@ from cyb_core.eval_result import EvalResult
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "data" / "fixture"
 MAX_CHARS = 1500  # per fixture document: ~2,000 tokens in all
+PROMPTS = ["The cat", "Alice didn't know what to say to the", "Yes"]  # different lengths
+DOCS = ["The patients wasn't happy, but they won.", "Alice didn't know. " * 6, "Yes."]
+SHORT_DOCS = [DOCS[0], "Alice didn't know. " * 4, DOCS[2]]  # the decoding tests': fewer tokens
+# Rows that pause differently: the tiny model's d spreads around this value.
+VARIED = dict(readout="threshold", dk_threshold=0.08)
 
 
 def scratch() -> Path:
@@ -30,23 +35,67 @@ def scratch() -> Path:
     return d
 
 
-def tiny_model(w: int = 3, variant: str = "cyb-ap"):
-    from cyb_core import model as model_lib
+@functools.lru_cache(maxsize=1)
+def tokenizer():
     from cyb_core import tokenizer as tok_lib
 
-    m = model_lib.new_base(tok_lib.load(ROOT / "data" / "tokenizer"), "tiny", seed=0)
-    torch.manual_seed(0)
-    with torch.no_grad():  # random, untied-looking rows so DK and the pauses vary
-        m.model.get_input_embeddings().weight.normal_(0, 0.2)
-    return m.with_settings(w=w, variant=variant)
+    return tok_lib.load(ROOT / "data" / "tokenizer")
+
+
+def tiny_model(
+    w: int = 3,
+    *,
+    variant: str = "cyb-ap",
+    psi: float = 0.9,
+    seed: int = 0,
+    spread: float | None = 0.2,
+):
+    """A random model of the "tiny" preset with CYB settings, in eval mode.
+
+    spread: the standard deviation of fresh random embedding rows (random, not tied-zero, rows
+    so that DK and the pauses matter), drawn after reseeding torch with `seed`; None keeps
+    new_base's rows and leaves the global generator where new_base left it."""
+    from cyb_core import model as model_lib
+
+    m = model_lib.new_base(tokenizer(), "tiny", seed=seed)
+    if spread is not None:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            m.model.get_input_embeddings().weight.normal_(0, spread)
+    return m.with_settings(w=w, psi=psi, variant=variant).eval()
+
+
+def toy_grid(out: Path, *, tokens: int, max_chars: int, max_docs: int) -> list[str]:
+    """Overrides that run an experiment grid at toy scale on the CPU: a tiny model from scratch,
+    a few steps of 8 x 16 tokens, one seed, a small evaluation."""
+    return [
+        f"out={out}",
+        "init=scratch:tiny",
+        f"tokens={tokens}",
+        "seq_len=16",
+        "batch_size=8",
+        "val_blocks=2",
+        "eval_every=2",
+        "ckpt_every=100",
+        "device=cpu",
+        f"eval.max_chars={max_chars}",
+        f"eval.max_docs={max_docs}",
+        "grid.seeds=[0]",
+    ]
+
+
+def write_run(run: Path, model, config: dict, log: list[dict], tail: str = "") -> Path:
+    """A run directory as `cyb train` leaves it: final/ (the model), config.json (`config`, with
+    "out" the run directory first) and log.jsonl (one line per row of `log`, then `tail`)."""
+    model.save(run / "final")
+    (run / "config.json").write_text(json.dumps({"out": str(run), **config}))
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log) + tail)
+    return run
 
 
 def make_run(parent: Path, name: str = "tiny-cyb", w: int = 3, variant: str = "cyb-ap") -> Path:
-    """A run directory as `cyb train` leaves it: config.json, log.jsonl, final/."""
-    run = parent / name
-    tiny_model(w, variant).save(run / "final")
+    """A tiny random run whose log ends in a torn line."""
     cfg = {
-        "out": str(run),
         "init": "data/base",
         "variant": variant,
         "w": w,
@@ -55,7 +104,6 @@ def make_run(parent: Path, name: str = "tiny-cyb", w: int = 3, variant: str = "c
         "tokens": 4096,
         "hparams": {"omega": "0:0:1"},
     }
-    (run / "config.json").write_text(json.dumps(cfg))
     log = [
         {
             "step": s,
@@ -67,10 +115,7 @@ def make_run(parent: Path, name: str = "tiny-cyb", w: int = 3, variant: str = "c
         }
         for s in range(1, 5)
     ]
-    (run / "log.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in log) + '{"step": 5, "tok'
-    )  # torn line
-    return run
+    return write_run(parent / name, tiny_model(w, variant=variant), cfg, log, '{"step": 5, "tok')
 
 
 @functools.lru_cache(maxsize=1)
@@ -143,13 +188,6 @@ RUN = {  # a runs row for synthetic evaluations
     "base": None,
     "status": "checkpoint",
 }
-
-
-@functools.lru_cache(maxsize=1)
-def tokenizer():
-    from cyb_core import tokenizer as tok_lib
-
-    return tok_lib.load(ROOT / "data" / "tokenizer")
 
 
 def synthetic_tables(adaptive: bool = False, w: int = 3, seed: int = 0):
