@@ -36,7 +36,9 @@ from . import summaries
 from .schema import (
     POSITIONS,
     SCHEMA_VERSION,
+    WORD_COLUMNS,
     StoreError,
+    add_words,
     apply_schema,
     check_version,
     lean_tokens,
@@ -45,7 +47,7 @@ from .schema import (
 from .staging import STAGING, clean_stale, sql_string, stage_tokens
 
 DEFAULT_DB = Path("data/cyb.duckdb")
-EVAL_TABLES = ("token_rows", "vocab", "words", "docs")  # rows keyed by eval_id
+EVAL_TABLES = ("token_rows", "vocab", "docs")  # rows keyed by eval_id
 RUN_COLUMNS = tuple("run_id variant recipe w_max params seed train_tokens base status".split())
 _ID = re.compile(r"[^:\s]+")
 
@@ -277,11 +279,10 @@ def _load(
         )
     for table in (*EVAL_TABLES, *summaries.SUMMARY_TABLES, "evals"):  # constants only
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
-    for table in ("words", "docs"):
-        con.execute(
-            f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
-            [eid, str(stage / f"{table}.parquet")],
-        )
+    con.execute(
+        "INSERT INTO docs BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
+        [eid, str(stage / "docs.parquet")],
+    )
     path = str(stage / "tokens.parquet")
     columns = pq.read_schema(path).names
     source = f"(SELECT '{sql_string(eid)}' AS eval_id, * FROM read_parquet('{sql_string(path)}'))"
@@ -295,6 +296,10 @@ def _load(
         f"FROM read_parquet('{sql_string(path)}')",
         [eid, *(eval_row[k] for k in ("run_id", "dataset", "mode")), now, run.get("w_max") or 1],
     )
+    words = (
+        f"(SELECT {WORD_COLUMNS} FROM read_parquet('{sql_string(str(stage / 'words.parquet'))}'))"
+    )
+    add_words(con, eid, f"(SELECT * FROM docs WHERE eval_id = '{sql_string(eid)}')", words)
     summaries.refresh(con, eid)
 
 

@@ -116,7 +116,7 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     db, eid, _, _ = stored
     old = tmp_path / "v1.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with duckdb.connect(str(old)) as con:
         con.execute("ALTER TABLE tokens DROP COLUMN token_class")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -145,7 +145,7 @@ def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v2.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with duckdb.connect(str(old)) as con:
         want = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
         con.execute("ALTER TABLE evals DROP COLUMN positions")
@@ -164,7 +164,7 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v3.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with pytest.raises(store.StoreError, match="schema version 3.*upgrades it"):
         store.connect_read(old)
     store.upgrade(old)
@@ -178,8 +178,28 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
             )
         for query in (classes.class_summary, classes.class_calibration):
             pd.testing.assert_frame_equal(query(con, eid), query(ref, eid))
-        key = "SELECT tokens_key FROM evals"
-        assert con.execute(key).fetchall() == ref.execute(key).fetchall() != [(None,)]
+        for table in ("words", "docs"):
+            order = "eval_id, doc_id, widx" if table == "words" else "ALL"
+            got = con.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            pd.testing.assert_frame_equal(
+                got, ref.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            )
+        key = "SELECT tokens_key, text_key FROM evals"
+        assert con.execute(key).fetchall() == ref.execute(key).fetchall()
+        assert None not in con.execute(key).fetchall()[0]
+
+
+def as_v3(path) -> None:
+    """as_version_3, and the words as version 3 stored them: one table keyed by eval_id."""
+    import duckdb
+
+    as_version_3(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE words_old AS SELECT * FROM words")
+        con.execute("DROP VIEW words")
+        con.execute("DROP TABLE text_words")
+        con.execute("ALTER TABLE words_old RENAME TO words")
+        con.execute("ALTER TABLE evals DROP COLUMN text_key")
 
 
 def build_tables_again():

@@ -65,7 +65,7 @@ def test_schema_applied_twice_is_a_noop(fixture, tmp_path):
         assert schema.schema_version(con) == schema.SCHEMA_VERSION
         assert {
             r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        } == {*schema.TABLES, "tokens"}  # tokens: the view over token_rows
+        } == {*schema.TABLES, *schema.VIEWS}
 
 
 def test_other_schema_version_and_foreign_database_are_refused(fixture, tmp_path):
