@@ -48,6 +48,9 @@ from .staging import STAGING, clean_stale, sql_string, stage_tokens
 
 DEFAULT_DB = Path("data/cyb.duckdb")
 EVAL_TABLES = ("token_rows", "vocab", "docs")  # rows keyed by eval_id
+# DuckDB's memory on the writer's connection: beyond it the rank sorts of the summaries spill
+# to disk (<db>.tmp), so a write's memory does not grow with the evaluation
+WRITE_MEMORY = "1GB"
 RUN_COLUMNS = tuple("run_id variant recipe w_max params seed train_tokens base status".split())
 _ID = re.compile(r"[^:\s]+")
 
@@ -240,6 +243,7 @@ def write_eval(
             pq.write_table(table, stage / f"{name}.parquet")
         now = datetime.now(timezone.utc).replace(tzinfo=None)  # noqa: UP017 - datetime.UTC is 3.11+
         with connect_write(db_path, timeout) as con:
+            con.execute(f"SET memory_limit = '{WRITE_MEMORY}'")
             con.begin()
             try:
                 _load(con, eid, run, eval_row, stage, train_log is not None, now)

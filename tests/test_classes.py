@@ -88,6 +88,32 @@ def test_partial_spearman_matches_pandas(stored):
         assert row.mean_gain == pytest.approx(y.mean(), abs=1e-6)  # t stored in float32
 
 
+def test_calibration_of_one_class_matches_the_general_ranks(stored, tmp_path):
+    """An evaluation of one class reuses the class's ranks for the overall row (fewer sorts):
+    the same numbers as ranking the overall rows and the class apart."""
+    import shutil
+
+    import duckdb
+
+    db, eid, result, _ = stored
+    copy = tmp_path / "one.duckdb"
+    shutil.copy(db, copy)
+    order = "SELECT * EXCLUDE (eval_id) FROM calibration ORDER BY token_class NULLS FIRST, step"
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE token_rows SET token_class = 'natural'")
+        summaries.refresh(con, eid)  # one class: the shared ranks
+        fast = con.execute(order).df()
+        con.execute("DELETE FROM calibration")
+        summaries.calibrate(con, eid, one_class=False)
+        general = con.execute(order).df()
+    assert list(fast["token_class"]) == [None, None, "natural", "natural"]
+    pd.testing.assert_frame_equal(fast, general, rtol=1e-12)
+    for i in (0, 1):  # and both are Spearman on every row
+        x, y = result.d[:, i], result.t[:, i + 1] - result.t[:, i]
+        ref = pd.Series(x).rank().corr(pd.Series(y).rank())
+        assert fast.loc[i, "spearman"] == pytest.approx(ref, abs=1e-6)
+
+
 def test_evaluations_without_classes_are_refused(stored, tmp_path):
     db, eid, _, _ = stored
     import shutil
