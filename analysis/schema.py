@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from cyb_core.errors import UserError
 
 from . import summaries
@@ -72,6 +74,19 @@ def lean_tokens(source: str, columns) -> tuple[str, str]:
     return rows, vocab
 
 
+def load_rows(con, eval_id: str, docs: str, tokens: str) -> None:
+    """Insert one evaluation's docs and its token rows in the stored layout (lean_tokens) from
+    Parquet files (paths) with the columns of docs and of the view `tokens`, less eval_id."""
+    con.execute(
+        "INSERT INTO docs BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)", [eval_id, docs]
+    )
+    source = (
+        f"(SELECT '{sql_string(eval_id)}' AS eval_id, * FROM read_parquet('{sql_string(tokens)}'))"
+    )
+    for statement in lean_tokens(source, pq.read_schema(tokens).names):
+        con.execute(statement)
+
+
 def _to_version_4(con) -> None:
     """The lean layout: token_rows + vocab behind the view `tokens`, each text's words once
     (text_words behind the view `words`), and the summaries."""
@@ -86,16 +101,18 @@ def _to_version_4(con) -> None:
         con.execute(statement)
     con.execute("DROP TABLE tokens_v3")
     for (eid,) in con.execute("SELECT eval_id FROM evals ORDER BY eval_id").fetchall():
-        words = f"(SELECT {WORD_COLUMNS} FROM words_v3 WHERE eval_id = '{sql_string(eid)}')"
-        add_words(con, eid, f"(SELECT * FROM docs WHERE eval_id = '{sql_string(eid)}')", words)
+        add_words(
+            con, eid, f"(SELECT {WORD_COLUMNS} FROM words_v3 WHERE eval_id = '{sql_string(eid)}')"
+        )
     con.execute("DROP TABLE words_v3")
     summaries.refresh_all(con)
 
 
-def add_words(con, eval_id: str, docs: str, words: str) -> None:
-    """Set evals.text_key of `eval_id` from its `docs` and `words` (relations: doc_id, text;
+def add_words(con, eval_id: str, words: str) -> None:
+    """Set evals.text_key of `eval_id` from its stored docs and its `words` (a relation with
     the columns WORD_COLUMNS) and store the words unless an evaluation of the same text did;
     drop the words no evaluation refers to any more (the text of a replaced evaluation)."""
+    docs = f"(SELECT doc_id, text FROM docs WHERE eval_id = '{sql_string(eval_id)}')"
     key = TEXT_KEY.format(d=docs, w=words)
     con.execute(f"UPDATE evals SET text_key = {key} WHERE eval_id = ?", [eval_id])
     con.execute(

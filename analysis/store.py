@@ -41,7 +41,7 @@ from .schema import (
     add_words,
     apply_schema,
     check_version,
-    lean_tokens,
+    load_rows,
     schema_version,
 )
 from .staging import STAGING, clean_stale, sql_string, stage_tokens
@@ -267,9 +267,7 @@ def _load(
 ) -> None:
     values = [run.get(c) for c in RUN_COLUMNS]
     values[4] = json.dumps(run.get("params") or {})
-    updates = ", ".join(
-        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:]
-    )  # created_at: first time seen
+    updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])  # created_at: kept
     con.execute(
         f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, created_at) VALUES ({', '.join('?' * len(RUN_COLUMNS))}, ?) "
         f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
@@ -283,15 +281,8 @@ def _load(
         )
     for table in (*EVAL_TABLES, *summaries.SUMMARY_TABLES, "evals"):  # constants only
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
-    con.execute(
-        "INSERT INTO docs BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
-        [eid, str(stage / "docs.parquet")],
-    )
     path = str(stage / "tokens.parquet")
-    columns = pq.read_schema(path).names
-    source = f"(SELECT '{sql_string(eid)}' AS eval_id, * FROM read_parquet('{sql_string(path)}'))"
-    for statement in lean_tokens(source, columns):
-        con.execute(statement)
+    load_rows(con, eid, str(stage / "docs.parquet"), path)
     # the evaluation's own numbers from the rows as they came (before single precision)
     con.execute(
         "INSERT INTO evals (eval_id, run_id, dataset, mode, n_tokens, ppl, mean_expected_pauses, "
@@ -300,10 +291,8 @@ def _load(
         f"FROM read_parquet('{sql_string(path)}')",
         [eid, *(eval_row[k] for k in ("run_id", "dataset", "mode")), now, run.get("w_max") or 1],
     )
-    words = (
-        f"(SELECT {WORD_COLUMNS} FROM read_parquet('{sql_string(str(stage / 'words.parquet'))}'))"
-    )
-    add_words(con, eid, f"(SELECT * FROM docs WHERE eval_id = '{sql_string(eid)}')", words)
+    words = sql_string(str(stage / "words.parquet"))
+    add_words(con, eid, f"(SELECT {WORD_COLUMNS} FROM read_parquet('{words}'))")
     summaries.refresh(con, eid)
 
 
