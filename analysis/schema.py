@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from cyb_core.errors import UserError
 
 from . import summaries
+from .staging import sql_string
 
 SCHEMA_VERSION = 4
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
@@ -19,16 +22,33 @@ TABLES = (
     "train_log",
     "evals",
     "docs",
-    "words",
+    "text_words",
     "token_rows",
     "vocab",
     *summaries.SUMMARY_TABLES,
 )
+VIEWS = ("tokens", "words")  # the rows as stored before version 4, over token_rows, text_words
 # positions per real token of an evaluation: 1 + the pauses in context per token where they
 # were placed per token (adaptive, shuffled, uniformK), else W (dense: W-1 after every token)
 POSITIONS = """CASE WHEN count(pauses) = count(*) AND count(*) > 0 THEN 1 + avg(pauses) END"""
 # Columns an incoming token row may lack (rows written by older code): stored as NULL.
 OPTIONAL = ("pauses", "token_class")
+# The stored columns of token_rows (expected_pauses, computed from s, is not one of them).
+TOKEN_ROWS = tuple(
+    """eval_id doc_id idx token_id next_id char_start char_len word upos tag morph word_start
+    dk t s greedy_pauses pauses nll correct token_class""".split()
+)
+# The columns of text_words after text_key, from a relation with the columns of the view `words`
+WORD_COLUMNS = """doc_id::VARCHAR AS doc_id, widx::INTEGER AS widx, char_start::INTEGER AS char_start,
+    (char_end - char_start)::INTEGER AS char_len, word::VARCHAR AS word, upos::VARCHAR AS upos,
+    tag::VARCHAR AS tag, morph::VARCHAR AS morph, sent_start::BOOLEAN AS sent_start,
+    space_after::BOOLEAN AS space_after"""
+# evals.text_key of an evaluation from its docs (`d`: doc_id, text) and words (`w`: columns
+# WORD_COLUMNS; both relations of that evaluation alone): a sum of row hashes, which does not
+# depend on the order the rows come in (each row holds its position).
+TEXT_KEY = """(SELECT coalesce(sum(hash(doc_id::VARCHAR, text::VARCHAR)), 0) FROM {d})::HUGEINT
+    + (SELECT coalesce(sum(hash(doc_id, widx, char_start, char_len, word, upos, tag, morph,
+                                sent_start, space_after)), 0) FROM {w})"""
 
 
 class StoreError(UserError, ValueError):
@@ -40,12 +60,11 @@ def lean_tokens(source: str, columns) -> tuple[str, str]:
     eval_id and the columns of the `tokens` view (`columns`: the ones it has): single
     precision, small integers, char_end as a length, the token strings once per id."""
     col = {c: (c if c in columns else "NULL") for c in OPTIONAL}
-    rows = f"""INSERT INTO token_rows
+    rows = f"""INSERT INTO token_rows ({", ".join(TOKEN_ROWS)})
         SELECT eval_id, doc_id, idx, token_id, next_id, char_start,
                (char_end - char_start)::USMALLINT, word, upos, tag, morph, word_start,
-               dk::FLOAT[], t::FLOAT[], s::FLOAT[], expected_pauses::FLOAT,
-               greedy_pauses::USMALLINT, {col["pauses"]}::USMALLINT, nll::FLOAT, correct,
-               {col["token_class"]}::VARCHAR
+               dk::FLOAT[], t::FLOAT[], s::FLOAT[], greedy_pauses::USMALLINT,
+               {col["pauses"]}::USMALLINT, nll::FLOAT, correct, {col["token_class"]}::VARCHAR
         FROM {source}"""
     vocab = f"""INSERT INTO vocab
         SELECT eval_id, id, any_value(tok) FROM (
@@ -55,8 +74,22 @@ def lean_tokens(source: str, columns) -> tuple[str, str]:
     return rows, vocab
 
 
+def load_rows(con, eval_id: str, docs: str, tokens: str) -> None:
+    """Insert one evaluation's docs and its token rows in the stored layout (lean_tokens) from
+    Parquet files (paths) with the columns of docs and of the view `tokens`, less eval_id."""
+    con.execute(
+        "INSERT INTO docs BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)", [eval_id, docs]
+    )
+    source = (
+        f"(SELECT '{sql_string(eval_id)}' AS eval_id, * FROM read_parquet('{sql_string(tokens)}'))"
+    )
+    for statement in lean_tokens(source, pq.read_schema(tokens).names):
+        con.execute(statement)
+
+
 def _to_version_4(con) -> None:
-    """The lean layout: token_rows + vocab behind the view `tokens`, and the summaries."""
+    """The lean layout: token_rows + vocab behind the view `tokens`, each text's words once
+    (text_words behind the view `words`), and the summaries."""
     columns = {
         r[0]
         for r in con.execute(
@@ -67,7 +100,31 @@ def _to_version_4(con) -> None:
     for statement in lean_tokens("tokens_v3", columns):
         con.execute(statement)
     con.execute("DROP TABLE tokens_v3")
+    for (eid,) in con.execute("SELECT eval_id FROM evals ORDER BY eval_id").fetchall():
+        add_words(
+            con, eid, f"(SELECT {WORD_COLUMNS} FROM words_v3 WHERE eval_id = '{sql_string(eid)}')"
+        )
+    con.execute("DROP TABLE words_v3")
     summaries.refresh_all(con)
+
+
+def add_words(con, eval_id: str, words: str) -> None:
+    """Set evals.text_key of `eval_id` from its stored docs and its `words` (a relation with
+    the columns WORD_COLUMNS) and store the words unless an evaluation of the same text did;
+    drop the words no evaluation refers to any more (the text of a replaced evaluation)."""
+    docs = f"(SELECT doc_id, text FROM docs WHERE eval_id = '{sql_string(eval_id)}')"
+    key = TEXT_KEY.format(d=docs, w=words)
+    con.execute(f"UPDATE evals SET text_key = {key} WHERE eval_id = ?", [eval_id])
+    con.execute(
+        f"""INSERT INTO text_words SELECT e.text_key, w.* FROM {words} w, evals e
+            WHERE e.eval_id = ? AND NOT EXISTS (
+                SELECT 1 FROM text_words t WHERE t.text_key = e.text_key)""",
+        [eval_id],
+    )
+    con.execute(
+        "DELETE FROM text_words WHERE text_key NOT IN "
+        "(SELECT text_key FROM evals WHERE text_key IS NOT NULL)"
+    )
 
 
 # Each older version -> statements (or functions of the connection) that bring it one version
@@ -82,7 +139,9 @@ MIGRATIONS = {
     ),
     3: (
         "ALTER TABLE tokens RENAME TO tokens_v3",
+        "ALTER TABLE words RENAME TO words_v3",
         "ALTER TABLE evals ADD COLUMN IF NOT EXISTS tokens_key HUGEINT",
+        "ALTER TABLE evals ADD COLUMN IF NOT EXISTS text_key HUGEINT",
         _to_version_4,
     ),
 }

@@ -44,8 +44,10 @@ CREATE TABLE IF NOT EXISTS evals (
     created_at TIMESTAMP,
     positions DOUBLE,                 -- positions per real token: 1 + mean pauses in context
                                       -- (dense: W). Added in schema version 3.
-    tokens_key HUGEINT                -- fingerprint of the rows' (doc_id, idx, token_id) in order:
+    tokens_key HUGEINT,               -- fingerprint of the rows' (doc_id, idx, token_id) in order:
                                       -- equal for evaluations of the same tokens. Version 4.
+    text_key HUGEINT                  -- fingerprint of the evaluated documents and their words
+                                      -- (text_words): equal for evaluations of the same text. Version 4.
 );
 
 CREATE TABLE IF NOT EXISTS docs (
@@ -55,12 +57,14 @@ CREATE TABLE IF NOT EXISTS docs (
 );
 
 -- spaCy tokens of the evaluated text (whitespace tokens left out): the CoNLL-U export's words.
-CREATE TABLE IF NOT EXISTS words (
-    eval_id VARCHAR,
+-- Stored once per text (evals.text_key), shared by every evaluation of that text; read them
+-- through the view `words` below, one row per evaluation and word as before version 4.
+CREATE TABLE IF NOT EXISTS text_words (
+    text_key HUGEINT,
     doc_id VARCHAR,
     widx INTEGER,                     -- position of the word in its document
     char_start INTEGER,
-    char_end INTEGER,
+    char_len INTEGER,                 -- char_end - char_start
     word VARCHAR,
     upos VARCHAR,
     tag VARCHAR,
@@ -69,10 +73,16 @@ CREATE TABLE IF NOT EXISTS words (
     space_after BOOLEAN
 );
 
+CREATE VIEW IF NOT EXISTS words AS
+SELECT e.eval_id, w.doc_id, w.widx, w.char_start, w.char_start + w.char_len AS char_end, w.word,
+       w.upos, w.tag, w.morph, w.sent_start, w.space_after
+FROM evals e JOIN text_words w ON w.text_key = e.text_key;
+
 -- One row per real input token x_t; its pauses come after it, next_id x_{t+1} is the target.
 -- Read it through the view `tokens` below, which adds the decoded tokens and char_end.
 -- Schema version 4 made it lean: single precision for probabilities and losses (the model
--- computes them in fp32 or bf16), small integers, and no column that can be derived.
+-- computes them in fp32 or bf16), small integers, and no column that can be derived
+-- (expected_pauses is computed from s when read: not stored).
 CREATE TABLE IF NOT EXISTS token_rows (
     eval_id VARCHAR,
     doc_id VARCHAR,
@@ -89,7 +99,8 @@ CREATE TABLE IF NOT EXISTS token_rows (
     dk FLOAT[],                       -- d_0..d_{W-2}; adaptive: NULL for steps not taken
     t FLOAT[],                        -- t_0..t_{W-1}; adaptive: NULL for steps not taken
     s FLOAT[],                        -- s_0..s_{W-1}; adaptive: one-hot at the answer step
-    expected_pauses FLOAT,
+    expected_pauses FLOAT GENERATED ALWAYS AS (list_dot_product(s, range(len(s))::FLOAT[])) VIRTUAL,
+                                      -- sum_i i s_i (single precision, as the model sums it)
     greedy_pauses USMALLINT,
     pauses USMALLINT,                 -- pauses in context (adaptive, shuffled, uniformK); NULL in dense mode
     nll FLOAT,                        -- -log p(next token)

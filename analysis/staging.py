@@ -13,6 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 STAGING = ".staging-"  # a write's shards: .<db name>.staging-<pid>-<random>/ beside the db
+# Rows per Parquet row group of the staged tokens: DuckDB reads row groups in parallel, and
+# the writer holds one row group at a time (DuckDB's own row group size)
+ROW_GROUP = 122_880
 
 
 def staging_dirs(db_path: str | Path | None) -> list[Path]:
@@ -50,14 +53,14 @@ def clean_stale(db_path: Path) -> None:
 def stage_tokens(tokens, path: Path) -> int:
     """Write the token rows to one Parquet file, a table or batch at a time; returns the rows."""
     if isinstance(tokens, pa.Table):
-        pq.write_table(tokens, path)
+        pq.write_table(tokens, path, row_group_size=ROW_GROUP)
         return tokens.num_rows
     n, writer = 0, None
     try:
         for part in tokens:
             if writer is None:
                 writer = pq.ParquetWriter(path, part.schema)
-            writer.write(part)
+            writer.write(part, row_group_size=ROW_GROUP)
             n += part.num_rows
     finally:
         if writer is not None:

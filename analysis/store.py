@@ -36,16 +36,21 @@ from . import summaries
 from .schema import (
     POSITIONS,
     SCHEMA_VERSION,
+    WORD_COLUMNS,
     StoreError,
+    add_words,
     apply_schema,
     check_version,
-    lean_tokens,
+    load_rows,
     schema_version,
 )
 from .staging import STAGING, clean_stale, sql_string, stage_tokens
 
 DEFAULT_DB = Path("data/cyb.duckdb")
-EVAL_TABLES = ("token_rows", "vocab", "words", "docs")  # rows keyed by eval_id
+EVAL_TABLES = ("token_rows", "vocab", "docs")  # rows keyed by eval_id
+# DuckDB's memory on the writer's connection: beyond it the rank sorts of the summaries spill
+# to disk (<db>.tmp), so a write's memory does not grow with the evaluation
+WRITE_MEMORY = "1GB"
 RUN_COLUMNS = tuple("run_id variant recipe w_max params seed train_tokens base status".split())
 _ID = re.compile(r"[^:\s]+")
 
@@ -238,6 +243,7 @@ def write_eval(
             pq.write_table(table, stage / f"{name}.parquet")
         now = datetime.now(timezone.utc).replace(tzinfo=None)  # noqa: UP017 - datetime.UTC is 3.11+
         with connect_write(db_path, timeout) as con:
+            con.execute(f"SET memory_limit = '{WRITE_MEMORY}'")
             con.begin()
             try:
                 _load(con, eid, run, eval_row, stage, train_log is not None, now)
@@ -261,9 +267,7 @@ def _load(
 ) -> None:
     values = [run.get(c) for c in RUN_COLUMNS]
     values[4] = json.dumps(run.get("params") or {})
-    updates = ", ".join(
-        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:]
-    )  # created_at: first time seen
+    updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])  # created_at: kept
     con.execute(
         f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, created_at) VALUES ({', '.join('?' * len(RUN_COLUMNS))}, ?) "
         f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
@@ -277,16 +281,8 @@ def _load(
         )
     for table in (*EVAL_TABLES, *summaries.SUMMARY_TABLES, "evals"):  # constants only
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eid])
-    for table in ("words", "docs"):
-        con.execute(
-            f"INSERT INTO {table} BY NAME SELECT ? AS eval_id, * FROM read_parquet(?)",
-            [eid, str(stage / f"{table}.parquet")],
-        )
     path = str(stage / "tokens.parquet")
-    columns = pq.read_schema(path).names
-    source = f"(SELECT '{sql_string(eid)}' AS eval_id, * FROM read_parquet('{sql_string(path)}'))"
-    for statement in lean_tokens(source, columns):
-        con.execute(statement)
+    load_rows(con, eid, str(stage / "docs.parquet"), path)
     # the evaluation's own numbers from the rows as they came (before single precision)
     con.execute(
         "INSERT INTO evals (eval_id, run_id, dataset, mode, n_tokens, ppl, mean_expected_pauses, "
@@ -295,6 +291,8 @@ def _load(
         f"FROM read_parquet('{sql_string(path)}')",
         [eid, *(eval_row[k] for k in ("run_id", "dataset", "mode")), now, run.get("w_max") or 1],
     )
+    words = sql_string(str(stage / "words.parquet"))
+    add_words(con, eid, f"(SELECT {WORD_COLUMNS} FROM read_parquet('{words}'))")
     summaries.refresh(con, eid)
 
 

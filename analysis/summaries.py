@@ -36,14 +36,13 @@ _STEPS = """WITH v AS (SELECT token_class AS c, i, dk[i + 1]::DOUBLE AS x,
 
 
 def _rank(col: str, part: str) -> str:
-    """Average rank of `col` within `part` (ties share the mean of their positions)."""
-    return (
-        f"(rank() OVER (PARTITION BY {part} ORDER BY {col}) + count(*) OVER (PARTITION BY {part}) + 1"
-        f" - rank() OVER (PARTITION BY {part} ORDER BY {col} DESC)) / 2.0"
-    )
+    """Average rank of `col` within `part`, from one sort: ties share the mean of their first
+    position (rank) and their last (count of the rows up to and including the ties)."""
+    w = f"(PARTITION BY {part} ORDER BY {col})"
+    return f"(rank() OVER {w} + count(*) OVER {w}) / 2.0"
 
 
-# Spearman is Pearson on average ranks: (rank ascending + the last tied position) / 2.
+# Spearman is Pearson on average ranks.
 _CALIBRATION_ALL = (
     _STEPS
     + f""",
@@ -59,7 +58,8 @@ _CALIBRATION_CLASSES = (
         g AS (SELECT * FROM f WHERE z IS NOT NULL AND NOT isnan(z) AND c IS NOT NULL),
         r AS (SELECT c, i, x, y, {_rank("x", "c, i")} AS rx, {_rank("y", "c, i")} AS ry,
                      {_rank("z", "c, i")} AS rz FROM g),
-        k AS (SELECT c, i, count(*) AS n, corr(rx, ry) AS rxy, corr(rx, rz) AS rxz,
+        k AS MATERIALIZED (
+              SELECT c, i, count(*) AS n, corr(rx, ry) AS rxy, corr(rx, rz) AS rxz,
                      corr(ry, rz) AS ryz, corr(x, y) AS pxy, avg(x) AS mean_d, avg(y) AS mean_gain
               FROM r GROUP BY c, i)
     INSERT INTO calibration
@@ -68,6 +68,12 @@ _CALIBRATION_CLASSES = (
                 THEN (rxy - rxz * ryz) / sqrt((1 - rxz * rxz) * (1 - ryz * ryz)) END,
            pxy, mean_d, mean_gain
     FROM k"""
+)
+# Every row of one class (none NULL): the ranks within the class are the ranks over all rows,
+# and a row with y has z (t_i), so the overall row comes from the same ranks (sorts halved).
+_CALIBRATION_ONE_CLASS = (
+    _CALIBRATION_CLASSES
+    + "\n    UNION ALL SELECT $e, NULL, i, n, rxy, NULL, pxy, mean_d, mean_gain FROM k"
 )
 
 _CELLS = (
@@ -92,9 +98,23 @@ def refresh(con, eval_id: str) -> None:
     its memory limit, so memory stays bounded."""
     for table in SUMMARY_TABLES:
         con.execute(f"DELETE FROM {table} WHERE eval_id = ?", [eval_id])
-    for sql in (_CLASS_STATS, _STEP_STATS, _CALIBRATION_ALL, _CALIBRATION_CLASSES, _CELLS):
+    for sql in (_CLASS_STATS, _STEP_STATS):
         con.execute(sql, {"e": eval_id})
+    one_class = con.execute(
+        "SELECT count(*) = 1 AND count(token_class) = 1 FROM class_stats WHERE eval_id = ?",
+        [eval_id],
+    ).fetchall()[0][0]
+    calibrate(con, eval_id, one_class)
+    con.execute(_CELLS, {"e": eval_id})
     con.execute(_TOKENS_KEY, {"e": eval_id})
+
+
+def calibrate(con, eval_id: str, one_class: bool) -> None:
+    """The calibration rows of one evaluation; `one_class`: every row has the same class
+    (the overall row then comes from the class's ranks; tests compare both ways)."""
+    sqls = (_CALIBRATION_ONE_CLASS,) if one_class else (_CALIBRATION_ALL, _CALIBRATION_CLASSES)
+    for sql in sqls:
+        con.execute(sql, {"e": eval_id})
 
 
 def refresh_all(con) -> None:

@@ -15,7 +15,10 @@ drawn (analysis.playground.score + view, token_html and the histogram), the same
 page (an AppTest rerun after typing the text), and generation's first token and tokens/s.
 Target: under 1 s for each. `--playground-only` skips the large store.
 
-    .venv/bin/python benchmarks/bench_app.py [--tokens 1000000] [--db PATH] [--keep] [--playground-only]
+    .venv/bin/python benchmarks/bench_app.py [--tokens 1000000] [--db PATH] [--keep]
+        [--writes-only] [--playground-only]
+
+Before the pages: each write's time and memory growth at half of --tokens and at --tokens.
 """
 
 from __future__ import annotations
@@ -207,6 +210,7 @@ def _token_table(rng, common: dict, d, t, s) -> pa.Table:
             "pauses": pa.nulls(n, pa.int32()),
             "nll": pa.array(-np.log(p)),
             "correct": pa.array(rng.random(n) < p),
+            "token_class": pa.array(np.full(n, "natural")),  # natural text, as most evaluations
         }
     )
 
@@ -438,6 +442,11 @@ def main() -> None:
         "--keep", action="store_true", help="keep the temporary database and print its path"
     )
     ap.add_argument(
+        "--writes-only",
+        action="store_true",
+        help="only the writes (at half and all of --tokens) and the size, no pages",
+    )
+    ap.add_argument(
         "--playground-only",
         action="store_true",
         help="only the Playground's times (no large store)",
@@ -456,15 +465,18 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="cyb-bench-app-"))
         db = tmp / "bench.duckdb"
     try:
+        with tempfile.TemporaryDirectory(prefix="cyb-bench-half-") as half:
+            small = build(Path(half) / "half.duckdb", args.tokens // 2)
         t0 = time.perf_counter()
         built = build(db, args.tokens)
         print(f"tokens_per_eval: {built['n_tokens']}")
         print("evals: 2")
         print(f"build_db_s: {time.perf_counter() - t0:.2f}")
-        for k in ("cyb-ap_write_s", "cyb-ap_write_rss_growth_mib", "cyb-dp_write_s"):
-            print(f"{k}: {built[k]:.2f}")
+        _print_writes(small, built)
         print(f"db_mib: {db.stat().st_size / 2**20:.1f}")
         print(f"bytes_per_token: {db.stat().st_size / (2 * built['n_tokens']):.1f} (target <= 70)")
+        if args.writes_only:
+            return
         times = render_times(db, "cyb-dp")
         for k, v in times.items():
             print(f"{k}: {v:.3f}")
@@ -478,6 +490,20 @@ def main() -> None:
     finally:
         if tmp and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_writes(small: dict, built: dict) -> None:
+    """Write time and memory growth of each evaluation at two sizes: linear time shows as a
+    ratio near the ratio of the sizes, flat memory as a memory ratio near 1."""
+    for out in (small, built):
+        n = out["n_tokens"]
+        for run in ("cyb-ap", "cyb-dp"):  # cyb-dp: the second evaluation of the same text
+            print(f"{run}_write_s_at_{n}: {out[f'{run}_write_s']:.2f}")
+            print(f"{run}_write_rss_growth_mib_at_{n}: {out[f'{run}_write_rss_growth_mib']:.0f}")
+    size = built["n_tokens"] / small["n_tokens"]
+    for what in ("write_s", "write_rss_growth_mib"):
+        ratio = built[f"cyb-ap_{what}"] / small[f"cyb-ap_{what}"]
+        print(f"{what}_ratio: {ratio:.2f} for {size:.1f}x the rows")
 
 
 def _print_playground(times: dict) -> None:

@@ -88,6 +88,32 @@ def test_partial_spearman_matches_pandas(stored):
         assert row.mean_gain == pytest.approx(y.mean(), abs=1e-6)  # t stored in float32
 
 
+def test_calibration_of_one_class_matches_the_general_ranks(stored, tmp_path):
+    """An evaluation of one class reuses the class's ranks for the overall row (fewer sorts):
+    the same numbers as ranking the overall rows and the class apart."""
+    import shutil
+
+    import duckdb
+
+    db, eid, result, _ = stored
+    copy = tmp_path / "one.duckdb"
+    shutil.copy(db, copy)
+    order = "SELECT * EXCLUDE (eval_id) FROM calibration ORDER BY token_class NULLS FIRST, step"
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE token_rows SET token_class = 'natural'")
+        summaries.refresh(con, eid)  # one class: the shared ranks
+        fast = con.execute(order).df()
+        con.execute("DELETE FROM calibration")
+        summaries.calibrate(con, eid, one_class=False)
+        general = con.execute(order).df()
+    assert fast["token_class"].fillna("all").tolist() == ["all", "all", "natural", "natural"]
+    pd.testing.assert_frame_equal(fast, general, rtol=1e-12)
+    for i in (0, 1):  # and both are Spearman on every row
+        x, y = result.d[:, i], result.t[:, i + 1] - result.t[:, i]
+        ref = pd.Series(x).rank().corr(pd.Series(y).rank())
+        assert fast.loc[i, "spearman"] == pytest.approx(ref, abs=1e-6)
+
+
 def test_evaluations_without_classes_are_refused(stored, tmp_path):
     db, eid, _, _ = stored
     import shutil
@@ -116,7 +142,7 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     db, eid, _, _ = stored
     old = tmp_path / "v1.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with duckdb.connect(str(old)) as con:
         con.execute("ALTER TABLE tokens DROP COLUMN token_class")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -145,7 +171,7 @@ def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v2.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with duckdb.connect(str(old)) as con:
         want = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
         con.execute("ALTER TABLE evals DROP COLUMN positions")
@@ -164,7 +190,7 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v3.duckdb"
     shutil.copy(db, old)
-    as_version_3(old)
+    as_v3(old)
     with pytest.raises(store.StoreError, match="schema version 3.*upgrades it"):
         store.connect_read(old)
     store.upgrade(old)
@@ -178,8 +204,28 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
             )
         for query in (classes.class_summary, classes.class_calibration):
             pd.testing.assert_frame_equal(query(con, eid), query(ref, eid))
-        key = "SELECT tokens_key FROM evals"
-        assert con.execute(key).fetchall() == ref.execute(key).fetchall() != [(None,)]
+        for table in ("words", "docs"):
+            order = "eval_id, doc_id, widx" if table == "words" else "ALL"
+            got = con.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            pd.testing.assert_frame_equal(
+                got, ref.execute(f"SELECT * FROM {table} ORDER BY {order}").df()
+            )
+        key = "SELECT tokens_key, text_key FROM evals"
+        assert con.execute(key).fetchall() == ref.execute(key).fetchall()
+        assert None not in con.execute(key).fetchall()[0]
+
+
+def as_v3(path) -> None:
+    """as_version_3, and the words as version 3 stored them: one table keyed by eval_id."""
+    import duckdb
+
+    as_version_3(path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE words_old AS SELECT * FROM words")
+        con.execute("DROP VIEW words")
+        con.execute("DROP TABLE text_words")
+        con.execute("ALTER TABLE words_old RENAME TO words")
+        con.execute("ALTER TABLE evals DROP COLUMN text_key")
 
 
 def build_tables_again():

@@ -6,7 +6,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from support import RUN, fixture_db, scratch, synthetic_tables, token_rows
 
@@ -16,9 +15,20 @@ from analysis import text as text_q
 from analysis.store import StoreError
 
 
+def one_more_pause(tok: pa.Table) -> pa.Table:
+    """The token rows with one pause more before every answer: W one larger, s moved one step
+    on (d_0 = 1, t_0 repeated), so each token's expected and greedy pauses are one more (the
+    store derives expected_pauses from s)."""
+    return duckdb.sql(
+        """SELECT * REPLACE (list_prepend(1::FLOAT, dk) AS dk, list_prepend(t[1], t) AS t,
+                             list_prepend(0::FLOAT, s) AS s, expected_pauses + 1 AS expected_pauses,
+                             greedy_pauses + 1 AS greedy_pauses) FROM tok"""
+    ).to_arrow_table()
+
+
 @pytest.fixture(scope="module")
 def db():
-    """The fixture evaluation plus a copy of it, under run "shifted", with 0.5 more expected pauses."""
+    """The fixture evaluation plus a copy of it, under run "shifted", with one more pause."""
     src, _, summary = fixture_db()
     path = scratch() / "q.duckdb"
     shutil.copy(src, path)
@@ -30,14 +40,12 @@ def db():
             ).to_arrow_table()
             for t in ("tokens", "docs", "words")
         }
-    tok = tables["tokens"]
-    i = tok.schema.get_field_index("expected_pauses")
-    tables["tokens"] = tok.set_column(i, "expected_pauses", pc.add(tok["expected_pauses"], 0.5))
+    tables["tokens"] = one_more_pause(tables["tokens"])
     run = {
         "run_id": "shifted",
         "variant": "cyb-ap",
         "recipe": "constant",
-        "w_max": 3,
+        "w_max": 4,
         "status": "checkpoint",
     }
     store.write_eval(
@@ -140,16 +148,16 @@ def test_contrast_and_compare_runs(db):
         q.contrast(con, eid, "tag", "NN", "XYZ")
     cmp = q.compare_runs(con, eid, shifted, "upos", min_count=20, n_boot=300)
     assert len(cmp) > 5
-    # stored in single precision: x + 0.5 - x is 0.5 to within float32 rounding
-    np.testing.assert_allclose(cmp["diff"], 0.5, rtol=1e-7)
-    assert cmp["paired"].all()  # same tokens: per-token differences, all 0.5
-    np.testing.assert_allclose(cmp[["ci_low", "ci_high"]], 0.5, rtol=1e-7)
+    # sums of float32 terms: one more pause is 1 to within float32 rounding
+    np.testing.assert_allclose(cmp["diff"], 1, rtol=1e-6)
+    assert cmp["paired"].all()  # same tokens: per-token differences, all 1
+    np.testing.assert_allclose(cmp[["ci_low", "ci_high"]], 1, rtol=1e-6)
     assert (cmp["cohens_d"] > 0).all()
     cut = q.compare_runs(
         con, eid, "cut:fixture/heldout.c1500:dense", "upos", min_count=20, n_boot=300
     )
-    assert not cut["paired"].any() and ((cut["ci_low"] < 0.5) & (cut["ci_high"] > 0.5)).all()
-    assert ((cut["ci_low"] > 0.2) & (cut["diff"] > 0.45)).all()
+    assert not cut["paired"].any() and ((cut["ci_low"] < 1) & (cut["ci_high"] > 1)).all()
+    assert ((cut["ci_low"] > 0.7) & (cut["diff"] > 0.95)).all()
 
 
 def average_rank(x):
@@ -194,7 +202,7 @@ def test_runs_curves_and_kwic(db, rows):
     assert set(s.index) == {eid, shifted, "cut:fixture/heldout.c1500:dense"}
     assert s.loc[eid, "ppl"] == pytest.approx(math.exp(rows["nll"].mean()))
     assert s.loc[shifted, "mean_expected_pauses"] == pytest.approx(
-        rows["expected_pauses"].mean() + 0.5
+        rows["expected_pauses"].mean() + 1
     )
     assert s.loc[eid, "accuracy"] == pytest.approx(rows["correct"].mean())
     curves = q.training_curves(con, ["tiny-cyb"])
@@ -309,7 +317,7 @@ def _class_of(idx: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def classed():
     """The fixture evaluation under run "classed" with token classes set by _class_of, and a
-    copy, "classed-shifted", with 0.5 more expected pauses (same tokens: paired comparisons)."""
+    copy, "classed-shifted", with one more pause (same tokens: paired comparisons)."""
     src, _, summary = fixture_db()
     path = scratch() / "classed.duckdb"
     with store.reading(src) as con:
@@ -323,17 +331,15 @@ def classed():
     tok = tables["tokens"]
     cls = pa.array(_class_of(tok["idx"].to_numpy()))
     tok = tok.set_column(tok.schema.get_field_index("token_class"), "token_class", cls)
-    run = {"variant": "cyb-ap", "recipe": "constant", "w_max": 3, "status": "checkpoint"}
+    run = {"variant": "cyb-ap", "recipe": "constant", "status": "checkpoint"}
     ids = []
-    for name, shift in (("classed", 0.0), ("classed-shifted", 0.5)):
-        i = tok.schema.get_field_index("expected_pauses")
-        shifted = tok.set_column(i, "expected_pauses", pc.add(tok["expected_pauses"], shift))
+    for name, rows, w in (("classed", tok, 3), ("classed-shifted", one_more_pause(tok), 4)):
         ids.append(
             store.write_eval(
                 path,
-                run={**run, "run_id": name},
+                run={**run, "run_id": name, "w_max": w},
                 eval_row={"run_id": name, "dataset": "classed", "mode": "dense"},
-                **{**tables, "tokens": shifted},
+                **{**tables, "tokens": rows},
             )
         )
     with store.reading(path) as con:
@@ -393,7 +399,7 @@ def test_groups_and_contrasts_of_one_class(classed, classed_rows, cls):
     big = ref[ref["size"] >= 5]
     assert sorted(cmp["upos"]) == sorted(big.index) and cmp["paired"].all()
     np.testing.assert_array_equal(cmp.set_index("upos").loc[big.index, "n_a"], big["size"])
-    np.testing.assert_allclose(cmp[["diff", "ci_low", "ci_high"]], 0.5, rtol=1e-7)  # float32
+    np.testing.assert_allclose(cmp[["diff", "ci_low", "ci_high"]], 1, rtol=1e-6)  # float32
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -434,7 +440,7 @@ def test_eval_classes_counts_and_answer_pauses(classed, classed_rows):
     assert row["answer_pauses"] == pytest.approx(rows.loc[ans, "expected_pauses"].mean())
     assert row["other_pauses"] == pytest.approx(rows.loc[~ans, "expected_pauses"].mean())
     assert row["answer_pause_rate"] == pytest.approx((rows.loc[ans, "greedy_pauses"] > 0).mean())
-    assert ec.loc[shifted, "answer_pauses"] == pytest.approx(row["answer_pauses"] + 0.5)
+    assert ec.loc[shifted, "answer_pauses"] == pytest.approx(row["answer_pauses"] + 1)
 
 
 def test_token_class_is_checked_and_bound(classed):

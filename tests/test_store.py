@@ -66,7 +66,7 @@ def test_schema_applied_twice_is_a_noop(fixture, tmp_path):
         assert schema.schema_version(con) == schema.SCHEMA_VERSION
         assert {
             r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-        } == {*schema.TABLES, "tokens"}  # tokens: the view over token_rows
+        } == {*schema.TABLES, *schema.VIEWS}
 
 
 def test_other_schema_version_and_foreign_database_are_refused(fixture, tmp_path):
@@ -443,3 +443,38 @@ def test_no_lock_is_held_while_evaluating(fixture, tmp_path):
     text.write_text("They won. " * 20)
     run_eval(fixture[1], text=text, db=db, progress=False, nlp=ReadingNLP())
     assert seen == [1] and counts(db)["evals"] == 2
+
+
+def test_evaluations_of_one_text_share_its_words(tmp_path):
+    db = tmp_path / "w.duckdb"
+    _, tables = synthetic_tables()
+    words = tables["words"].to_pandas()
+    other = {**tables, "words": tables["words"].slice(1)}  # another text's words
+
+    def write(run_id: str, t: dict) -> str:
+        return store.write_eval(
+            db,
+            run={**RUN, "run_id": run_id},
+            eval_row={"run_id": run_id, "dataset": "syn", "mode": "dense"},
+            **t,
+        )
+
+    def stored() -> int:
+        with store.reading(db) as con:
+            return con.execute("SELECT count(*) FROM text_words").fetchall()[0][0]
+
+    a, b = write("a", tables), write("b", tables)
+    assert stored() == len(words)  # once for both
+    with store.reading(db) as con:
+        for eid in (a, b):
+            got = con.execute(
+                "SELECT * EXCLUDE (eval_id) FROM words WHERE eval_id = ? ORDER BY doc_id, widx",
+                [eid],
+            ).df()
+            assert got.astype(words.dtypes).equals(words)
+        keys = con.execute("SELECT DISTINCT text_key FROM evals").fetchall()
+    assert len(keys) == 1 and keys[0][0] is not None
+    write("a", other)
+    assert stored() == 2 * len(words) - 1  # b still reads the first text
+    write("b", other)
+    assert stored() == len(words) - 1  # no evaluation reads the first text any more
