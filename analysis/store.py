@@ -187,11 +187,12 @@ def _current(path: Path, timeout: float) -> bool:
 
 @contextmanager
 def connect_write(path: str | Path | None = None, timeout: float = 120.0) -> Iterator:
-    """A short-lived read-write connection with the schema applied; closed on exit."""
+    """A short-lived read-write connection, schema applied, no progress bar; closed on exit."""
     path = default_db_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(path, False, timeout)
     try:
+        con.execute("SET enable_progress_bar = false")
         apply_schema(con)
         yield con
     finally:

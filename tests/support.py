@@ -225,7 +225,7 @@ def token_rows(con, eval_id: str, limit: int | None = None):
 
 def as_version_3(path) -> None:
     """Turn a database of this schema into one as schema version 3 stored it (one `tokens`
-    table of DOUBLE lists, no vocab, no summaries), to test the upgrade."""
+    table of DOUBLE lists, no vocab, no summaries, words per evaluation), to test the upgrade."""
     import duckdb
 
     from analysis import summaries
@@ -244,4 +244,10 @@ def as_version_3(path) -> None:
             con.execute(f"DROP TABLE {table}")
         con.execute("ALTER TABLE tokens_old RENAME TO tokens")
         con.execute("ALTER TABLE evals DROP COLUMN tokens_key")
+        # the words as version 3 stored them: one table keyed by eval_id
+        con.execute("CREATE TABLE words_old AS SELECT * FROM words")
+        con.execute("DROP VIEW words")
+        con.execute("DROP TABLE text_words")
+        con.execute("ALTER TABLE words_old RENAME TO words")
+        con.execute("ALTER TABLE evals DROP COLUMN text_key")
         con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")

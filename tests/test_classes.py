@@ -142,7 +142,7 @@ def test_a_version_1_database_is_upgraded_by_a_write_and_refused_by_readers(stor
     db, eid, _, _ = stored
     old = tmp_path / "v1.duckdb"
     shutil.copy(db, old)
-    as_v3(old)
+    as_version_3(old)
     with duckdb.connect(str(old)) as con:
         con.execute("ALTER TABLE tokens DROP COLUMN token_class")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -171,7 +171,7 @@ def test_a_version_2_database_gets_positions_per_token_by_upgrade(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v2.duckdb"
     shutil.copy(db, old)
-    as_v3(old)
+    as_version_3(old)
     with duckdb.connect(str(old)) as con:
         want = con.execute("SELECT positions FROM evals WHERE eval_id = ?", [eid]).fetchall()
         con.execute("ALTER TABLE evals DROP COLUMN positions")
@@ -190,7 +190,7 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
     db, eid, _, _ = stored
     old = tmp_path / "v3.duckdb"
     shutil.copy(db, old)
-    as_v3(old)
+    as_version_3(old)
     with pytest.raises(store.StoreError, match="schema version 3.*upgrades it"):
         store.connect_read(old)
     store.upgrade(old)
@@ -213,19 +213,6 @@ def test_a_version_3_database_is_made_lean_by_upgrade_and_browses(stored, tmp_pa
         key = "SELECT tokens_key, text_key FROM evals"
         assert con.execute(key).fetchall() == ref.execute(key).fetchall()
         assert None not in con.execute(key).fetchall()[0]
-
-
-def as_v3(path) -> None:
-    """as_version_3, and the words as version 3 stored them: one table keyed by eval_id."""
-    import duckdb
-
-    as_version_3(path)
-    with duckdb.connect(str(path)) as con:
-        con.execute("CREATE TABLE words_old AS SELECT * FROM words")
-        con.execute("DROP VIEW words")
-        con.execute("DROP TABLE text_words")
-        con.execute("ALTER TABLE words_old RENAME TO words")
-        con.execute("ALTER TABLE evals DROP COLUMN text_key")
 
 
 def build_tables_again():
