@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,37 @@ def pack(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 def split_blocks(split: str, tokenizer, seq_len: int, root: str | Path) -> torch.Tensor:
     """Packed blocks of a corpus split (pretrain, finetune or heldout)."""
-    return pack(
-        token_stream([d["text"] for d in load_split(split, Path(root))], tokenizer), seq_len
+    texts = [d["text"] for d in load_split(split, Path(root))]
+    key = _stream_key(texts, tokenizer)
+    global _LAST
+    if key is None or _LAST is None or _LAST[0] != key:
+        stream = token_stream(texts, tokenizer)
+        _LAST = None if key is None else (key, stream)
+    else:
+        stream = _LAST[1]
+    return pack(stream.clone(), seq_len)  # a copy: the kept stream stays as tokenised
+
+
+# The last split tokenised in this process, keyed by its texts and the tokenizer: an
+# experiment trains many runs on one split, and tokenising it again costs seconds per run.
+_LAST: tuple[tuple[str, str], torch.Tensor] | None = None
+
+
+def _stream_key(texts: list[str], tokenizer) -> tuple[str, str] | None:
+    """(texts digest, tokenizer digest), or None for a tokenizer without a serialisable
+    backend (a slow tokenizer), which is never cached."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    # the backend's JSON holds the vocabulary, merges, normaliser and post-processor (its BOS)
+    tok = hashlib.sha256(
+        f"{type(tokenizer).__name__}|{tokenizer.eos_token_id}|{backend.to_str()}".encode()
     )
+    return h.hexdigest(), tok.hexdigest()
 
 
 class BlockSampler:

@@ -314,20 +314,33 @@ def test_dense_eval_under_torchrun_shards_documents_and_writes_one_evaluation(
     )
 
 
-def _hung_rank(rank: int, port: int, results) -> None:
+def _hung_rank(rank: int, port: int, ready, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
-    distributed.setup("cpu", timeout=3)
-    if rank == 1:
-        time.sleep(30)  # hangs: never joins the collective below
-        os._exit(0)
-    t0 = time.monotonic()
     try:
-        distributed.all_reduce_sum(torch.ones(1))
-        results.put(("no error", 0.0))
-    except RuntimeError as e:
-        results.put((distributed.is_timeout(e), time.monotonic() - t0))
+        # Both ranks have imported torch before either starts the clock: on a loaded machine
+        # one spawn can lag the other by more than the timeout, which would fail the rendezvous
+        # (also bounded by it) rather than the collective this test is about.
+        ready.wait(timeout=120)
+        distributed.setup("cpu", timeout=_HUNG_TIMEOUT)
+        if rank == 1:
+            time.sleep(6 * _HUNG_TIMEOUT)  # hangs: never joins the collective below
+            os._exit(0)
+        t0 = time.monotonic()
+        try:
+            distributed.all_reduce_sum(torch.ones(1))
+            results.put(("no error", 0.0))
+        except RuntimeError as e:
+            results.put((distributed.is_timeout(e), time.monotonic() - t0))
+    except BaseException as e:  # report, so the parent fails with the cause, not a queue timeout
+        results.put((f"rank {rank}: {type(e).__name__}: {e}", 0.0))
+    # os._exit skips the queue's feeder thread: flush it first or the result may never arrive
+    results.close()
+    results.join_thread()
     os._exit(0)
+
+
+_HUNG_TIMEOUT = 5
 
 
 @pytest.mark.slow
@@ -340,15 +353,15 @@ def test_a_hung_rank_ends_the_collective_after_the_timeout():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_hung_rank, args=(r, port, results)) for r in (0, 1)]
+    ready, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_hung_rank, args=(r, port, ready, results)) for r in (0, 1)]
     for p in procs:
         p.start()
     try:
-        timed_out, waited = results.get(timeout=120)
+        timed_out, waited = results.get(timeout=240)
     finally:
         for p in procs:
             p.kill()
             p.join()
-    assert timed_out is True
-    assert 2 < waited < 25
+    assert timed_out is True, timed_out
+    assert _HUNG_TIMEOUT - 1 < waited < 5 * _HUNG_TIMEOUT

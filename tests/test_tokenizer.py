@@ -1,4 +1,5 @@
 import pytest
+import torch
 from support import ROOT
 
 from cyb_core import tokenizer as tok_lib
@@ -77,3 +78,35 @@ def test_bos_comes_from_the_tokenizers_own_post_processing():
     finally:
         inner.post_processor = saved
     assert tok_lib.bos_ids(TOK) == []
+
+
+def test_split_blocks_reuses_a_split_tokenised_before_only_for_the_same_text(tmp_path, monkeypatch):
+    """The kept stream is the one a fresh tokenisation gives, and a changed text is tokenised
+    again (slow reference: token_stream called each time)."""
+    import gzip
+    import json
+
+    from cyb_core import packing
+
+    def write(texts):
+        with gzip.open(tmp_path / "pretrain.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i, t in enumerate(texts):
+                f.write(json.dumps({"doc_id": str(i), "text": t}) + "\n")
+
+    calls = []
+    real = packing.token_stream
+    monkeypatch.setattr(packing, "token_stream", lambda t, tok: calls.append(1) or real(t, tok))
+    monkeypatch.setattr(packing, "_LAST", None)
+    write(["It wasn't me. " * 20, "Alice didn't know. " * 20])
+    first = packing.split_blocks("pretrain", TOK, 8, tmp_path)
+    first[:] = -1  # a caller writing into its blocks leaves the kept stream alone
+    again = packing.split_blocks("pretrain", TOK, 8, tmp_path)
+    assert len(calls) == 1
+    texts = ["It wasn't me. " * 20, "Alice didn't know. " * 20]
+    assert torch.equal(again, packing.pack(real(texts, TOK), 8))
+    write(["It was me. " * 20, "Alice knew. " * 20])
+    changed = packing.split_blocks("pretrain", TOK, 8, tmp_path)
+    assert len(calls) == 2
+    assert torch.equal(
+        changed, packing.pack(real(["It was me. " * 20, "Alice knew. " * 20], TOK), 8)
+    )
