@@ -16,11 +16,6 @@ from .staging import sql_string
 
 SCHEMA_VERSION = 4
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
-# Every connection to a store file: new files get 16 KiB blocks, not DuckDB's 256 KiB. Each
-# table and each small write takes whole blocks, so a store of many small evaluations was a
-# third free space; files made before keep their block size. DuckDB refuses a second
-# connection to one file with another config, so every connect passes this one.
-FILE_CONFIG = {"default_block_size": "16384"}
 TABLES = (
     "meta",
     "runs",

@@ -34,7 +34,6 @@ from cyb_core.names import parse_mode
 
 from . import summaries
 from .schema import (
-    FILE_CONFIG,
     POSITIONS,
     SCHEMA_VERSION,
     WORD_COLUMNS,
@@ -86,7 +85,7 @@ def _connect(path: Path, read_only: bool, timeout: float):
     deadline, wait = time.monotonic() + timeout, 0.02
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=FILE_CONFIG)
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as e:
             if not _is_lock_error(e):
                 raise StoreError(f"cannot open {path}: {str(e).splitlines()[0]}") from e
@@ -156,7 +155,7 @@ def check_database(db_path: str | Path | None = None, *, write: bool = True) -> 
     if not path.is_file():
         return path
     try:
-        con = duckdb.connect(str(path), read_only=True, config=FILE_CONFIG)
+        con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as e:
         if _is_lock_error(e) or "different configuration" in str(e):
             return path
@@ -179,8 +178,11 @@ def upgrade(path: str | Path | None = None, timeout: float = 120.0) -> None:
 
 
 def _current(path: Path, timeout: float) -> bool:
-    with _connect(path, True, timeout) as con:
+    con = _connect(path, True, timeout)
+    try:
         return schema_version(con) in (None, SCHEMA_VERSION)
+    finally:
+        con.close()
 
 
 @contextmanager
