@@ -272,6 +272,20 @@ def table3(
     only the rows that predict a token of that class (analysis.classes.CLASSES)."""
     _check_format(fmt, TABLE3_FORMATS)
     q = queries.token_quadrants(con, eval_id, measure, min_count, top, token_class)
+    return table3_from(q, eval_id, fmt, measure, min_count, top, token_class)
+
+
+def table3_from(
+    q: pd.DataFrame,
+    eval_id: str,
+    fmt: str,
+    measure: str,
+    min_count: int,
+    top: int,
+    token_class: str | None = None,
+) -> str:
+    """`table3` of quadrants already computed (analysis.queries.quadrants)."""
+    _check_format(fmt, TABLE3_FORMATS)
     rows_of = f"{eval_id} (rows predicting {token_class} tokens)" if token_class else eval_id
     if q.empty:
         raise StoreError(f"no token type occurs {min_count} times in {rows_of}; lower --min-count")

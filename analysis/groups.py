@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 BIN = 100  # histogram bins per pause for the bootstrap
+# the token_rows columns that analysis.queries.GROUPS, CLASS and _rows read
+_GROUP_COLUMNS = "token_id, next_id, upos, tag, morph, word_start, token_class"
 # the one token-class condition of every per-token query; $cls is bound (None: all rows)
 CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 
@@ -71,8 +73,9 @@ def _paired_hist(
     """Histogram of per-token differences b - a, grouped by run A's annotation (and class).
     Only for evaluations of the same tokens (`_same_tokens`): their rows are stored in the
     same order, so row k of one is row k of the other (a positional join, no hash join)."""
-    pairs = f"""(SELECT a.*, b.x - a.{xa} AS diff
-                 FROM (SELECT * FROM token_rows WHERE eval_id = $a) a
+    # only the columns a group or the class reads: `*` would carry run A's lists through the join
+    pairs = f"""(SELECT a.* EXCLUDE (x), b.x - a.x AS diff
+                 FROM (SELECT {_GROUP_COLUMNS}, {xa} AS x FROM token_rows WHERE eval_id = $a) a
                  POSITIONAL JOIN (SELECT {xb} AS x FROM token_rows WHERE eval_id = $b) b)"""
     return con.execute(
         f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v

@@ -27,6 +27,7 @@ from .groups import (
     _paired_hist,
     _same_tokens,
 )
+from .quadrants import quadrants
 from .runs import eval_classes as eval_classes
 from .runs import frontier as frontier
 from .runs import run_rows as run_rows
@@ -114,34 +115,8 @@ def token_quadrants(
     top: int = 10,
     token_class: str | None = None,
 ) -> pd.DataFrame:
-    """The paper's Table 3 as four quadrants: low/high median x low/high variance.
-
-    Thresholds are the medians, over token types with at least `min_count` occurrences, of
-    the per-type median and variance (ties go low). Within a quadrant, types are ranked by how
-    far they sit into its corner: |percentile(median) - .5| + |percentile(variance) - .5|.
-    """
-    x = _measure(require_eval(con, eval_id), measure)
-    return con.execute(
-        f"""WITH st AS (
-                SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
-                       coalesce(var_samp({x}), 0) AS variance
-                FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL AND {CLASS}
-                GROUP BY token_id HAVING count(*) >= $min),
-            th AS (SELECT median(median) AS median_threshold, median(variance) AS variance_threshold FROM st),
-            q AS (
-                SELECT st.*, th.*,
-                       CASE WHEN median <= median_threshold THEN 'low' ELSE 'high' END AS median_level,
-                       CASE WHEN variance <= variance_threshold THEN 'low' ELSE 'high' END AS variance_level,
-                       abs(percent_rank() OVER (ORDER BY median) - 0.5)
-                         + abs(percent_rank() OVER (ORDER BY variance) - 0.5) AS corner
-                FROM st, th)
-            SELECT median_level, variance_level, row_number() OVER w AS rank, q.token_id, v.token, n, mean,
-                   median, variance, median_threshold, variance_threshold
-            FROM q LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = q.token_id WINDOW w AS (PARTITION BY median_level, variance_level ORDER BY corner DESC, n DESC, q.token_id)
-            QUALIFY rank <= $top
-            ORDER BY median_level DESC, variance_level DESC, rank""",
-        {"e": eval_id, "min": min_count, "top": top, "cls": _class(token_class)},
-    ).df()
+    """The paper's Table 3 as four quadrants (`quadrants` of `token_stats`)."""
+    return quadrants(token_stats(con, eval_id, measure, min_count, token_class), top)
 
 
 def kwic(

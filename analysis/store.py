@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from cyb_core.atomic import write_target
 from cyb_core.names import parse_mode
 
-from . import summaries
+from . import compaction, summaries
 from .schema import (
     POSITIONS,
     SCHEMA_VERSION,
@@ -258,6 +258,7 @@ def write_eval(
                         f"writing {eid} failed, nothing changed: {str(e).splitlines()[0]}"
                     ) from e
                 raise
+            compaction.compact(con, db_path)  # still under the write lock
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return eid
@@ -378,8 +379,7 @@ def find_eval(con, run_id: str, dataset: str | None = None, mode: str | None = N
 
 @contextmanager
 def reading_quietly(path: str | Path | None = None, timeout: float = 5.0) -> Iterator:
-    """`reading` without DuckDB's progress bar, which long queries would draw into the log
-    of a server (the app)."""
+    """`reading` without DuckDB's progress bar, which would fill a server's log (the app's)."""
     with reading(path, timeout) as con:
         con.execute("SET enable_progress_bar = false")
         yield con

@@ -233,7 +233,8 @@ def token_quadrants(
     top: int = 10,
     token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(src, queries.token_quadrants, eval_id, measure, min_count, top, token_class)
+    """queries.quadrants of the cached token_stats: the rows are aggregated once per page."""
+    return queries.quadrants(token_stats(src, eval_id, measure, min_count, token_class), top)
 
 
 @_cache
@@ -375,7 +376,8 @@ def table3(
     min_count: int,
     token_class: str | None = None,
 ) -> str:
-    return _read(src, export.table3, eval_id, fmt, measure, min_count, token_class=token_class)
+    q = token_quadrants(src, eval_id, measure, min_count, 10, token_class)
+    return export.table3_from(q, eval_id, fmt, measure, min_count, 10, token_class)
 
 
 def raw_rows(src: Source, eval_id: str, table: str, fmt: str) -> bytes:

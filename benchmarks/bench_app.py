@@ -16,7 +16,7 @@ page (an AppTest rerun after typing the text), and generation's first token and 
 Target: under 1 s for each. `--playground-only` skips the large store.
 
     .venv/bin/python benchmarks/bench_app.py [--tokens 1000000] [--db PATH] [--keep]
-        [--writes-only] [--playground-only]
+        [--writes-only] [--playground-only] [--pages-on PATH]
 
 Before the pages: each write's time and memory growth (with --writes-only also at half of
 --tokens, to show writing linear in size and memory flat in it).
@@ -449,11 +449,21 @@ def main() -> None:
         "size; no pages",
     )
     ap.add_argument(
+        "--pages-on",
+        metavar="DB",
+        help="only the pages, over a store this script built before (--db PATH or --keep)",
+    )
+    ap.add_argument(
         "--playground-only",
         action="store_true",
         help="only the Playground's times (no large store)",
     )
     args = ap.parse_args()
+    if args.pages_on:
+        if not Path(args.pages_on).is_file():
+            raise SystemExit(f"no database at {args.pages_on}; build one with --db PATH")
+        _print_pages(render_times(Path(args.pages_on), "cyb-dp"))
+        return
     if args.playground_only:
         with tempfile.TemporaryDirectory(prefix="cyb-bench-playground-") as tmp:
             _print_playground(playground_times(Path(tmp)))
@@ -481,12 +491,7 @@ def main() -> None:
         print(f"bytes_per_token: {db.stat().st_size / (2 * built['n_tokens']):.1f} (target <= 70)")
         if args.writes_only:
             return
-        times = render_times(db, "cyb-dp")
-        for k, v in times.items():
-            print(f"{k}: {v:.3f}")
-        cached = [v for k, v in times.items() if k.endswith("_cached_s")]
-        print(f"max_cached_s: {max(cached):.3f}")
-        print(f"max_first_s: {max(v for k, v in times.items() if k.endswith('_first_s')):.3f}")
+        _print_pages(render_times(db, "cyb-dp"))
         with tempfile.TemporaryDirectory(prefix="cyb-bench-playground-") as ptmp:
             _print_playground(playground_times(Path(ptmp)))
         if tmp and args.keep:
@@ -494,6 +499,14 @@ def main() -> None:
     finally:
         if tmp and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_pages(times: dict[str, float]) -> None:
+    for k, v in times.items():
+        print(f"{k}: {v:.3f}")
+    cached = [v for k, v in times.items() if k.endswith("_cached_s")]
+    print(f"max_cached_s: {max(cached):.3f}")
+    print(f"max_first_s: {max(v for k, v in times.items() if k.endswith('_first_s')):.3f}")
 
 
 def _print_writes(small: dict | None, built: dict) -> None:

@@ -449,3 +449,43 @@ def test_token_class_is_checked_and_bound(classed):
         with pytest.raises(StoreError, match="token class must be one of"):
             q.token_stats(con, eid, token_class=bad)
     assert "$cls" in q.CLASS and "'" not in q.CLASS
+
+
+# the quadrants as one SQL query over the rows: the slow, obviously correct reference
+_QUADRANTS_SQL = """WITH st AS (
+        SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
+               coalesce(var_samp({x}), 0) AS variance
+        FROM token_rows WHERE eval_id = $e AND {x} IS NOT NULL
+             AND ($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)
+        GROUP BY token_id HAVING count(*) >= $min),
+    th AS (SELECT median(median) AS mt, median(variance) AS vt FROM st),
+    q AS (SELECT st.*, th.*,
+                 CASE WHEN median <= mt THEN 'low' ELSE 'high' END AS median_level,
+                 CASE WHEN variance <= vt THEN 'low' ELSE 'high' END AS variance_level,
+                 abs(percent_rank() OVER (ORDER BY median) - 0.5)
+                   + abs(percent_rank() OVER (ORDER BY variance) - 0.5) AS corner
+          FROM st, th)
+    SELECT median_level, variance_level, row_number() OVER w AS rank, token_id, mt, vt
+    FROM q WINDOW w AS (PARTITION BY median_level, variance_level
+                        ORDER BY corner DESC, n DESC, token_id)
+    QUALIFY rank <= $top ORDER BY median_level DESC, variance_level DESC, rank"""
+
+
+@pytest.mark.parametrize("measure", ["expected", "greedy"])
+@pytest.mark.parametrize("cls", [None, *CLASSES])
+@pytest.mark.parametrize("min_count,top", [(1, 5), (3, 100), (8, 3)])
+def test_quadrants_from_stats_match_the_sql_reference(classed, measure, cls, min_count, top):
+    con, eid, _ = classed
+    got = q.token_quadrants(con, eid, measure, min_count, top, cls)
+    ref = con.execute(
+        _QUADRANTS_SQL.format(x=q.MEASURES[measure]),
+        {"e": eid, "cls": cls, "min": min_count, "top": top},
+    ).df()
+    assert len(ref) > 0
+    cols = ["median_level", "variance_level", "rank", "token_id"]
+    pd.testing.assert_frame_equal(
+        got[cols].astype({"rank": "int64", "token_id": "int64"}),
+        ref[cols].astype({"rank": "int64", "token_id": "int64"}),
+    )
+    assert got["median_threshold"].iloc[0] == pytest.approx(ref["mt"].iloc[0], rel=1e-6)
+    assert got["variance_threshold"].iloc[0] == pytest.approx(ref["vt"].iloc[0], rel=1e-6)

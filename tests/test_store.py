@@ -478,3 +478,78 @@ def test_evaluations_of_one_text_share_its_words(tmp_path):
     assert stored() == 2 * len(words) - 1  # b still reads the first text
     write("b", other)
     assert stored() == len(words) - 1  # no evaluation reads the first text any more
+
+
+# ----------------------------------------------------------------------------- compaction
+
+
+def _dump(db: Path) -> dict:
+    """Every table's rows in stored order, and the views' row counts."""
+    with store.reading(db) as con:
+        out = {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in schema.TABLES}
+        out |= {v: con.execute(f"SELECT count(*) FROM {v}").fetchall() for v in schema.VIEWS}
+    return out
+
+
+def _write_many(db: Path, times: int) -> None:
+    for i in range(times):  # replacing evaluations is what frees blocks
+        _, tables = synthetic_tables(seed=i)
+        for dataset in ("x", "y"):
+            store.write_eval(
+                db, run=RUN, eval_row={"run_id": "synthetic", "dataset": dataset, "mode": "dense"},
+                **tables,
+            )  # fmt: skip
+
+
+def test_compaction_keeps_every_row_in_order_and_frees_the_blocks(tmp_path, monkeypatch):
+    from analysis import compaction
+
+    db = tmp_path / "c.duckdb"
+    monkeypatch.setattr(compaction, "FREE_SHARE", 2.0)  # never: the slow reference
+    _write_many(db, 3)
+    before, size = _dump(db), db.stat().st_size
+    with store.reading(db) as con:
+        total, free = compaction.free_blocks(con)
+    assert free >= 4  # the writes left free blocks behind
+    monkeypatch.setattr(compaction, "FREE_SHARE", 0.0)
+    with store.connect_write(db) as con:
+        assert compaction.compact(con, db)
+    assert _dump(db) == before and db.stat().st_size < size
+    with store.reading(db) as con:
+        assert (
+            compaction.free_blocks(con)[1] == 0
+            and schema.schema_version(con) == schema.SCHEMA_VERSION
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.duckdb"]  # no copy, no WAL left
+    _write_many(db, 1)  # the compacted file takes writes
+
+
+def test_every_write_leaves_at_most_the_free_share(tmp_path):
+    from analysis import compaction
+
+    db = tmp_path / "c.duckdb"
+    for _ in range(3):
+        _write_many(db, 1)
+        with store.reading(db) as con:
+            total, free = compaction.free_blocks(con)
+        assert free < max(compaction.MIN_FREE, compaction.FREE_SHARE * total)
+
+
+def test_a_failed_compaction_keeps_the_committed_write(tmp_path, monkeypatch):
+    from analysis import compaction
+
+    db = tmp_path / "c.duckdb"
+    _write_many(db, 1)
+    before = _dump(db)
+
+    def full_disk(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compaction, "FREE_SHARE", 0.0)
+    monkeypatch.setattr(compaction, "MIN_FREE", 0)
+    monkeypatch.setattr(compaction, "atomic_write", full_disk)
+    with pytest.warns(UserWarning, match="not compacted: .*No space left"):
+        _write_many(db, 1)
+    after = _dump(db)
+    assert after["evals"] != before["evals"]  # the second write landed (new created_at)
+    assert len(after["token_rows"]) == len(before["token_rows"])
