@@ -1,5 +1,8 @@
-"""The per-group building blocks of analysis.queries' pause rates, contrasts and run
-comparisons: group statistics and compact histograms in DuckDB, bootstrap means in numpy.
+"""Pause rates, contrasts and run comparisons per group (part of speech, tag, number, subword
+position, contraction): group statistics and compact histograms in DuckDB, bootstrap means in
+numpy. Each is a query (connection in) built from pure pieces (`rates_of`, `contrast_of`,
+`compare_of`) over `group_summary` and the bootstraps, so the app computes a group summary
+once and derives the page's tables from it.
 
 Bootstrap intervals resample from per-group histograms (value bins of 1 / BIN pauses, each
 bin at the mean of its values, so the point estimate is exact); tokens are treated as
@@ -10,6 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from cyb_core.names import observes_pauses
+
+from .classes import CLASSES
+from .store import StoreError, require_eval
 
 BIN = 100  # histogram bins per pause for the bootstrap
 # the token_rows columns that analysis.queries.GROUPS, CLASS and _rows read
@@ -94,3 +102,222 @@ def _same_tokens(con, eval_a: str, eval_b: str, n_a: int, n_b: int) -> bool:
         "SELECT tokens_key FROM evals WHERE eval_id IN (?, ?)", [eval_a, eval_b]
     ).fetchall()
     return len(keys) == 2 and keys[0][0] is not None and keys[0][0] == keys[1][0]
+
+
+# stored as FLOAT and USMALLINT (schema.sql); medians and differences are taken in these types
+MEASURES = {
+    "expected": "expected_pauses::DOUBLE",
+    "greedy": "greedy_pauses::INTEGER",
+    "observed": "pauses::INTEGER",
+}
+_APOS = "[''’]"  # an apostrophe class, quoted for a SQL string literal
+GROUPS = {
+    "upos": "upos",
+    "tag": "tag",
+    "number": "nullif(regexp_extract(morph, 'Number=([A-Za-z]+)', 1), '')",
+    "word_start": "CASE WHEN word_start THEN 'word-initial' WHEN NOT word_start THEN 'continuation' END",
+    # model-token view of contractions: "wasn" + "'t", "they" + "'ll"
+    "contraction": f"""CASE
+        WHEN regexp_matches(token, '^{_APOS}t$', 'i') THEN 'clitic ''t'
+        WHEN regexp_matches(token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') THEN 'clitic ''s ''re ''ve ''ll ''d ''m'
+        WHEN regexp_matches(next_token, '^{_APOS}t$', 'i') AND regexp_matches(token, 'n$', 'i')
+            THEN 'stem before ''t'
+        WHEN regexp_matches(next_token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') AND regexp_matches(token, '[a-z]$', 'i')
+            THEN 'stem before ''s ''re ''ve ''ll ''d ''m'
+        ELSE 'other' END""",
+}
+
+
+def _measure(info: dict, measure: str) -> str:
+    if measure not in MEASURES:
+        raise StoreError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    if measure == "observed" and not observes_pauses(info["mode"]):
+        raise StoreError(
+            f"{info['eval_id']} is a dense evaluation: observed pauses exist only where pauses "
+            "were placed per token (adaptive, shuffled, uniformK)"
+        )
+    return MEASURES[measure]
+
+
+def _class(token_class: str | None) -> str | None:
+    if token_class is not None and token_class not in CLASSES:
+        raise StoreError(f"token class must be one of {', '.join(CLASSES)}, got {token_class!r}")
+    return token_class
+
+
+def _group(by: str) -> str:
+    if by not in GROUPS:
+        raise StoreError(f"group by one of {', '.join(GROUPS)}, got {by!r}")
+    return GROUPS[by]
+
+
+# ----------------------------------------------------------------------------- groups, CIs, effect sizes
+
+
+def group_summary(
+    con, eval_id: str, by: str, measure: str = "expected", token_class: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-group n, mean, median, variance; per-group histogram for the bootstrap) of one
+    evaluation: the two scans every per-group result is computed from."""
+    x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
+    return _group_stats(con, eval_id, g, x, c), _group_hist(con, eval_id, g, x, c)
+
+
+def group_boots(hist: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Bootstrap means of every group of `group_summary`'s histogram (one seeded stream)."""
+    return _boot_means(hist, n_boot, np.random.default_rng(seed))
+
+
+def pause_rates(
+    con,
+    eval_id: str,
+    by: str = "upos",
+    measure: str = "expected",
+    min_count: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    token_class: str | None = None,
+) -> pd.DataFrame:
+    """Mean pause count per group with a 95% bootstrap interval; `by` is one of GROUPS."""
+    stats, hist = group_summary(con, eval_id, by, measure, token_class)
+    return rates_of(stats, group_boots(hist, n_boot, seed), by, min_count)
+
+
+def rates_of(stats: pd.DataFrame, boots: dict, by: str, min_count: int) -> pd.DataFrame:
+    """`pause_rates` from `group_summary`'s statistics and `group_boots`."""
+    stats = stats[stats["n"] >= min_count].sort_values("mean").reset_index(drop=True)
+    ci = np.array([np.percentile(boots[k], [2.5, 97.5]) for k in stats["grp"]]).reshape(-1, 2)
+    return stats.rename(columns={"grp": by}).assign(ci_low=ci[:, 0], ci_high=ci[:, 1])
+
+
+def contrast(
+    con,
+    eval_id: str,
+    by: str,
+    a: str,
+    b: str,
+    measure: str = "expected",
+    n_boot: int = 1000,
+    seed: int = 0,
+    token_class: str | None = None,
+) -> pd.DataFrame:
+    """Two groups of one evaluation (NNS vs NN, Plur vs Sing): difference b - a, 95% CI, Cohen's d."""
+    stats, hist = group_summary(con, eval_id, by, measure, token_class)
+    _has_groups(stats, by, a, b)
+    return contrast_of(stats, group_boots(hist, n_boot, seed), by, a, b)
+
+
+def _has_groups(stats: pd.DataFrame, by: str, *groups: str) -> None:
+    for k in groups:
+        if k not in set(stats["grp"]):
+            known = ", ".join(map(str, stats["grp"][:20]))
+            raise StoreError(f"no tokens in group {k!r} of {by}; groups: {known}")
+
+
+def contrast_of(stats: pd.DataFrame, boots: dict, by: str, a: str, b: str) -> pd.DataFrame:
+    """`contrast` from `group_summary`'s statistics and `group_boots`."""
+    _has_groups(stats, by, a, b)
+    stats = stats.set_index("grp")
+    diff = boots[b] - boots[a]
+    sa, sb = stats.loc[a], stats.loc[b]
+    return pd.DataFrame(
+        [
+            {
+                "by": by,
+                "group_a": a,
+                "group_b": b,
+                "n_a": sa["n"],
+                "n_b": sb["n"],
+                "mean_a": sa["mean"],
+                "mean_b": sb["mean"],
+                "diff": sb["mean"] - sa["mean"],
+                "ci_low": np.percentile(diff, 2.5),
+                "ci_high": np.percentile(diff, 97.5),
+                "cohens_d": _cohens_d(sa, sb),
+            }
+        ]
+    )
+
+
+def compare_runs(
+    con,
+    eval_a: str,
+    eval_b: str,
+    by: str = "upos",
+    measure: str = "expected",
+    min_count: int = 20,
+    n_boot: int = 1000,
+    seed: int = 0,
+    token_class: str | None = None,
+) -> pd.DataFrame:
+    """Per group, run B minus run A: difference of mean pauses with a 95% CI and Cohen's d.
+
+    When both evaluations scored the same tokens (same text and tokenizer) the bootstrap is
+    paired: it resamples per-token differences (`paired` column); otherwise the two runs are
+    resampled independently. Cohen's d uses the pooled standard deviation either way.
+    """
+    paired = paired_hist(con, eval_a, eval_b, by, measure, token_class)
+    if paired is None:
+        (sa, ha), (sb, hb) = (
+            group_summary(con, e, by, measure, token_class) for e in (eval_a, eval_b)
+        )
+    else:
+        ia, ib = require_eval(con, eval_a), require_eval(con, eval_b)
+        g, c = _group(by), _class(token_class)
+        sa = _group_stats(con, eval_a, g, _measure(ia, measure), c)
+        sb = _group_stats(con, eval_b, g, _measure(ib, measure), c)
+        ha = hb = None
+    return compare_of(
+        sa, sb, diff_boots(paired, ha, hb, n_boot, seed), by, min_count, paired is not None
+    )
+
+
+def paired_hist(
+    con, eval_a: str, eval_b: str, by: str, measure: str, token_class: str | None = None
+) -> pd.DataFrame | None:
+    """Histogram of per-token differences b - a per group of run A, or None when the two
+    evaluations did not score the same tokens (then they are resampled independently)."""
+    ia, ib = require_eval(con, eval_a), require_eval(con, eval_b)
+    xa, xb, g, c = _measure(ia, measure), _measure(ib, measure), _group(by), _class(token_class)
+    if not _same_tokens(con, eval_a, eval_b, ia["n_tokens"], ib["n_tokens"]):
+        return None
+    return _paired_hist(con, eval_a, eval_b, g, xa, xb, c)
+
+
+def diff_boots(paired, hist_a, hist_b, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Bootstrap differences of means per group: from the paired histogram when there is one,
+    else from the two runs' histograms resampled independently (one seeded stream)."""
+    rng = np.random.default_rng(seed)
+    if paired is not None:
+        return _boot_means(paired, n_boot, rng)
+    ba, bb = _boot_means(hist_a, n_boot, rng), _boot_means(hist_b, n_boot, rng)
+    return {k: bb[k] - ba[k] for k in ba.keys() & bb.keys()}
+
+
+def compare_of(
+    sa: pd.DataFrame, sb: pd.DataFrame, boot_diff: dict, by: str, min_count: int, paired: bool
+) -> pd.DataFrame:
+    """`compare_runs` from both runs' group statistics and `diff_boots`."""
+    m = sa.merge(sb, on="grp", suffixes=("_a", "_b"))
+    m = m[(m["n_a"] >= min_count) & (m["n_b"] >= min_count) & m["grp"].isin(list(boot_diff))]
+    rows = []
+    for r in m.to_dict("records"):
+        diff = boot_diff[r["grp"]]
+        a = {"n": r["n_a"], "mean": r["mean_a"], "variance": r["variance_a"]}
+        b = {"n": r["n_b"], "mean": r["mean_b"], "variance": r["variance_b"]}
+        rows.append(
+            {
+                by: r["grp"],
+                "n_a": r["n_a"],
+                "n_b": r["n_b"],
+                "mean_a": r["mean_a"],
+                "mean_b": r["mean_b"],
+                "diff": r["mean_b"] - r["mean_a"],
+                "ci_low": np.percentile(diff, 2.5),
+                "ci_high": np.percentile(diff, 97.5),
+                "cohens_d": _cohens_d(a, b),
+                "paired": paired,
+            }
+        )
+    cols = [by, "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "cohens_d", "paired"]
+    return pd.DataFrame(rows, columns=cols).sort_values("diff", ignore_index=True)

@@ -1,7 +1,8 @@
 """Analysis queries: plain functions (connection, parameters) -> DataFrame.
 
 Aggregation happens in DuckDB; values are bound parameters and SQL identifiers or
-expressions come only from the constant maps below. Bootstrap intervals resample in numpy
+expressions come only from constant maps (MEASURES and GROUPS, in analysis.groups with the
+per-group queries, which are importable from here as well). Bootstrap intervals resample in numpy
 from compact per-group histograms (value bins of 0.01 pauses, each bin at the mean of its
 values, so the point estimate is exact); tokens are treated as independent draws.
 
@@ -12,21 +13,21 @@ whole runs and evaluations live in analysis.runs and are importable from here as
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from cyb_core.names import observes_pauses
-
-from .classes import CLASSES
-from .groups import (
-    CLASS,
-    _boot_means,
-    _cohens_d,
-    _group_hist,
-    _group_stats,
-    _paired_hist,
-    _same_tokens,
-)
+from .groups import CLASS, _class, _measure
+from .groups import GROUPS as GROUPS
+from .groups import MEASURES as MEASURES
+from .groups import compare_of as compare_of
+from .groups import compare_runs as compare_runs
+from .groups import contrast as contrast
+from .groups import contrast_of as contrast_of
+from .groups import diff_boots as diff_boots
+from .groups import group_boots as group_boots
+from .groups import group_summary as group_summary
+from .groups import paired_hist as paired_hist
+from .groups import pause_rates as pause_rates
+from .groups import rates_of as rates_of
 from .quadrants import quadrants
 from .runs import eval_classes as eval_classes
 from .runs import frontier as frontier
@@ -35,53 +36,6 @@ from .runs import run_summary as run_summary
 from .runs import training_curves as training_curves
 from .store import StoreError, require_eval
 from .summaries import GRID
-
-# stored as FLOAT and USMALLINT (schema.sql); medians and differences are taken in these types
-MEASURES = {
-    "expected": "expected_pauses::DOUBLE",
-    "greedy": "greedy_pauses::INTEGER",
-    "observed": "pauses::INTEGER",
-}
-_APOS = "[''’]"  # an apostrophe class, quoted for a SQL string literal
-GROUPS = {
-    "upos": "upos",
-    "tag": "tag",
-    "number": "nullif(regexp_extract(morph, 'Number=([A-Za-z]+)', 1), '')",
-    "word_start": "CASE WHEN word_start THEN 'word-initial' WHEN NOT word_start THEN 'continuation' END",
-    # model-token view of contractions: "wasn" + "'t", "they" + "'ll"
-    "contraction": f"""CASE
-        WHEN regexp_matches(token, '^{_APOS}t$', 'i') THEN 'clitic ''t'
-        WHEN regexp_matches(token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') THEN 'clitic ''s ''re ''ve ''ll ''d ''m'
-        WHEN regexp_matches(next_token, '^{_APOS}t$', 'i') AND regexp_matches(token, 'n$', 'i')
-            THEN 'stem before ''t'
-        WHEN regexp_matches(next_token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') AND regexp_matches(token, '[a-z]$', 'i')
-            THEN 'stem before ''s ''re ''ve ''ll ''d ''m'
-        ELSE 'other' END""",
-}
-
-
-def _measure(info: dict, measure: str) -> str:
-    if measure not in MEASURES:
-        raise StoreError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if measure == "observed" and not observes_pauses(info["mode"]):
-        raise StoreError(
-            f"{info['eval_id']} is a dense evaluation: observed pauses exist only where pauses "
-            "were placed per token (adaptive, shuffled, uniformK)"
-        )
-    return MEASURES[measure]
-
-
-def _class(token_class: str | None) -> str | None:
-    if token_class is not None and token_class not in CLASSES:
-        raise StoreError(f"token class must be one of {', '.join(CLASSES)}, got {token_class!r}")
-    return token_class
-
-
-def _group(by: str) -> str:
-    if by not in GROUPS:
-        raise StoreError(f"group by one of {', '.join(GROUPS)}, got {by!r}")
-    return GROUPS[by]
-
 
 # ----------------------------------------------------------------------------- token types
 
@@ -166,122 +120,6 @@ def kwic(
             "cls": _class(token_class),
         },
     ).df()
-
-
-# ----------------------------------------------------------------------------- groups, CIs, effect sizes
-
-
-def pause_rates(
-    con,
-    eval_id: str,
-    by: str = "upos",
-    measure: str = "expected",
-    min_count: int = 1,
-    n_boot: int = 1000,
-    seed: int = 0,
-    token_class: str | None = None,
-) -> pd.DataFrame:
-    """Mean pause count per group with a 95% bootstrap interval; `by` is one of GROUPS."""
-    x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
-    stats = _group_stats(con, eval_id, g, x, c)
-    stats = stats[stats["n"] >= min_count].sort_values("mean").reset_index(drop=True)
-    boots = _boot_means(_group_hist(con, eval_id, g, x, c), n_boot, np.random.default_rng(seed))
-    ci = np.array([np.percentile(boots[k], [2.5, 97.5]) for k in stats["grp"]]).reshape(-1, 2)
-    return stats.rename(columns={"grp": by}).assign(ci_low=ci[:, 0], ci_high=ci[:, 1])
-
-
-def contrast(
-    con,
-    eval_id: str,
-    by: str,
-    a: str,
-    b: str,
-    measure: str = "expected",
-    n_boot: int = 1000,
-    seed: int = 0,
-    token_class: str | None = None,
-) -> pd.DataFrame:
-    """Two groups of one evaluation (NNS vs NN, Plur vs Sing): difference b - a, 95% CI, Cohen's d."""
-    x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
-    stats = _group_stats(con, eval_id, g, x, c).set_index("grp")
-    for k in (a, b):
-        if k not in stats.index:
-            raise StoreError(
-                f"no tokens in group {k!r} of {by}; groups: {', '.join(map(str, stats.index[:20]))}"
-            )
-    boots = _boot_means(_group_hist(con, eval_id, g, x, c), n_boot, np.random.default_rng(seed))
-    diff = boots[b] - boots[a]
-    sa, sb = stats.loc[a], stats.loc[b]
-    return pd.DataFrame(
-        [
-            {
-                "by": by,
-                "group_a": a,
-                "group_b": b,
-                "n_a": sa["n"],
-                "n_b": sb["n"],
-                "mean_a": sa["mean"],
-                "mean_b": sb["mean"],
-                "diff": sb["mean"] - sa["mean"],
-                "ci_low": np.percentile(diff, 2.5),
-                "ci_high": np.percentile(diff, 97.5),
-                "cohens_d": _cohens_d(sa, sb),
-            }
-        ]
-    )
-
-
-def compare_runs(
-    con,
-    eval_a: str,
-    eval_b: str,
-    by: str = "upos",
-    measure: str = "expected",
-    min_count: int = 20,
-    n_boot: int = 1000,
-    seed: int = 0,
-    token_class: str | None = None,
-) -> pd.DataFrame:
-    """Per group, run B minus run A: difference of mean pauses with a 95% CI and Cohen's d.
-
-    When both evaluations scored the same tokens (same text and tokenizer) the bootstrap is
-    paired: it resamples per-token differences (`paired` column); otherwise the two runs are
-    resampled independently. Cohen's d uses the pooled standard deviation either way.
-    """
-    ia, ib = require_eval(con, eval_a), require_eval(con, eval_b)
-    xa, xb, g, c = _measure(ia, measure), _measure(ib, measure), _group(by), _class(token_class)
-    rng = np.random.default_rng(seed)
-    sa, sb = _group_stats(con, eval_a, g, xa, c), _group_stats(con, eval_b, g, xb, c)
-    paired = _same_tokens(con, eval_a, eval_b, ia["n_tokens"], ib["n_tokens"])
-    if paired:
-        boot_diff = _boot_means(_paired_hist(con, eval_a, eval_b, g, xa, xb, c), n_boot, rng)
-    else:
-        ba = _boot_means(_group_hist(con, eval_a, g, xa, c), n_boot, rng)
-        bb = _boot_means(_group_hist(con, eval_b, g, xb, c), n_boot, rng)
-        boot_diff = {k: bb[k] - ba[k] for k in ba.keys() & bb.keys()}
-    m = sa.merge(sb, on="grp", suffixes=("_a", "_b"))
-    m = m[(m["n_a"] >= min_count) & (m["n_b"] >= min_count) & m["grp"].isin(list(boot_diff))]
-    rows = []
-    for r in m.to_dict("records"):
-        diff = boot_diff[r["grp"]]
-        a = {"n": r["n_a"], "mean": r["mean_a"], "variance": r["variance_a"]}
-        b = {"n": r["n_b"], "mean": r["mean_b"], "variance": r["variance_b"]}
-        rows.append(
-            {
-                by: r["grp"],
-                "n_a": r["n_a"],
-                "n_b": r["n_b"],
-                "mean_a": r["mean_a"],
-                "mean_b": r["mean_b"],
-                "diff": r["mean_b"] - r["mean_a"],
-                "ci_low": np.percentile(diff, 2.5),
-                "ci_high": np.percentile(diff, 97.5),
-                "cohens_d": _cohens_d(a, b),
-                "paired": paired,
-            }
-        )
-    cols = [by, "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "cohens_d", "paired"]
-    return pd.DataFrame(rows, columns=cols).sort_values("diff", ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- calibration and latency

@@ -7,6 +7,8 @@ Values are bound parameters; every function takes a DuckDB connection and return
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from .store import StoreError
@@ -111,3 +113,56 @@ def run_checkpoint(con, run_id: str) -> str | None:
         "SELECT json_extract_string(params, '$.checkpoint') FROM runs WHERE run_id = ?", [run_id]
     ).fetchone()
     return row[0] if row else None
+
+
+# config keys that do not make two runs different models: where they were written, how often
+# they were logged, and the data (tokens, data_tokens) that the data-efficiency chart varies
+_NOT_SETTINGS = {"out", "tokens", "data_tokens", "eval_every", "ckpt_every", "device"}
+
+
+def hyperparameters(params: str | None) -> dict:
+    """The settings of a `runs.params` JSON that the Runs page shows and groups by."""
+    p = json.loads(params) if params else {}
+    cfg, cyb = p.get("config") or {}, p.get("cyb") or {}
+    hp = cfg.get("hparams") or cyb.get("hparams") or {}
+    settings = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_SETTINGS}
+    return {
+        "lr": cfg.get("lr"),
+        "batch_size": cfg.get("batch_size"),
+        "seq_len": cfg.get("seq_len"),
+        "psi": cyb.get("psi", cfg.get("psi")),
+        "hparams": " ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "-",
+        "budget_tokens": cfg.get("tokens"),
+        "data_tokens": cfg.get("data_tokens"),
+        "settings": json.dumps(settings, sort_keys=True) if cfg else None,
+    }
+
+
+def data_groups(overview: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations of runs that differ only in their training data (same settings, dataset
+    and mode), two or more per group; adds `group` (a label) and `regime`."""
+    df = overview.dropna(subset=["settings"]).copy()
+    if df.empty:
+        return df.assign(group=[], regime=[])
+    keys = ["settings", "dataset", "mode"]
+    df = df[df.groupby(keys)["run_id"].transform("nunique") >= 2].copy()
+    if df.empty:
+        return df.assign(group=[], regime=[])
+    codes = df.groupby(keys, sort=True).ngroup()
+    label = df["variant"].astype(str) + " W=" + df["w_max"].astype(str) + " " + df["hparams"]
+    df["group"] = label.where(
+        codes.groupby(label).transform("nunique") == 1, label + " #" + (codes + 1).astype(str)
+    )
+
+    def regime(r) -> str:
+        budget, data = r["budget_tokens"], r["data_tokens"]
+        if not data or pd.isna(data):
+            return "all data"
+        return (
+            f"{int(data):,} tokens x {budget / data:.3g} epochs"
+            if budget
+            else f"{int(data):,} tokens"
+        )
+
+    df["regime"] = df.apply(regime, axis=1)
+    return df.sort_values(["group", "train_tokens"]).reset_index(drop=True)

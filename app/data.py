@@ -11,7 +11,6 @@ combines them. The Playground's models are loaded once per process and shared by
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import classes, export, lookups, queries, store, text
+from analysis import runs as runs_lib
 from cyb_core import synthetic
 
 TTL = "1h"
@@ -66,65 +66,16 @@ def evals(src: Source) -> pd.DataFrame:
     return _read(src, lookups.list_evals)
 
 
-# config keys that do not make two runs different models: where they were written, how often
-# they were logged, and the data (tokens, data_tokens) that the data-efficiency chart varies
-_NOT_SETTINGS = {"out", "tokens", "data_tokens", "eval_every", "ckpt_every", "device"}
-
-
-def _hyper(params: str | None) -> dict:
-    p = json.loads(params) if params else {}
-    cfg, cyb = p.get("config") or {}, p.get("cyb") or {}
-    hp = cfg.get("hparams") or cyb.get("hparams") or {}
-    settings = {k: v for k, v in sorted(cfg.items()) if k not in _NOT_SETTINGS}
-    return {
-        "lr": cfg.get("lr"),
-        "batch_size": cfg.get("batch_size"),
-        "seq_len": cfg.get("seq_len"),
-        "psi": cyb.get("psi", cfg.get("psi")),
-        "hparams": " ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "-",
-        "budget_tokens": cfg.get("tokens"),
-        "data_tokens": cfg.get("data_tokens"),
-        "settings": json.dumps(settings, sort_keys=True) if cfg else None,
-    }
-
-
 @_cache
 def run_overview(src: Source) -> pd.DataFrame:
     """run_summary joined with each run's hyperparameters (one row per evaluation)."""
-    summary, runs = _read(src, lambda con: (queries.run_summary(con), queries.run_rows(con)))
-    hyper = pd.DataFrame([_hyper(p) for p in runs["params"]], index=runs.index)
-    runs = pd.concat([runs.drop(columns="params"), hyper], axis=1)
-    return summary.merge(runs, on="run_id", how="left")
+    summary, rows = _read(src, lambda con: (queries.run_summary(con), queries.run_rows(con)))
+    hyper = pd.DataFrame([runs_lib.hyperparameters(p) for p in rows["params"]], index=rows.index)
+    rows = pd.concat([rows.drop(columns="params"), hyper], axis=1)
+    return summary.merge(rows, on="run_id", how="left")
 
 
-def data_groups(overview: pd.DataFrame) -> pd.DataFrame:
-    """Evaluations of runs that differ only in their training data (same settings, dataset
-    and mode), two or more per group; adds `group` (a label) and `regime`."""
-    df = overview.dropna(subset=["settings"]).copy()
-    if df.empty:
-        return df.assign(group=[], regime=[])
-    keys = ["settings", "dataset", "mode"]
-    df = df[df.groupby(keys)["run_id"].transform("nunique") >= 2].copy()
-    if df.empty:
-        return df.assign(group=[], regime=[])
-    codes = df.groupby(keys, sort=True).ngroup()
-    label = df["variant"].astype(str) + " W=" + df["w_max"].astype(str) + " " + df["hparams"]
-    df["group"] = label.where(
-        codes.groupby(label).transform("nunique") == 1, label + " #" + (codes + 1).astype(str)
-    )
-
-    def regime(r) -> str:
-        budget, data = r["budget_tokens"], r["data_tokens"]
-        if not data or pd.isna(data):
-            return "all data"
-        return (
-            f"{int(data):,} tokens x {budget / data:.3g} epochs"
-            if budget
-            else f"{int(data):,} tokens"
-        )
-
-    df["regime"] = df.apply(regime, axis=1)
-    return df.sort_values(["group", "train_tokens"]).reset_index(drop=True)
+data_groups = runs_lib.data_groups  # pure: the evaluations that differ only in their data
 
 
 @_cache
@@ -263,6 +214,21 @@ def token_histogram(
 
 
 @_cache
+def group_summary(
+    src: Source, eval_id: str, by: str, measure: str, token_class: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two scans of the rows that every per-group table of one evaluation comes from."""
+    return _read(src, queries.group_summary, eval_id, by, measure, token_class)
+
+
+@_cache
+def group_boots(
+    src: Source, eval_id: str, by: str, measure: str, n_boot: int, token_class: str | None = None
+) -> dict:
+    return queries.group_boots(group_summary(src, eval_id, by, measure, token_class)[1], n_boot)
+
+
+@_cache
 def pause_rates(
     src: Source,
     eval_id: str,
@@ -272,8 +238,9 @@ def pause_rates(
     n_boot: int = 1000,
     token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(
-        src, queries.pause_rates, eval_id, by, measure, min_count, n_boot, token_class=token_class
+    stats, _ = group_summary(src, eval_id, by, measure, token_class)
+    return queries.rates_of(
+        stats, group_boots(src, eval_id, by, measure, n_boot, token_class), by, min_count
     )
 
 
@@ -287,9 +254,10 @@ def compare_runs(
     min_count: int,
     token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(
-        src, queries.compare_runs, eval_a, eval_b, by, measure, min_count, token_class=token_class
-    )
+    (sa, ha), (sb, hb) = (group_summary(src, e, by, measure, token_class) for e in (eval_a, eval_b))
+    paired = _read(src, queries.paired_hist, eval_a, eval_b, by, measure, token_class)
+    boots = queries.diff_boots(paired, ha, hb)
+    return queries.compare_of(sa, sb, boots, by, min_count, paired is not None)
 
 
 @_cache
@@ -302,7 +270,9 @@ def contrast(
     measure: str,
     token_class: str | None = None,
 ) -> pd.DataFrame:
-    return _read(src, queries.contrast, eval_id, by, a, b, measure, token_class=token_class)
+    stats, _ = group_summary(src, eval_id, by, measure, token_class)
+    boots = group_boots(src, eval_id, by, measure, 1000, token_class)
+    return queries.contrast_of(stats, boots, by, a, b)
 
 
 def stacked_compare(
