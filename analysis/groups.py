@@ -136,7 +136,20 @@ def _measure(info: dict, measure: str) -> str:
             f"{info['eval_id']} is a dense evaluation: observed pauses exist only where pauses "
             "were placed per token (adaptive, shuffled, uniformK)"
         )
+    if measure == "expected":
+        return _expected(int(info["w_max"]))
     return MEASURES[measure]
+
+
+def _expected(w: int) -> str:
+    """expected_pauses as a product with a constant list: the same values as the virtual
+    column, which builds range(len(s)) on every row and made a scan of 10M rows 5x slower.
+    A row whose s is not W long (none is written so) falls back to the column itself."""
+    steps = ", ".join(map(str, range(w)))
+    return (
+        f"(CASE WHEN len(s) = {w} THEN list_dot_product(s, [{steps}]::FLOAT[]) "
+        "ELSE expected_pauses END)::DOUBLE"
+    )
 
 
 def _class(token_class: str | None) -> str | None:

@@ -489,3 +489,22 @@ def test_quadrants_from_stats_match_the_sql_reference(classed, measure, cls, min
     )
     assert got["median_threshold"].iloc[0] == pytest.approx(ref["mt"].iloc[0], rel=1e-6)
     assert got["variance_threshold"].iloc[0] == pytest.approx(ref["vt"].iloc[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("w", [1, 2, 4])
+def test_the_fast_expected_pauses_equal_the_stored_column(w):
+    """groups._measure's constant-list product against the schema's virtual column, on rows
+    of the evaluation's W, of another length (the fallback) and without s."""
+    from analysis import groups, schema
+
+    con = duckdb.connect()
+    schema.apply_schema(con)
+    rng = np.random.default_rng(w)
+    rows = [rng.dirichlet(np.ones(k)).astype(np.float32).tolist() for k in (w, w, 3, 1)]
+    for i, s in enumerate([*rows, None]):
+        con.execute("INSERT INTO token_rows (eval_id, idx, s) VALUES ('e', ?, ?)", [i, s])
+    x = groups._measure({"eval_id": "e", "mode": "dense", "w_max": w}, "expected")
+    got = con.execute(
+        f"SELECT {x}, expected_pauses::DOUBLE FROM token_rows ORDER BY idx"
+    ).fetchall()
+    assert [a for a, _ in got] == [b for _, b in got] and got[-1] == (None, None)
