@@ -38,8 +38,9 @@ def _rows(g: str, rows: str = "token_rows", e: str = "$e") -> str:
 
 def _group_hist(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataFrame:
     return con.execute(
-        f"""SELECT {g} AS grp, round({x} * {BIN}) AS bin, count(*) AS n, avg({x}) AS v
-            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+        f"""SELECT {g} AS grp, round({x} * {BIN})::DOUBLE AS bin, count(*) AS n, avg({x}) AS v
+            FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS}
+            GROUP BY ALL ORDER BY grp, bin""",
         {"e": eval_id, "cls": cls},
     ).df()
 
@@ -49,7 +50,7 @@ def _group_stats(con, eval_id: str, g: str, x: str, cls: str | None) -> pd.DataF
         f"""SELECT {g} AS grp, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
                    coalesce(var_samp({x}), 0) AS variance
             FROM {_rows(g)} WHERE eval_id = $e AND {x} IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS}
-            GROUP BY ALL""",
+            GROUP BY ALL ORDER BY grp""",
         {"e": eval_id, "cls": cls},
     ).df()
 
@@ -172,7 +173,11 @@ def group_summary(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-group n, mean, median, variance; per-group histogram for the bootstrap) of one
     evaluation: the two scans every per-group result is computed from."""
+    from . import large_summaries as large  # it builds on this module
+
     x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
+    if large.stored(con, "group_stats", eval_id):
+        return large.group_summary(con, eval_id, by, measure, c)
     return _group_stats(con, eval_id, g, x, c), _group_hist(con, eval_id, g, x, c)
 
 

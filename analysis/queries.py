@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import large_summaries
 from .groups import CLASS, _class, _measure
 from .groups import GROUPS as GROUPS
 from .groups import MEASURES as MEASURES
@@ -48,7 +49,9 @@ def token_stats(
     token_class: str | None = None,
 ) -> pd.DataFrame:
     """Per input-token type: count, mean, median and variance of the pause count."""
-    x = _measure(require_eval(con, eval_id), measure)
+    x, c = _measure(require_eval(con, eval_id), measure), _class(token_class)
+    if large_summaries.stored(con, "type_stats", eval_id):
+        return large_summaries.type_stats(con, eval_id, measure, min_count, c)
     return con.execute(
         f"""SELECT s.token_id, v.token, s.n, s.mean, s.median, s.variance
             FROM (SELECT token_id, count(*) AS n, avg({x}) AS mean, median({x}) AS median,
@@ -57,7 +60,7 @@ def token_stats(
                   GROUP BY token_id HAVING count(*) >= $min) s
             LEFT JOIN vocab v ON v.eval_id = $e AND v.token_id = s.token_id
             ORDER BY s.n DESC, s.token_id""",
-        {"e": eval_id, "min": min_count, "cls": _class(token_class)},
+        {"e": eval_id, "min": min_count, "cls": c},
     ).df()
 
 

@@ -14,7 +14,7 @@ from cyb_core.errors import UserError
 from . import summaries
 from .staging import sql_string
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 TABLES = (
     "meta",
@@ -108,6 +108,15 @@ def _to_version_4(con) -> None:
     summaries.refresh_all(con)
 
 
+def _to_version_5(con) -> None:
+    """The statistics of large evaluations (analysis.large_summaries)."""
+    from . import large_summaries  # it reads the groups, which read the store
+
+    con.execute(SCHEMA_FILE.read_text())
+    for (eid,) in con.execute("SELECT eval_id FROM evals ORDER BY eval_id").fetchall():
+        large_summaries.write(con, eid)
+
+
 def add_words(con, eval_id: str, words: str) -> None:
     """Set evals.text_key of `eval_id` from its stored docs and its `words` (a relation with
     the columns WORD_COLUMNS) and store the words unless an evaluation of the same text did;
@@ -144,6 +153,7 @@ MIGRATIONS = {
         "ALTER TABLE evals ADD COLUMN IF NOT EXISTS text_key HUGEINT",
         _to_version_4,
     ),
+    4: (_to_version_5,),
 }
 
 

@@ -180,3 +180,42 @@ CREATE TABLE IF NOT EXISTS calibration_cells (
     gain_bin SMALLINT,
     n BIGINT
 );
+
+-- Statistics of each evaluation of at least analysis.large_summaries.LARGE rows (version 5):
+-- what the Tokens and Linguistics pages read instead of every row. Smaller evaluations have
+-- none (their rows are aggregated when asked). scope: a class, or '*' for every row;
+-- measure: expected | greedy | observed (analysis.groups.MEASURES).
+CREATE TABLE IF NOT EXISTS type_stats (
+    eval_id VARCHAR,
+    scope VARCHAR,
+    measure VARCHAR,
+    token_id INTEGER,                 -- the input token
+    n BIGINT,
+    mean DOUBLE,
+    median DOUBLE,
+    variance DOUBLE                   -- sample variance; NULL for a type seen once
+);
+
+CREATE TABLE IF NOT EXISTS group_stats (
+    eval_id VARCHAR,
+    group_by VARCHAR,                 -- a key of analysis.groups.GROUPS
+    scope VARCHAR,
+    measure VARCHAR,
+    grp VARCHAR,
+    n BIGINT,
+    mean DOUBLE,
+    median DOUBLE,
+    variance DOUBLE
+);
+
+-- the bootstrap's histogram: value bins of 1 / analysis.groups.BIN pauses, each at its mean
+CREATE TABLE IF NOT EXISTS group_hist (
+    eval_id VARCHAR,
+    group_by VARCHAR,
+    scope VARCHAR,
+    measure VARCHAR,
+    grp VARCHAR,
+    bin DOUBLE,
+    n BIGINT,
+    v DOUBLE
+);

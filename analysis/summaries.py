@@ -8,7 +8,9 @@ read these instead of every token row; what they show stays exact.
 
 from __future__ import annotations
 
-SUMMARY_TABLES = ("class_stats", "step_stats", "calibration", "calibration_cells")
+# the last three: only for evaluations of analysis.large_summaries.LARGE rows or more
+SUMMARY_TABLES = ("class_stats", "step_stats", "calibration", "calibration_cells",
+                  "type_stats", "group_stats", "group_hist")  # fmt: skip
 GRID = 240  # calibration cells per axis: every bins count that divides it is exact from them
 
 _CLASS_STATS = """
@@ -107,6 +109,9 @@ def refresh(con, eval_id: str) -> None:
     calibrate(con, eval_id, one_class)
     con.execute(_CELLS, {"e": eval_id})
     con.execute(_TOKENS_KEY, {"e": eval_id})
+    from . import large_summaries  # it reads the groups, which read the store
+
+    large_summaries.write(con, eval_id)
 
 
 def calibrate(con, eval_id: str, one_class: bool) -> None:

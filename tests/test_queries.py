@@ -508,3 +508,78 @@ def test_the_fast_expected_pauses_equal_the_stored_column(w):
         f"SELECT {x}, expected_pauses::DOUBLE FROM token_rows ORDER BY idx"
     ).fetchall()
     assert [a for a, _ in got] == [b for _, b in got] and got[-1] == (None, None)
+
+
+@pytest.fixture(scope="module")
+def classed_large(classed):
+    """A copy of `classed` whose two evaluations have their statistics stored, as evaluations
+    of large_summaries.LARGE rows or more have (the rows are left as they are)."""
+    from analysis import large_summaries
+
+    src = (
+        classed[0]
+        .execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+        .fetchall()[0][0]
+    )
+    path = scratch() / "classed-large.duckdb"
+    shutil.copy(src, path)
+    large, large_summaries.LARGE = large_summaries.LARGE, 0
+    try:
+        with store.connect_write(path) as con:
+            for (eid,) in con.execute("SELECT eval_id FROM evals").fetchall():
+                large_summaries.write(con, eid)
+    finally:
+        large_summaries.LARGE = large
+    with store.reading(path) as con:
+        yield con, path
+
+
+@pytest.mark.parametrize("measure", ["expected", "greedy"])
+@pytest.mark.parametrize("cls", [None, *CLASSES])
+def test_stored_type_and_group_statistics_equal_the_rows(classed, classed_large, measure, cls):
+    """The stored path (large evaluations) against the row aggregation (the reference)."""
+    con, eid, other = classed
+    big, _ = classed_large
+    for e in (eid, other):
+        pd.testing.assert_frame_equal(
+            q.token_stats(big, e, measure, 1, cls), q.token_stats(con, e, measure, 1, cls)
+        )
+        for by in q.GROUPS:
+            for stored, rows in zip(
+                q.group_summary(big, e, by, measure, cls),
+                q.group_summary(con, e, by, measure, cls),
+                strict=True,
+            ):
+                assert len(rows) > 0
+                pd.testing.assert_frame_equal(stored, rows, check_exact=False, rtol=1e-12)
+    got = q.compare_runs(big, eid, other, "upos", measure, 1, n_boot=200, token_class=cls)
+    want = q.compare_runs(con, eid, other, "upos", measure, 1, n_boot=200, token_class=cls)
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)
+
+
+def test_small_evaluations_store_no_statistics_and_the_upgrade_adds_them(
+    classed, classed_large, tmp_path
+):
+    from analysis import large_summaries, schema
+
+    con, eid, _ = classed
+    big, path = classed_large
+    for table in large_summaries.TABLES:  # written as usual, the fixture's are small: none
+        assert not large_summaries.stored(con, table, eid) and large_summaries.stored(
+            big, table, eid
+        )
+    old = tmp_path / "v4.duckdb"
+    shutil.copy(path, old)
+    with duckdb.connect(str(old)) as c:  # as stored by version 4
+        c.execute("DROP TABLE type_stats; DROP TABLE group_stats; DROP TABLE group_hist")
+        c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    large, large_summaries.LARGE = large_summaries.LARGE, 0
+    try:
+        store.upgrade(old)
+    finally:
+        large_summaries.LARGE = large
+    with store.reading(old) as con:
+        assert schema.schema_version(con) == schema.SCHEMA_VERSION
+        for table in large_summaries.TABLES:
+            want = big.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+            assert con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == want != []
