@@ -169,16 +169,23 @@ def _group(by: str) -> str:
 
 
 def group_summary(
-    con, eval_id: str, by: str, measure: str = "expected", token_class: str | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-group n, mean, median, variance; per-group histogram for the bootstrap) of one
-    evaluation: the two scans every per-group result is computed from."""
+    con,
+    eval_id: str,
+    by: str,
+    measure: str = "expected",
+    token_class: str | None = None,
+    hist: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(per-group n, mean, median, variance; per-group histogram for the bootstrap, unless
+    `hist` is False) of one evaluation: what every per-group result is computed from. Stored
+    for a large evaluation (analysis.large_summaries), else two scans of its rows."""
     from . import large_summaries as large  # it builds on this module
 
     x, g, c = _measure(require_eval(con, eval_id), measure), _group(by), _class(token_class)
     if large.stored(con, "group_stats", eval_id):
-        return large.group_summary(con, eval_id, by, measure, c)
-    return _group_stats(con, eval_id, g, x, c), _group_hist(con, eval_id, g, x, c)
+        stats, h = large.group_summary(con, eval_id, by, measure, c)
+        return stats, h if hist else None
+    return _group_stats(con, eval_id, g, x, c), _group_hist(con, eval_id, g, x, c) if hist else None
 
 
 def group_boots(hist: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -275,16 +282,10 @@ def compare_runs(
     resampled independently. Cohen's d uses the pooled standard deviation either way.
     """
     paired = paired_hist(con, eval_a, eval_b, by, measure, token_class)
-    if paired is None:
-        (sa, ha), (sb, hb) = (
-            group_summary(con, e, by, measure, token_class) for e in (eval_a, eval_b)
-        )
-    else:
-        ia, ib = require_eval(con, eval_a), require_eval(con, eval_b)
-        g, c = _group(by), _class(token_class)
-        sa = _group_stats(con, eval_a, g, _measure(ia, measure), c)
-        sb = _group_stats(con, eval_b, g, _measure(ib, measure), c)
-        ha = hb = None
+    (sa, ha), (sb, hb) = (  # the paired bootstrap needs no histogram of either run
+        group_summary(con, e, by, measure, token_class, hist=paired is None)
+        for e in (eval_a, eval_b)
+    )
     return compare_of(
         sa, sb, diff_boots(paired, ha, hb, n_boot, seed), by, min_count, paired is not None
     )
