@@ -20,8 +20,15 @@ from .classes import CLASSES
 from .store import StoreError, require_eval
 
 BIN = 100  # histogram bins per pause for the bootstrap
-# the token_rows columns that analysis.queries.GROUPS, CLASS and _rows read
-_GROUP_COLUMNS = "token_id, next_id, upos, tag, morph, word_start, token_class"
+
+
+def _columns(g: str) -> str:
+    """The token_rows columns that the group expression `g` (through _rows), CLASS read."""
+    decoded = "token" in g.replace("token_class", "")  # _rows joins the vocabulary by id
+    cols = [c for c in ("upos", "tag", "morph", "word_start") if c in g] + ["token_class"]
+    return ", ".join(cols + (["token_id", "next_id"] if decoded else []))
+
+
 # the one token-class condition of every per-token query; $cls is bound (None: all rows)
 CLASS = "($cls::VARCHAR IS NULL OR token_class = $cls::VARCHAR)"
 
@@ -84,12 +91,16 @@ def _paired_hist(
     same order, so row k of one is row k of the other (a positional join, no hash join)."""
     # only the columns a group or the class reads: `*` would carry run A's lists through the join
     pairs = f"""(SELECT a.* EXCLUDE (x), b.x - a.x AS diff
-                 FROM (SELECT {_GROUP_COLUMNS}, {xa} AS x FROM token_rows WHERE eval_id = $a) a
+                 FROM (SELECT {_columns(g)}, {xa} AS x FROM token_rows WHERE eval_id = $a) a
                  POSITIONAL JOIN (SELECT {xb} AS x FROM token_rows WHERE eval_id = $b) b)"""
+    # The positional join runs on one thread, and so would an aggregate fed from it directly;
+    # over its materialised rows the aggregate runs on all (2.4x faster at 10M rows).
     return con.execute(
-        f"""SELECT {g} AS grp, round(diff * {BIN}) AS bin, count(*) AS n, avg(diff) AS v
-            FROM {_rows(g, pairs, "$a")}
-            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS} GROUP BY ALL""",
+        f"""WITH p AS MATERIALIZED {pairs}
+            SELECT {g} AS grp, round(diff * {BIN})::DOUBLE AS bin, count(*) AS n, avg(diff) AS v
+            FROM {_rows(g, "p", "$a")}
+            WHERE diff IS NOT NULL AND ({g}) IS NOT NULL AND {CLASS}
+            GROUP BY ALL ORDER BY grp, bin""",
         {"a": eval_a, "b": eval_b, "cls": cls},
     ).df()
 
