@@ -40,14 +40,14 @@ def pack(stream: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 def split_blocks(split: str, tokenizer, seq_len: int, root: str | Path) -> torch.Tensor:
     """Packed blocks of a corpus split (pretrain, finetune or heldout)."""
+    global _LAST
     texts = [d["text"] for d in load_split(split, Path(root))]
     key = _stream_key(texts, tokenizer)
-    global _LAST
-    if key is None or _LAST is None or _LAST[0] != key:
+    if key is not None and _LAST is not None and _LAST[0] == key:
+        stream = _LAST[1]
+    else:
         stream = token_stream(texts, tokenizer)
         _LAST = None if key is None else (key, stream)
-    else:
-        stream = _LAST[1]
     return pack(stream.clone(), seq_len)  # a copy: the kept stream stays as tokenised
 
 
