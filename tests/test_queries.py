@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from support import RUN, fixture_db, scratch, synthetic_tables, token_rows
 
+from analysis import groups, store
 from analysis import queries as q
-from analysis import store
 from analysis import text as text_q
 from analysis.store import StoreError
 
@@ -122,20 +122,52 @@ def test_contraction_groups_follow_the_model_tokens():
     con = duckdb.connect()
     df = pd.DataFrame(
         {
-            "token": [" wasn", "'t", " they", "'ll", " the", "’s"],
-            "next_token": ["'t", " x", "'ll", " y", " z", " w"],
+            "token": [" wasn", "'t", " they", "'ll", " the", "’s", " 1", None],
+            "next_token": ["'t", " x", "'ll", " y", " z", " w", "'s", "'t"],
         }
     )
     con.register("tokens", df)
-    got = con.execute(f"SELECT {q.GROUPS['contraction']} FROM tokens").fetchall()
-    assert [g[0] for g in got] == [
+    kinds = f"{groups.token_kind('token')} AS token_kind, {groups.token_kind('next_token')} AS next_kind"
+    got = con.execute(f"SELECT {q.GROUPS['contraction']} FROM (SELECT {kinds} FROM tokens)")
+    assert [g[0] for g in got.fetchall()] == [
         "stem before 't",
         "clitic 't",
         "stem before 's 're 've 'll 'd 'm",
         "clitic 's 're 've 'll 'd 'm",
         "other",
         "clitic 's 're 've 'll 'd 'm",
+        "other",  # a stem ends in a letter
+        "other",  # an id the vocabulary lacks
     ]
+
+
+# The contraction groups as first written: regular expressions over every row's decoded token
+# and next token (the `tokens` view). The store classifies each vocabulary entry once instead.
+_APOS = "[''’]"
+CONTRACTION_PER_ROW = f"""CASE
+    WHEN regexp_matches(token, '^{_APOS}t$', 'i') THEN 'clitic ''t'
+    WHEN regexp_matches(token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') THEN 'clitic ''s ''re ''ve ''ll ''d ''m'
+    WHEN regexp_matches(next_token, '^{_APOS}t$', 'i') AND regexp_matches(token, 'n$', 'i')
+        THEN 'stem before ''t'
+    WHEN regexp_matches(next_token, '^{_APOS}(s|re|ve|ll|d|m)$', 'i') AND regexp_matches(token, '[a-z]$', 'i')
+        THEN 'stem before ''s ''re ''ve ''ll ''d ''m'
+    ELSE 'other' END"""
+
+
+def test_contraction_groups_of_stored_rows_match_the_per_row_expressions(db):
+    con, eid, _ = db
+    g = q.GROUPS["contraction"]
+    got = con.execute(
+        f"SELECT idx, doc_id, {g} AS grp FROM {groups._rows(g)} WHERE eval_id = $e ORDER BY doc_id, idx",
+        {"e": eid},
+    ).df()
+    ref = con.execute(
+        f"SELECT idx, doc_id, {CONTRACTION_PER_ROW} AS grp FROM tokens WHERE eval_id = ? "
+        "ORDER BY doc_id, idx",
+        [eid],
+    ).df()
+    pd.testing.assert_frame_equal(got, ref)
+    assert ref["grp"].nunique() >= 3  # the fixture's text has contractions of both kinds
 
 
 def test_contrast_and_compare_runs(db):
