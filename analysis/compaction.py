@@ -5,11 +5,13 @@ gives them back, so a store written by many small evaluations was a third free b
 constraints and rows in their stored order) and renames it over the old one, while the
 writer's connection still holds the file's lock, so no other writer can slip in between; a
 reader that opened the old file keeps reading it whole. A failed compaction leaves the
-database as the committed write left it.
+database as the committed write left it, and the copy of one that was killed is removed by
+the next write.
 """
 
 from __future__ import annotations
 
+import glob
 import warnings
 from pathlib import Path
 
@@ -38,6 +40,7 @@ def compact(con, db_path: Path) -> bool:
 
     con: the writer's read-write connection to `db_path`, with no open transaction; it must
     be closed right after (it still points at the old file). Returns whether it compacted."""
+    _clear_copies(db_path)
     con.execute("CHECKPOINT")  # the WAL folded into the file: the copy sees every committed row
     total, free = free_blocks(con)
     if free < max(MIN_FREE, FREE_SHARE * total):
@@ -58,3 +61,11 @@ def compact(con, db_path: Path) -> bool:
         warnings.warn(f"{db_path} was not compacted: {str(e).splitlines()[0]}", stacklevel=2)
         return False
     return True
+
+
+def _clear_copies(db_path: Path) -> None:
+    """Remove the copies (and their WAL) of compactions that were killed before their rename:
+    atomic_write's temporary files beside `db_path`. The caller holds the write lock, and only
+    a writer compacts, so none of them is being written."""
+    for left in db_path.parent.glob(f".{glob.escape(db_path.name)}.*.part*"):
+        left.unlink(missing_ok=True)

@@ -7,7 +7,10 @@ forward step of a row belongs to an emitted token: its own step or one of the pa
 - Recipe 2 adaptive decoding (DK drawn with probability d_i): time per real token divided by
   (1 + mean pauses) x the plain per-step time (target <= 1.15); the raw time per forward step
   over the plain one is printed too (the rest is rows that pause more than others: the batch
-  steps until its slowest row is done);
+  steps until its slowest row is done); and where the ratio comes from: a Recipe 2 step over a
+  plain step whose cache grew as long (plain decoding for as many steps as Recipe 2's slowest
+  row took), the slowest row's steps over the mean, and the plain step at that cache length over
+  the plain step at --new-tokens (pauses take cache positions, so attention reads more keys);
 - KV cache vs recomputing the whole sequence at every step, for Recipe 1 generation;
 - Recipe 1 sampled through every `transformers` logits processor the engine uses (repetition
   penalty, temperature, top-k, top-p, min-p) and with two stop strings that never match (the
@@ -108,10 +111,17 @@ def main():
         f"({model_lib.n_params(m) / 1e6:.1f}M)  batch: {args.batch_size}  new_tokens: {n}  w: {args.w}"
     )
 
+    # Recipe 2's forward steps (its slowest row's), to time plain decoding over a cache as long
+    m.with_settings(w=args.w)
+    r2_kw = dict(recipe="variable", readout="sample")
+    r2_steps = max(
+        emitted(g) + sum(g.pauses) for g in generate(m, prompts, max_new_tokens=n, **r2_kw)
+    )
     runs = {  # name -> (w, generate keywords)
         "plain": (1, dict(recipe="constant")),
+        "plain_long": (1, dict(recipe="constant", max_new_tokens=r2_steps)),
         "recipe1": (args.w, dict(recipe="constant")),
-        "recipe2": (args.w, dict(recipe="variable", readout="sample")),
+        "recipe2": (args.w, r2_kw),
         "recipe1_nocache": (
             args.w,
             dict(recipe="constant", use_cache=False, max_new_tokens=n // 2),
@@ -146,7 +156,7 @@ def main():
     }  # best of: other jobs on the machine only ever add time
 
     # batch steps: plain and Recipe 1 take one per token of their longest row
-    steps = {k: max(emitted(g) for g in gens[k]) for k in ("plain", "recipe1")}
+    steps = {k: max(emitted(g) for g in gens[k]) for k in ("plain", "plain_long", "recipe1")}
     plain_step = t["plain"] / steps["plain"]
     r1_token = t["recipe1"] / steps["recipe1"]
     print(f"plain_ms_per_token: {1e3 * plain_step:.2f}")
@@ -164,9 +174,16 @@ def main():
         f"recipe2_over_plain_step_x_1_plus_pauses: {r2_token / ((1 + pauses) * plain_step):.3f}  (target <= 1.15)"
     )
     print(f"recipe2_ms_per_step_over_plain: {t['recipe2'] / max(row_steps) / plain_step:.3f}")
+    # the ratio above is the product of the three below
+    long_step = t["plain_long"] / steps["plain_long"]
+    print(
+        f"recipe2_ms_per_step_over_plain_same_cache_length: "
+        f"{t['recipe2'] / max(row_steps) / long_step:.3f}  ({steps['plain_long']} plain steps)"
+    )
     print(
         f"recipe2_slowest_row_over_mean_steps: {max(row_steps) * len(row_steps) / sum(row_steps):.3f}"
     )
+    print(f"plain_step_at_recipe2_cache_length_over_plain_step: {long_step / plain_step:.3f}")
 
     same = [g.token_ids for g in gens["recipe1_nocache"]] == [
         g.token_ids for g in gens["recipe1_half"]

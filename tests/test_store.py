@@ -553,3 +553,20 @@ def test_a_failed_compaction_keeps_the_committed_write(tmp_path, monkeypatch):
     after = _dump(db)
     assert after["evals"] != before["evals"]  # the second write landed (new created_at)
     assert len(after["token_rows"]) == len(before["token_rows"])
+
+
+def test_the_next_write_removes_the_copy_of_a_killed_compaction(tmp_path):
+    db = tmp_path / "c.duckdb"
+    _write_many(db, 1)
+    before = _dump(db)
+    # what a compaction killed before its rename leaves: atomic_write's copy and its WAL
+    left = [tmp_path / ".c.duckdb.k1ll3d.part", tmp_path / ".c.duckdb.k1ll3d.part.wal"]
+    other = tmp_path / ".d.duckdb.x.part"  # another database's: not this writer's to remove
+    for p in (*left, other):
+        p.write_bytes(b"half a copy")
+    store.write_eval(
+        db, run=RUN, eval_row={"run_id": "synthetic", "dataset": "x", "mode": "dense"},
+        **synthetic_tables(seed=0)[1],
+    )  # fmt: skip
+    assert not any(p.exists() for p in left) and other.exists()
+    assert sorted(_dump(db)["token_rows"]) == sorted(before["token_rows"])  # x written again
