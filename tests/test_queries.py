@@ -170,6 +170,21 @@ def test_contraction_groups_of_stored_rows_match_the_per_row_expressions(db):
     assert ref["grp"].nunique() >= 3  # the fixture's text has contractions of both kinds
 
 
+def test_bootstrap_streams_are_per_group_and_per_run():
+    hist = pd.DataFrame(
+        {"grp": ["A"] * 3 + ["B"] * 2, "bin": [0.0, 1, 2, 0, 1], "n": [5, 3, 2, 4, 4],
+         "v": [0.0, 0.01, 0.02, 0.0, 0.01]}
+    )  # fmt: skip
+    both, alone = q.group_boots(hist, 200), q.group_boots(hist[hist["grp"] == "B"], 200)
+    # a group's draws do not depend on which other groups are present, nor on thread timing
+    np.testing.assert_array_equal(both["B"], alone["B"])
+    np.testing.assert_array_equal(both["A"], q.group_boots(hist, 200)["A"])
+    assert not np.array_equal(both["A"], q.group_boots(hist, 200, seed=1)["A"])
+    # unpaired: the two runs are resampled independently, so equal runs still differ per draw
+    diff = q.diff_boots(None, hist, hist, 200)
+    assert set(diff) == {"A", "B"} and np.std(diff["A"]) > 0
+
+
 def test_contrast_and_compare_runs(db):
     con, eid, shifted = db
     c = q.contrast(con, eid, "tag", "NN", "NNS", n_boot=300).iloc[0]
