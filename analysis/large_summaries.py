@@ -25,19 +25,56 @@ ALL = "*"  # the scope of every row; a class is one of analysis.classes.CLASSES
 _SCOPE = f"CASE WHEN grouping(token_class) = 1 THEN '{ALL}' ELSE token_class END"
 _SCOPED = "HAVING grouping(token_class) = 1 OR token_class IS NOT NULL"
 
-_TYPES = f"""INSERT INTO type_stats
-SELECT $e, {_SCOPE}, $m, token_id, count(*), avg(x), median(x), var_samp(x)
-FROM (SELECT token_class, token_id, {{x}} AS x FROM token_rows WHERE eval_id = $e)
-WHERE x IS NOT NULL
-GROUP BY GROUPING SETS ((token_class, token_id), (token_id)) {_SCOPED}"""
+
+def _scoped(k: str, rows: str, x: str) -> str:
+    """Relation (scope, k, x): the rows of evaluation $e with a key k and a value x, every one
+    under ALL and each with a class under its class too."""
+    base = f"(SELECT token_class, {k} AS k, {x} AS x FROM {rows} WHERE eval_id = $e)"
+    return f"""(SELECT '{ALL}' AS scope, k, x FROM {base} WHERE x IS NOT NULL AND k IS NOT NULL
+               UNION ALL SELECT token_class, k, x FROM {base}
+               WHERE x IS NOT NULL AND k IS NOT NULL AND token_class IS NOT NULL)"""
+
+
+def medians(r: str) -> str:
+    """SQL: a query of the exact median of x per (scope, k) of the relation `r` (no NULL x),
+    in memory that does not grow with the rows.
+
+    DuckDB's median() keeps every value of a group in memory, which a 50M-row evaluation does
+    not fit in the writer's memory limit (store.WRITE_MEMORY). Here a histogram per key (value
+    bins of 1 / BIN; a hash aggregate, which spills) finds the bins that hold the two middle
+    ranks, (n - 1) // 2 and n // 2, and only the rows in those bins are sorted. The result is
+    DuckDB's median: (lo + hi) / 2 of the middle values, to the last bit.
+    """
+    return f"""WITH r AS NOT MATERIALIZED (SELECT * FROM {r}),
+        h AS (SELECT scope, k, round(x * {BIN}) AS bin, count(*) AS c FROM r GROUP BY ALL),
+        mid AS (SELECT * FROM (
+                    SELECT *, sum(c) OVER (PARTITION BY scope, k ORDER BY bin
+                                           ROWS UNBOUNDED PRECEDING) - c AS before,
+                              sum(c) OVER (PARTITION BY scope, k) AS n
+                    FROM h)
+                WHERE before <= n // 2 AND (n - 1) // 2 < before + c),
+        picked AS (SELECT r.scope, r.k, r.x, mid.n, mid.before - 1
+                          + row_number() OVER (PARTITION BY r.scope, r.k, mid.bin ORDER BY r.x) AS rank
+                   FROM r JOIN mid
+                   ON r.scope = mid.scope AND r.k = mid.k AND round(r.x * {BIN}) = mid.bin)
+        SELECT scope, k, (min(x) + max(x)) / 2 AS median FROM picked
+        WHERE rank BETWEEN (n - 1) // 2 AND n // 2 GROUP BY scope, k"""
+
+
+def _stats(table: str, key: str, rows: str, x: str) -> str:
+    """INSERT of the (n, mean, median, variance) per scope and key into `table`, whose
+    columns are (eval_id, [group_by,] scope, measure, key, n, mean, median, variance)."""
+    r = _scoped(key, rows, x)
+    by = "$by, " if table == "group_stats" else ""
+    return f"""INSERT INTO {table}
+        SELECT $e, {by}s.scope, $m, s.k, s.n, s.mean, m.median, s.variance
+        FROM (SELECT scope, k, count(*) AS n, avg(x) AS mean, var_samp(x) AS variance
+              FROM {r} GROUP BY scope, k) s
+        JOIN ({medians(r)}) m ON m.scope = s.scope AND m.k = s.k"""
+
 
 _GROUP_ROWS = """(SELECT token_class, {g} AS grp, {x} AS x FROM {rows} WHERE eval_id = $e)
 WHERE x IS NOT NULL AND grp IS NOT NULL"""
-
-_GROUP_STATS = f"""INSERT INTO group_stats
-SELECT $e, $by, {_SCOPE}, $m, grp, count(*), avg(x), median(x), var_samp(x)
-FROM {_GROUP_ROWS}
-GROUP BY GROUPING SETS ((token_class, grp), (grp)) {_SCOPED}"""
 
 _GROUP_HIST = f"""INSERT INTO group_hist
 SELECT $e, $by, {_SCOPE}, $m, grp, round(x * {BIN}), count(*), avg(x)
@@ -60,10 +97,11 @@ def write(con, eval_id: str) -> None:
         return
     for m in measures(info["mode"]):
         x = _measure(info, m)
-        con.execute(_TYPES.format(x=x), {"e": eval_id, "m": m})
+        con.execute(_stats("type_stats", "token_id", "token_rows", x), {"e": eval_id, "m": m})
         for by, g in GROUPS.items():
-            for sql in (_GROUP_STATS, _GROUP_HIST):
-                con.execute(sql.format(g=g, x=x, rows=_rows(g)), {"e": eval_id, "m": m, "by": by})
+            p = {"e": eval_id, "m": m, "by": by}
+            con.execute(_stats("group_stats", g, _rows(g), x), p)
+            con.execute(_GROUP_HIST.format(g=g, x=x, rows=_rows(g)), p)
 
 
 def stored(con, table: str, eval_id: str) -> bool:

@@ -630,3 +630,28 @@ def test_small_evaluations_store_no_statistics_and_the_upgrade_adds_them(
         for table in large_summaries.TABLES:
             want = big.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
             assert con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == want != []
+
+
+def test_stored_medians_are_exact_in_bounded_memory():
+    """large_summaries.medians against DuckDB's median(): ties, values on bin edges, groups
+    of one and two rows, negative values; then over 4M rows with a memory limit that does
+    not hold them (DuckDB's median() keeps every value of a group in memory)."""
+    from analysis.large_summaries import medians
+
+    con = duckdb.connect()
+    rng = np.random.default_rng(0)
+    n = 5000
+    x = np.concatenate([rng.integers(0, 4, n) / 2, rng.normal(0, 1, n), [0.005, 0.015, -0.005]])
+    k = np.concatenate([rng.integers(0, 7, n), rng.integers(7, 20, n), [20, 20, 21]])
+    scope = np.where(rng.random(len(x)) < 0.5, "*", "natural")
+    con.register("r", pd.DataFrame({"scope": scope, "k": k, "x": x}))
+    want = "SELECT scope, k, median(x) AS median FROM r GROUP BY scope, k ORDER BY scope, k"
+    got = con.execute(f"SELECT * FROM ({medians('r')}) ORDER BY scope, k").df()
+    pd.testing.assert_frame_equal(got, con.execute(want).df(), check_exact=True)
+    con.execute(
+        "CREATE TABLE big AS SELECT '*' AS scope, (i % 2)::INTEGER AS k, "
+        "(random() * 3)::FLOAT::DOUBLE AS x FROM range(4000000) t(i)"
+    )
+    want = con.execute("SELECT scope, k, median(x) FROM big GROUP BY ALL ORDER BY k").fetchall()
+    con.execute("SET memory_limit = '48MB'")
+    assert con.execute(f"SELECT * FROM ({medians('big')}) ORDER BY k").fetchall() == want
