@@ -124,12 +124,13 @@ def add_words(con, eval_id: str, words: str) -> None:
     docs = f"(SELECT doc_id, text FROM docs WHERE eval_id = '{sql_string(eval_id)}')"
     key = TEXT_KEY.format(d=docs, w=words)
     con.execute(f"UPDATE evals SET text_key = {key} WHERE eval_id = ?", [eval_id])
-    con.execute(
-        f"""INSERT INTO text_words SELECT e.text_key, w.* FROM {words} w, evals e
-            WHERE e.eval_id = ? AND NOT EXISTS (
-                SELECT 1 FROM text_words t WHERE t.text_key = e.text_key)""",
-        [eval_id],
-    )
+    # Whether the text's words are stored is asked once: as a NOT EXISTS per word row, DuckDB
+    # built a hash table over every stored word row of that text (beyond the writer's memory
+    # limit at 50M rows, when a second evaluation of the same text was written).
+    (text_key,) = con.execute("SELECT text_key FROM evals WHERE eval_id = ?", [eval_id]).fetchone()
+    stored = "SELECT EXISTS (SELECT 1 FROM text_words WHERE text_key = ?)"
+    if not con.execute(stored, [text_key]).fetchone()[0]:
+        con.execute(f"INSERT INTO text_words SELECT ?::HUGEINT, w.* FROM {words} w", [text_key])
     con.execute(
         "DELETE FROM text_words WHERE text_key NOT IN "
         "(SELECT text_key FROM evals WHERE text_key IS NOT NULL)"

@@ -570,3 +570,26 @@ def test_the_next_write_removes_the_copy_of_a_killed_compaction(tmp_path):
     )  # fmt: skip
     assert not any(p.exists() for p in left) and other.exists()
     assert sorted(_dump(db)["token_rows"]) == sorted(before["token_rows"])  # x written again
+
+
+def test_a_second_evaluation_of_a_text_adds_its_words_in_bounded_memory():
+    """add_words asks once whether the text's words are stored: as an anti-join per word row
+    it hashed every stored word row of the text, past the writer's memory limit at 50M rows
+    (here 2M rows and a 32 MB limit, which that plan did not fit)."""
+    con = duckdb.connect()
+    con.execute(schema.SCHEMA_FILE.read_text())
+    for e in ("a", "b"):
+        con.execute("INSERT INTO evals (eval_id) VALUES (?)", [e])
+        con.execute("INSERT INTO docs (eval_id, doc_id, text) VALUES (?, 'd', 'x')", [e])
+    words = """(SELECT 'd' AS doc_id, i::INTEGER AS widx, i::INTEGER AS char_start,
+                       1::USMALLINT AS char_len, 'w' AS word, 'NOUN' AS upos, 'NN' AS tag,
+                       '' AS morph, false AS sent_start, true AS space_after
+                FROM range(2000000) t(i))"""
+    schema.add_words(con, "a", words)
+    con.execute("SET memory_limit = '32MB'")
+    schema.add_words(con, "b", words)
+    assert con.execute("SELECT count(*), count(DISTINCT text_key) FROM text_words").fetchall() == [
+        (2_000_000, 1)
+    ]
+    keys = con.execute("SELECT DISTINCT text_key FROM evals").fetchall()
+    assert len(keys) == 1 and keys[0][0] is not None
