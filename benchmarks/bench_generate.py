@@ -5,12 +5,13 @@ forward step of a row belongs to an emitted token: its own step or one of the pa
 - plain cached greedy decoding (W = 1) vs Recipe 1 generation (W-1 pauses after every token,
   one W-position block per cached forward call): time per real token and the ratio (target <= 2.0);
 - Recipe 2 adaptive decoding (DK drawn with probability d_i): time per real token divided by
-  (1 + mean pauses) x the plain per-step time (target <= 1.15); the raw time per forward step
-  over the plain one is printed too (the rest is rows that pause more than others: the batch
-  steps until its slowest row is done); and where the ratio comes from: a Recipe 2 step over a
-  plain step whose cache grew as long (plain decoding for as many steps as Recipe 2's slowest
-  row took), the slowest row's steps over the mean, and the plain step at that cache length over
-  the plain step at --new-tokens (pauses take cache positions, so attention reads more keys);
+  (1 + mean pauses) x the plain per-step time (target <= 1.15); the time per step of the
+  batch's slowest row over the plain step is printed too; and where the ratio comes from, as
+  three factors: a Recipe 2 step over a plain step whose cache grew as long (plain decoding for
+  as many steps as Recipe 2's slowest row took; below 1 where finished rows have left the
+  batch), the slowest row's steps over the mean (rows that pause more run longer), and the
+  plain step at that cache length over the plain step at --new-tokens (pauses take cache
+  positions, so attention reads more keys);
 - KV cache vs recomputing the whole sequence at every step, for Recipe 1 generation;
 - Recipe 1 sampled through every `transformers` logits processor the engine uses (repetition
   penalty, temperature, top-k, top-p, min-p) and with two stop strings that never match (the

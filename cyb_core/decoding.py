@@ -40,10 +40,7 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         n = self.get_seq_length()
         new = n + key_states.shape[-2]
-        ours = self._views is not None and all(
-            map(operator.is_, (self.keys, self.values), self._views)
-        )
-        if not ours or new > self._bufs[0].shape[-2]:  # also after a crop or a batch select
+        if not self._ours() or new > self._bufs[0].shape[-2]:  # also after a crop
             room, bufs = max(2 * new, 64), []
             for old, x in ((self.keys, key_states), (self.values, value_states)):
                 bufs.append(x.new_empty((*x.shape[:-2], room, x.shape[-1])))
@@ -55,6 +52,22 @@ class GrowingLayer(DynamicLayer):
         v[..., n:new, :].copy_(value_states)
         self.keys, self.values = self._views = k[..., :new, :], v[..., :new, :]
         return self.keys, self.values
+
+    def _ours(self) -> bool:
+        """Whether keys and values are still the views made here (not replaced by a crop)."""
+        return self._views is not None and all(
+            map(operator.is_, (self.keys, self.values), self._views)
+        )
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        """Keep batch rows `indices`: copied into new buffers with the same room, so the next
+        update writes in place instead of reallocating (DynamicLayer's would copy twice)."""
+        if not self._ours():
+            return super().batch_select_indices(indices)
+        self._bufs = tuple(b.index_select(0, indices) for b in self._bufs)
+        n = self.get_seq_length()
+        k, v = self._bufs
+        self.keys, self.values = self._views = k[..., :n, :], v[..., :n, :]
 
 
 def growing_cache(config) -> DynamicCache:
@@ -101,20 +114,42 @@ class Context:
         # fp32 already (CYBModel adds the DK prior in fp32): (B, L, V)
         return logits[:, -L:].float()
 
+    @property
+    def can_select(self) -> bool:
+        """Whether rows can be dropped: every cache layer is a DynamicLayer (or a subclass),
+        which has batch_select_indices; linear-attention and quantized layers may not."""
+        return self.cache is None or all(isinstance(x, DynamicLayer) for x in self.cache.layers)
+
+    def select(self, keep: Tensor) -> None:
+        """Keep the batch rows `keep` (indices, ascending) of the cache, mask and sequence."""
+        self.mask = self.mask[keep]
+        if self.cache is not None:
+            self.cache.batch_select_indices(keep)
+        else:
+            self.ids, self.pos = self.ids[keep], self.pos[keep]
+
 
 class Out:
-    """Emitted tokens and pause counts per row, written on the device without syncing."""
+    """Emitted tokens and pause counts per row, written on the device without syncing.
+
+    The batch shrinks as its rows finish: at a poll where at least a quarter of the rows still
+    in the batch are done, they are dropped (from these buffers here, from the loop's state and
+    the cache by the loop), so a step no longer computes rows whose output nobody reads. `live`
+    holds the row of each position left in the batch; `results()` gives every row's buffers.
+    """
 
     def __init__(self, model, B: int, max_new: int, stop: list[str] | None, every: int):
         dev = model.device
         self.model, self.max_new, self.stop, self.every = model, max_new, stop or [], every
-        self.rows = torch.arange(B, device=dev)
+        self.rows = torch.arange(B, device=dev)  # positions in the batch (shrinks with it)
+        self.live = torch.arange(B, device=dev)  # the row at each position
         # last column: scratch; unused slots hold DK, which is banned, so the repetition
         # penalty reading them (Picker.history) changes nothing
         self.tokens = torch.full((B, max_new + 1), model.dk_id, device=dev)
         self.pauses = torch.zeros((B, max_new + 1), dtype=torch.long, device=dev)
         self.count = torch.zeros(B, dtype=torch.long, device=dev)
         self.done = torch.zeros(B, dtype=torch.bool, device=dev)
+        self._all = (self.tokens, self.pauses, self.count)  # every row's, once rows are dropped
         self.truncated = [0] * B  # prompt tokens cut from the left, per row (set by _start)
         # Matches each row's emitted text ending in a stop string, on the device: no decode.
         self.criteria = StopStringCriteria(model.tokenizer, self.stop) if self.stop else None
@@ -133,11 +168,37 @@ class Out:
             tail = self.tokens.gather(1, idx.clamp_min(0)).masked_fill(idx < 0, _NO_TOKEN)
             self.done |= mask & self.criteria(tail, None)
 
-    def poll(self, step: int) -> bool:
-        """Every `every` steps: True once all rows are done."""
+    def poll(self, step: int, shrink: bool = True) -> Tensor | None:
+        """Every `every` steps, one CPU-GPU sync: None to go on as is; else the positions the
+        loop keeps (empty: every row is done), the others already dropped here. With `shrink`
+        False (a cache that cannot drop rows) only the empty answer is given."""
         if (step + 1) % self.every:
-            return False
-        return bool(self.done.all())  # CPU-GPU sync
+            return None
+        B = len(self.done)
+        n_done = int(self.done.sum())  # CPU-GPU sync
+        if n_done == B:
+            return self.rows[:0]
+        if (
+            not shrink or not n_done or 4 * n_done < B
+        ):  # a drop copies the cache: not for one row in 8
+            return None
+        keep = (~self.done).nonzero()[:, 0]  # a second sync, once per drop
+        self.results()  # every row's buffers up to date, the dropped rows' for good
+        for name in ("live", "tokens", "pauses", "count", "done"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.rows = self.rows[: len(keep)]
+        return keep
+
+    def results(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every row's tokens (B, max_new + 1), pauses (B, max_new + 1) and count (B,)."""
+        tokens, pauses, count = self._all
+        if self.tokens is not tokens:  # rows were dropped: the rest are in the working buffers
+            tokens[self.live], pauses[self.live], count[self.live] = (
+                self.tokens,
+                self.pauses,
+                self.count,
+            )
+        return self._all
 
 
 _NO_TOKEN = 2**62
@@ -148,7 +209,8 @@ def poll_every(device: torch.device, steps_per_token: int = 1) -> int:
     """Steps between `Out.poll` syncs: every step on the CPU (a check costs nothing there);
     elsewhere GPU_POLL_EVERY tokens' worth, each check waiting for the device. A Recipe 2 step
     is one position, and a token takes up to W of them (steps_per_token), so there it is
-    GPU_POLL_EVERY * W steps. Rows that are done meanwhile keep stepping, masked."""
+    GPU_POLL_EVERY * W steps. Rows that are done meanwhile keep stepping, masked, until a poll
+    drops them."""
     return 1 if device.type == "cpu" else GPU_POLL_EVERY * steps_per_token
 
 
@@ -161,7 +223,10 @@ def wants_pause(policy: str, threshold: float, gen: torch.Generator, d: Tensor) 
 
 @torch.no_grad()
 def _run_constant(model, prompts: list[list[int]], ctx: Context, out: Out, asks, pick):
-    """Recipe 1: each emitted token goes back in with its W-1 pauses as one (B, W) block."""
+    """Recipe 1: each emitted token goes back in with its W-1 pauses as one (B, W) block.
+
+    Yields (token, answer step, emitted) per position left in the batch (Out.live: their rows).
+    """
     W, dev, B = model.settings.w, model.device, len(prompts)
     pauses = model.pause_ids[: W - 1]
     L = max(len(p) for p in prompts) * W
@@ -184,8 +249,14 @@ def _run_constant(model, prompts: list[list[int]], ctx: Context, out: Out, asks,
         emitted = ~out.done
         out.emit(tok, S, emitted)
         yield tok, S, emitted
-        if i + 1 == out.max_new or out.poll(i):  # every row has emitted max_new tokens, or all done
+        if i + 1 == out.max_new:  # every row has emitted max_new tokens
             return
+        if (keep := out.poll(i, ctx.can_select)) is not None:
+            if not len(keep):  # every row is done
+                return
+            B = len(keep)
+            ctx.select(keep)
+            tok, n_real, tail = tok[keep], n_real[keep], tail[:B]
         block = torch.cat([tok[:, None], tail], 1)  # (B, W)
         logits = ctx(block, (n_real + i)[:, None].expand(B, W), ~out.done[:, None].expand(B, W))
 
@@ -196,7 +267,8 @@ def run_adaptive(model, forced: list[list[int]], ctx: Context, out: Out, asks, p
 
     With `pick`, each row then generates; without, the row is done once the last forced
     token has been answered (teacher-forced evaluation: forced[t + 1] is the target of step t).
-    `rec` (cyb_core.adaptive's recorder) is told every step's quantities.
+    `rec` (cyb_core.adaptive's recorder) is told every step's quantities, per position left in
+    the batch; its `rows` (the recorder's row at each position) loses the rows Out.poll drops.
     """
     W, dev, B = model.settings.w, model.device, len(forced)
     n = torch.tensor([len(f) for f in forced], device=dev)
@@ -232,8 +304,14 @@ def run_adaptive(model, forced: list[list[int]], ctx: Context, out: Out, asks, p
         cur = torch.where(answer, nxt, cur)
         t = t + answer.long()
         k = torch.where(answer | out.done, 0, k + 1)
-        if out.poll(step):
-            return
+        if (keep := out.poll(step, ctx.can_select)) is not None:
+            if not len(keep):  # every row is done
+                return
+            ctx.select(keep)
+            n, seq, t, k, cur = (x[keep] for x in (n, seq, t, k, cur))
+            rows = out.rows
+            if rec is not None:
+                rec.rows = rec.rows[keep]
 
 
 @torch.no_grad()

@@ -7,8 +7,9 @@ picks the answer step S from d_0..d_{W-1} and the token is read from the logits 
 Recipe 2 (variable): every row advances one position per forward call, its input being either
 its next pause (the model asked for one: DK drawn with probability d_i, or d_i >= a threshold)
 or its next real token. Every row appends exactly one position per step, so the cache stays
-rectangular however differently the rows pause; rows that are done keep stepping, masked out,
-until all are done. The prompt is read the same way, teacher-forced, so the model chooses its
+rectangular however differently the rows pause. Rows that are done step on, masked out, until
+a check finds a quarter of the batch done: those rows then leave the batch and its cache (in
+both recipes; cyb_core.decoding.Out.poll). The prompt is read the same way, teacher-forced, so the model chooses its
 own pauses after prompt tokens too and the history looks as it will while generating; rows
 therefore need no padding.
 
@@ -183,7 +184,7 @@ def _start(
         top_p=top_p,
         min_p=min_p,
         repetition_penalty=repetition_penalty,
-        history=lambda: torch.cat([prompt_ids, out.tokens], 1),  # (B, P + max_new + 1)
+        history=lambda: torch.cat([prompt_ids[out.live], out.tokens], 1),  # (B, P + max_new + 1)
     )
     asks = partial(wants_pause, readout, dk_threshold, gen)
     ctx = Context(model, use_cache, bf16)
@@ -322,7 +323,7 @@ def generate(
     )
     for _ in loop:
         pass
-    tokens, pauses, count = out.tokens.tolist(), out.pauses.tolist(), out.count.tolist()
+    tokens, pauses, count = (x.tolist() for x in out.results())
     return [
         _finish(model, p, tokens[b][: count[b]], pauses[b][: count[b]], stop, out.truncated[b])
         for b, p in enumerate(prompts)

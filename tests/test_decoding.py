@@ -184,7 +184,58 @@ def test_growing_cache_layer_equals_concatenation_through_regrowth_and_batch_sel
             assert torch.equal(g, w)
     keep = torch.tensor([2, 0])
     ours.batch_select_indices(keep), ref.batch_select_indices(keep)  # rebinds keys and values
+    bufs = ours._bufs
     k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
     for g, w in zip(ours.update(k, v), ref.update(k, v), strict=True):
         assert torch.equal(g, w)
+    assert ours._bufs is bufs  # the selected rows kept their room: appended in place
     assert ours.get_seq_length() == ref.get_seq_length() == 173
+
+
+def count_drops(monkeypatch) -> list[int]:
+    """Wraps Context.select: the list grows by the rows left each time the batch drops rows."""
+    left, select = [], decoding.Context.select
+
+    def counted(ctx, keep):
+        left.append(len(keep))
+        select(ctx, keep)
+
+    monkeypatch.setattr(decoding.Context, "select", counted)
+    return left
+
+
+def never_drop(monkeypatch) -> None:
+    monkeypatch.setattr(decoding.Context, "can_select", property(lambda self: False))
+
+
+@pytest.mark.parametrize("recipe", ["constant", "variable"])
+def test_dropping_finished_rows_changes_no_output(recipe, monkeypatch):
+    m = tiny_model(3)
+    # row 0 stops after two tokens, the others run on (greedy: the tiny model repeats itself)
+    kw = dict(recipe=recipe, max_new_tokens=10, stop=[" cat cat"], repetition_penalty=1.1)
+    left = count_drops(monkeypatch)
+    dropped = engine.generate(m, PROMPTS, **kw, **VARIED)
+    drops = len(left)
+    assert drops and left[0] < len(PROMPTS)
+    never_drop(monkeypatch)
+    kept = engine.generate(m, PROMPTS, **kw, **VARIED)
+    assert len(left) == drops  # none with a cache that cannot drop rows
+    assert [(g.token_ids, g.pauses, g.finish_reason) for g in dropped] == [
+        (g.token_ids, g.pauses, g.finish_reason) for g in kept
+    ]
+    assert dropped[0].finish_reason == "stop" and dropped[1].finish_reason == "length"
+
+
+def test_adaptive_eval_drops_finished_rows_and_records_the_same(monkeypatch):
+    m = tiny_model(3)
+    docs = ["Yes.", "The cat sat on the mat. " * 3, "Alice didn't know. " * 5]
+    left = count_drops(monkeypatch)
+    dropped = adaptive_eval(m, docs, seq_len=64, batch_size=3, dk_threshold=0.08, progress=False)
+    assert left == [2, 1]  # the shortest document's row, then the middle one's
+    never_drop(monkeypatch)
+    kept = adaptive_eval(m, docs, seq_len=64, batch_size=3, dk_threshold=0.08, progress=False)
+    for name in ("doc", "idx", "pauses", "correct"):
+        np.testing.assert_array_equal(getattr(dropped, name), getattr(kept, name), err_msg=name)
+    for name in ("nll", "d", "t"):  # a smaller batch may round differently in the last bit
+        np.testing.assert_allclose(getattr(dropped, name), getattr(kept, name), rtol=1e-5)
+    assert len(set(dropped.pauses.tolist())) > 1

@@ -21,11 +21,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder:
-    """Replaces m.forward to keep the inputs and logits of every call the engine makes."""
+    """Replaces m.forward to keep the inputs and logits of every call the engine makes, and
+    Context.select to follow the rows the batch drops as they finish."""
 
-    def __init__(self, m):
-        self.m, self.inner, self.calls = m, m.forward, []
+    def __init__(self, m, monkeypatch):
+        self.m, self.inner, self.calls, self.live = m, m.forward, [], None
+        self.drops = 0
         m.forward = self
+        select = decoding.Context.select
+
+        def follow(ctx, keep):
+            if ctx.model.forward is self:  # still recording
+                self.live, self.drops = self.live[keep], self.drops + 1
+            select(ctx, keep)
+
+        monkeypatch.setattr(decoding.Context, "select", follow)
 
     def __call__(
         self,
@@ -38,43 +48,55 @@ class Recorder:
     ):
         # every position's logits are kept for the check; the engine gets what it asked for
         logits, cache = self.inner(input_ids, position_ids, attention_mask, cache, use_cache)
-        self.calls.append(
-            (input_ids, position_ids, attention_mask[:, -input_ids.shape[1] :], logits)
-        )
+        if self.live is None:
+            self.live = torch.arange(input_ids.shape[0])
+        new = attention_mask[:, -input_ids.shape[1] :]
+        self.calls.append((self.live, input_ids, position_ids, new, logits))
         return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cache
+
+    def rows(self):
+        """Per row of the batch: its (ids, position ids, valid, logits) over every call it was in."""
+        rows = []
+        for b in range(len(self.calls[0][0])):
+            at = [(c, int((c[0] == b).nonzero()[0, 0])) for c in self.calls if b in c[0]]
+            rows.append([torch.cat([c[i][j] for c, j in at]) for i in range(1, 5)])
+        return rows
 
     def check_against_full_sequence(self):
         """Each row's fed tokens, rerun without a cache in one forward: the same logits.
 
         The reference position ids follow the rule itself (the index of the real token, shared
-        by its pauses), not what the engine passed.
+        by its pauses), not what the engine passed. Returns each row's (ids, position ids).
         """
         del self.m.forward
-        ids, pos, valid, logits = (torch.cat([c[i] for c in self.calls], 1) for i in range(4))
-        for b in range(ids.shape[0]):
-            keep = valid[b].bool()
-            row = ids[b, keep]
+        got = []
+        for ids, pos, valid, logits in self.rows():
+            keep = valid.bool()
+            row = ids[keep]
             ref_pos = (~torch.isin(row, torch.tensor(self.m.pause_ids))).cumsum(0) - 1
             with torch.no_grad():
                 full, _ = self.m(row[None], position_ids=ref_pos[None])
-            torch.testing.assert_close(logits[b, keep], full[0], atol=ATOL, rtol=0)
-        return ids, pos
+            torch.testing.assert_close(logits[keep], full[0], atol=ATOL, rtol=0)
+            got.append((ids, pos))
+        return got
 
 
 @pytest.mark.parametrize("recipe", ["constant", "variable"])
-def test_cached_logits_equal_full_sequence_logits(recipe):
+def test_cached_logits_equal_full_sequence_logits(recipe, monkeypatch):
     m = tiny_model(3)
-    rec = Recorder(m)
+    rec = Recorder(m, monkeypatch)
     gens = engine.generate(
         m, PROMPTS, recipe=recipe, max_new_tokens=12, do_sample=True, temperature=2.0, **VARIED
     )
-    ids, pos = rec.check_against_full_sequence()
+    rows = rec.check_against_full_sequence()
     assert len({tuple(g.pauses) for g in gens}) > 1 and len({k for g in gens for k in g.pauses}) > 1
     if recipe == "constant":  # one block of W positions per call after the prefill
-        assert all(c[0].shape[1] == 3 for c in rec.calls[1:])
-        assert (pos[:, -3:] == pos[:, -1:]).all()  # a token and its pauses share a position
+        assert all(c[1].shape[1] == 3 for c in rec.calls[1:])
+        # a token and its pauses share a position
+        assert all((pos[-3:] == pos[-1]).all() for _, pos in rows)
     else:  # one position per row per call: the cache stays rectangular
-        assert all(c[0].shape[1] == 1 for c in rec.calls)
+        assert all(c[1].shape[1] == 1 for c in rec.calls)
+        assert rec.drops  # rows that finished were dropped, and the rest still match
     slow = engine.generate(
         m,
         PROMPTS,

@@ -78,7 +78,7 @@ def test_recipe2_generation_and_adaptive_eval_convert_far_fewer_tensors_than_tok
     # one poll per 8 W steps, plus the final copies: not one per token (transformers' check of
     # the 2-D mask alone made one per step: 181 for this call)
     assert hc.total < n / 4, hc.report()
-    assert hc.by_kind["__bool__"] <= math.ceil(steps / (gpu_polling * m.settings.w)), hc.report()
+    assert hc.by_kind["__int__"] <= math.ceil(steps / (gpu_polling * m.settings.w)), hc.report()
 
     doc = "Alice didn't know what to say, so she said nothing at all. " * 8
     with HostConversions() as hc:
@@ -96,10 +96,11 @@ def test_host_conversions_do_not_grow_with_the_tokens_generated(gpu_polling):
             g = engine.generate(m, ["The"], recipe="constant", max_new_tokens=n, do_sample=True)
         assert len(g[0].token_ids) == n
         counts[n] = hc.by_kind.copy()
-    # only the polls grow, one per 8 tokens; everything else is per call
-    assert counts[64]["__bool__"] - counts[16]["__bool__"] == (64 - 16) // gpu_polling
-    assert counts[64] - Counter(__bool__=counts[64]["__bool__"]) == counts[16] - Counter(
-        __bool__=counts[16]["__bool__"]
+    # only the polls grow (each reads how many rows are done), one per 8 tokens; everything
+    # else is per call
+    assert counts[64]["__int__"] - counts[16]["__int__"] == (64 - 16) // gpu_polling
+    assert counts[64] - Counter(__int__=counts[64]["__int__"]) == counts[16] - Counter(
+        __int__=counts[16]["__int__"]
     )
 
 
