@@ -178,9 +178,9 @@ class Out:
         n_done = int(self.done.sum())  # CPU-GPU sync
         if n_done == B:
             return self.rows[:0]
-        if (
-            not shrink or not n_done or 4 * n_done < B
-        ):  # a drop copies the cache: not for one row in 8
+        # a drop copies the cache: worth it once a quarter of the rows are done, so a batch
+        # of n rows is copied O(log n) times, not once per row
+        if not shrink or not n_done or 4 * n_done < B:
             return None
         keep = (~self.done).nonzero()[:, 0]  # a second sync, once per drop
         self.results()  # every row's buffers up to date, the dropped rows' for good
@@ -193,11 +193,9 @@ class Out:
         """Every row's tokens (B, max_new + 1), pauses (B, max_new + 1) and count (B,)."""
         tokens, pauses, count = self._all
         if self.tokens is not tokens:  # rows were dropped: the rest are in the working buffers
-            tokens[self.live], pauses[self.live], count[self.live] = (
-                self.tokens,
-                self.pauses,
-                self.count,
-            )
+            tokens[self.live] = self.tokens
+            pauses[self.live] = self.pauses
+            count[self.live] = self.count
         return self._all
 
 
