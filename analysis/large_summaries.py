@@ -61,13 +61,12 @@ def medians(r: str) -> str:
         WHERE rank BETWEEN (n - 1) // 2 AND n // 2 GROUP BY scope, k"""
 
 
-def _stats(table: str, key: str, rows: str, x: str) -> str:
+def _stats(table: str, key: str, rows: str, x: str, by: str = "") -> str:
     """INSERT of the (n, mean, median, variance) per scope and key into `table`, whose
-    columns are (eval_id, [group_by,] scope, measure, key, n, mean, median, variance)."""
+    columns are (eval_id, [by,] scope, measure, key, n, mean, median, variance)."""
     r = _scoped(key, rows, x)
-    by = "$by, " if table == "group_stats" else ""
     return f"""INSERT INTO {table}
-        SELECT $e, {by}s.scope, $m, s.k, s.n, s.mean, m.median, s.variance
+        SELECT $e, {by + ", " if by else ""}s.scope, $m, s.k, s.n, s.mean, m.median, s.variance
         FROM (SELECT scope, k, count(*) AS n, avg(x) AS mean, var_samp(x) AS variance
               FROM {r} GROUP BY scope, k) s
         JOIN ({medians(r)}) m ON m.scope = s.scope AND m.k = s.k"""
@@ -100,7 +99,7 @@ def write(con, eval_id: str) -> None:
         con.execute(_stats("type_stats", "token_id", "token_rows", x), {"e": eval_id, "m": m})
         for by, g in GROUPS.items():
             p = {"e": eval_id, "m": m, "by": by}
-            con.execute(_stats("group_stats", g, _rows(g), x), p)
+            con.execute(_stats("group_stats", g, _rows(g), x, by="$by"), p)
             con.execute(_GROUP_HIST.format(g=g, x=x, rows=_rows(g)), p)
 
 

@@ -175,7 +175,7 @@ def main():
         f"recipe2_over_plain_step_x_1_plus_pauses: {r2_token / ((1 + pauses) * plain_step):.3f}  (target <= 1.15)"
     )
     print(f"recipe2_ms_per_step_over_plain: {t['recipe2'] / max(row_steps) / plain_step:.3f}")
-    # the ratio above is the product of the three below
+    # recipe2_over_plain_step_x_1_plus_pauses is the product of the three below
     long_step = t["plain_long"] / steps["plain_long"]
     print(
         f"recipe2_ms_per_step_over_plain_same_cache_length: "
